@@ -1,0 +1,39 @@
+"""Classical in-context learners, vectorised over prompts and prefixes.
+
+Every estimator answers the same call as the transformer: `predict(xs, ys)` with xs (batch, n, d) and
+ys (batch, n) returns (batch, n) predictions where entry k predicts ys[:, k] from the k examples before it
+(xs[:, :k], ys[:, :k]) and the query xs[:, k]. With no examples (k = 0) every estimator predicts 0.
+"""
+
+from __future__ import annotations
+
+from ..spec import Registry, format_named, parse_named
+from .base import Estimator
+from .linear import Averaging, Lasso, LeastSquares, Ridge, lasso_prefixes, least_squares_prefixes
+from .neighbors import KNearestNeighbors, Zero
+
+ESTIMATORS = Registry("estimator")
+for _cls in (Zero, Averaging, KNearestNeighbors, LeastSquares, Ridge, Lasso):
+    ESTIMATORS.register(_cls.name)(_cls)
+
+__all__ = [
+    "ESTIMATORS",
+    "Averaging",
+    "Estimator",
+    "KNearestNeighbors",
+    "Lasso",
+    "LeastSquares",
+    "Ridge",
+    "Zero",
+    "lasso_prefixes",
+    "least_squares_prefixes",
+    "make_estimator",
+]
+
+
+def make_estimator(spec: str | dict, prefix: str | None = None) -> Estimator:
+    """Build an estimator from 'lasso:alpha=0.1' or {'name': 'lasso', 'alpha': 0.1}; its label is that spec."""
+    spec = parse_named(spec) if isinstance(spec, str) else dict(spec)
+    estimator = ESTIMATORS.make(spec, prefix=prefix)
+    estimator.label = format_named(spec)
+    return estimator

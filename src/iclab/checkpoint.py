@@ -1,0 +1,167 @@
+"""Atomic files and checkpoints.
+
+A checkpoint is a directory `checkpoints/step-NNNNNNN/` holding `model.safetensors`, `optimizer.safetensors`
+(Adam moments and the data-generator state) and `state.json` (step, elapsed time, optimizer hyper-parameters).
+It is written under a temporary name and renamed into place, so a crash never leaves a half-written checkpoint
+under a real name, and older checkpoints are pruned only after the new one exists. Weights load through
+safetensors: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import UserError
+
+FORMAT = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: readers see the old or the new file, whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit())
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("state."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for name, value in meta["scalars"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    info: dict,
+    keep: int = 2,
+) -> Path:
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:07d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-step-{step:07d}-"))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        tensors, meta = _optimizer_tensors(optimizer)
+        tensors["rng.data"] = generator.get_state()
+        save_file(tensors, tmp / "optimizer.safetensors")
+        state = {"format": FORMAT, "step": step, "optimizer": meta, "generator_device": str(generator.device)}
+        atomic_write_json(tmp / "state.json", state | info)
+        if final.exists():  # re-saving the same step (e.g. Ctrl-C right after a scheduled save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in checkpoint_dirs(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UserError(f"checkpoint file missing: {path}")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(
+            f"checkpoint file {path} is truncated or corrupt ({e}); delete {path.parent} to fall back "
+            "to the previous checkpoint"
+        ) from None
+
+
+def read_state(ckpt: Path) -> dict:
+    path = ckpt / "state.json"
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"checkpoint file missing: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(
+            f"checkpoint file {path} is corrupt ({e}); delete {ckpt} to fall back to the previous checkpoint"
+        ) from None
+    if state.get("format") != FORMAT:
+        raise UserError(f"checkpoint {ckpt} has format {state.get('format')!r}; this iclab reads format {FORMAT}")
+    return state
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    dirs = checkpoint_dirs(run_dir)
+    if not dirs:
+        raise UserError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}: train the run first (iclab train)")
+    return dirs[-1]
+
+
+def load_model_weights(model: torch.nn.Module, ckpt: Path) -> None:
+    tensors = _load_tensors(ckpt / "model.safetensors")
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise UserError(
+            f"checkpoint {ckpt / 'model.safetensors'} does not fit the run's model config: {first}"
+        ) from None
+
+
+def load_training_state(
+    ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> dict:
+    """Restore model, optimizer and data generator from `ckpt`; return its state.json."""
+    state = read_state(ckpt)
+    load_model_weights(model, ckpt)
+    tensors = _load_tensors(ckpt / "optimizer.safetensors")
+    if "rng.data" not in tensors:
+        raise UserError(f"checkpoint file {ckpt / 'optimizer.safetensors'} lacks the data-generator state")
+    generator.set_state(tensors.pop("rng.data"))
+    optimizer.load_state_dict(_optimizer_state(tensors, state["optimizer"]))
+    return state

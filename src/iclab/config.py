@@ -1,0 +1,167 @@
+"""Run configuration: YAML files plus `--set key=value` overrides, validated into dataclasses.
+
+Every run directory stores the resolved config as `config.json`; that file alone rebuilds the model and data.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.resources
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+from .model import ModelConfig
+from .spec import build, key_error, parse_value, unknown_key_error
+from .tasks import make_inputs, make_task
+
+
+@dataclass
+class Ramp:
+    """A curriculum variable: start, then +inc every `every` steps, capped at end."""
+
+    start: int = field(metadata={"min": 1})
+    end: int = field(metadata={"min": 1})
+    inc: int = field(default=1, metadata={"min": 0})
+    every: int = field(default=2000, metadata={"min": 1})
+
+    def check(self, prefix: str) -> None:
+        if self.end < self.start:
+            raise key_error(f"{prefix}.end", f"must be >= start ({self.start}), got {self.end}")
+
+    def at(self, step: int) -> int:
+        return min(self.start + self.inc * (step // self.every), self.end)
+
+
+@dataclass
+class Curriculum:
+    """Garg et al.'s curriculum on the active input dimensions and the number of points per prompt."""
+
+    dims: Ramp | None = None
+    points: Ramp | None = None
+
+
+@dataclass
+class TrainConfig:
+    steps: int = field(default=2000, metadata={"min": 0})
+    batch_size: int = field(default=256, metadata={"min": 1})
+    lr: float = field(default=1e-3, metadata={"gt": 0.0})
+    schedule: str = field(default="cosine", metadata={"choices": ["constant", "cosine", "linear"]})
+    min_lr_ratio: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})  # final lr / lr for decays
+    warmup: int = field(default=200, metadata={"min": 0})
+    weight_decay: float = field(default=0.01, metadata={"min": 0.0})
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = field(default=1.0, metadata={"min": 0.0})  # 0 turns clipping off
+    log_every: int = field(default=10, metadata={"min": 1})
+    checkpoint_every: int = field(default=500, metadata={"min": 1})
+    keep_checkpoints: int = field(default=2, metadata={"min": 1})
+    # a quick error curve on a fixed validation set, logged to metrics.jsonl (0 turns it off)
+    eval_every: int = field(default=100, metadata={"min": 0})
+    eval_prompts: int = field(default=512, metadata={"min": 1})
+
+
+@dataclass
+class EvalConfig:
+    prompts: int = field(default=1280, metadata={"min": 1})
+    batch_size: int = field(default=640, metadata={"min": 1})
+    seed: int = 1234  # a fixed evaluation set, independent of the training seed
+    bootstrap: int = field(default=1000, metadata={"min": 1})
+    confidence: float = field(default=0.9, metadata={"gt": 0.0, "lt": 1.0})
+    baselines: list[str] = field(
+        default_factory=lambda: ["zero", "averaging", "knn", "least_squares", "ridge", "lasso"]
+    )
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    dims: int = field(default=5, metadata={"min": 1})  # d: the dimension of x
+    points: int = field(default=11, metadata={"min": 1})  # (x, y) pairs per prompt; the last x is the query
+    task: dict = field(default_factory=lambda: {"name": "linear"})
+    inputs: dict = field(default_factory=lambda: {"name": "isotropic"})
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    curriculum: Curriculum = field(default_factory=Curriculum)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    device: str = "cpu"
+    dtype: str = field(default="float32", metadata={"choices": ["float32", "float64"]})
+    # torch intra-op threads; small models run fastest on 1 (see README), 0 keeps torch's default
+    threads: int = field(default=1, metadata={"min": 0})
+
+    def check(self, prefix: str) -> None:
+        make_task(self.task, self.dims)  # validates the task spec (names, parameters, nnz <= dims, ...)
+        make_inputs(self.inputs, self.dims)
+        from .baselines import make_estimator
+
+        for i, name in enumerate(self.eval.baselines):
+            make_estimator(name, prefix=f"eval.baselines[{i}]")
+        for key, ramp, top in (
+            ("dims", self.curriculum.dims, self.dims),
+            ("points", self.curriculum.points, self.points),
+        ):
+            if ramp is not None and ramp.end > top:
+                raise key_error(f"curriculum.{key}.end", f"must be <= {key} ({top}), got {ramp.end}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def set_key(data: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict, creating mappings on the way (validation happens afterwards)."""
+    node = data
+    *parents, last = dotted.split(".")
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[last] = value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"bad --set '{item}': write --set key=value, e.g. --set train.steps=500")
+        set_key(data, key.strip(), parse_value(value))
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def packaged_config(name: str) -> Path:
+    """A config shipped with iclab, e.g. 'demo' -> iclab/configs/demo.yaml."""
+    path = Path(str(importlib.resources.files("iclab") / "configs" / f"{name}.yaml"))
+    if not path.is_file():
+        names = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise unknown_key_error(name, names, "packaged config")
+    return path
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
+    """Read a YAML config (or start from `base` / the defaults), apply overrides, validate."""
+    data = read_yaml(path) if path is not None else copy.deepcopy(base or {})
+    return build(Config, apply_overrides(data, overrides or []))
+
+
+def config_from_json(path: Path) -> Config:
+    try:
+        return build(Config, json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read run config {path}: {e}") from None

@@ -1,0 +1,190 @@
+"""Evaluation: error against the number of in-context examples, for the transformer and every baseline,
+on one fixed, seeded set of prompts, with bootstrap confidence bands.
+
+The error at k is the prediction error for y_{k+1} given k examples, averaged over prompts: squared error
+divided by the task's E[y^2] (so predicting 0 scores about 1), or the 0-1 sign error for classification.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from .baselines import Estimator, make_estimator
+from .checkpoint import atomic_write_text
+from .config import Config
+from .spec import format_named, parse_named
+from .tasks import make_inputs, make_shift, make_task, sample_prompts
+
+CURVE_COLUMNS = ["task", "estimator", "k", "mean", "lo", "hi"]
+
+
+@dataclass
+class EvalSet:
+    label: str  # the task column of curves.csv
+    xs: Tensor  # (prompts, points, dims)
+    ys: Tensor  # (prompts, points)
+    scale: Tensor  # (prompts,) E[y^2] of each prompt's function class
+    metric: str
+
+
+def make_eval_set(
+    config: Config,
+    task: str | dict | None = None,
+    shift: str | dict | None = None,
+    prompts: int | None = None,
+    seed: int | None = None,
+) -> EvalSet:
+    """Prompts of `task` (default: the run's task) under an optional distribution `shift`, drawn on the CPU from
+    `seed` (default eval.seed) so that every estimator and every device sees the same set."""
+    spec = parse_named(task) if isinstance(task, str) else task
+    function_class = make_task(spec or config.task, config.dims, prefix="--task" if spec else "task")
+    label = format_named(spec) if spec else str(config.task["name"])
+    inputs_spec = config.inputs
+    shift_obj = None
+    if shift is not None:
+        shift_spec = parse_named(shift) if isinstance(shift, str) else shift
+        shift_obj = make_shift(shift_spec)
+        inputs_spec = shift_obj.inputs(inputs_spec)
+        label += "@" + format_named(shift_spec)
+    inputs = make_inputs(inputs_spec, config.dims)
+    generator = torch.Generator().manual_seed(config.eval.seed if seed is None else seed)
+    xs, ys, params = sample_prompts(function_class, inputs, prompts or config.eval.prompts, config.points, generator)
+    if shift_obj is not None:
+        ys = shift_obj.outputs(ys, generator)
+    return EvalSet(label, xs, ys, function_class.y_scale(params), function_class.metric)
+
+
+def prompt_errors(preds: Tensor, evalset: EvalSet) -> Tensor:
+    """(prompts, points) errors of predictions against the evaluation set's outputs."""
+    preds, ys = preds.double().cpu(), evalset.ys.double()
+    if evalset.metric == "sign":
+        return (torch.sign(preds) != torch.sign(ys)).double()
+    return (preds - ys).square() / evalset.scale.double().unsqueeze(1)
+
+
+def bootstrap_band(errors: Tensor, resamples: int, confidence: float, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean over prompts and the percentile bootstrap band of that mean, per k."""
+    generator = torch.Generator().manual_seed(seed)
+    n = errors.shape[0]
+    means = torch.empty(resamples, errors.shape[1], dtype=errors.dtype)
+    for start in range(0, resamples, 100):  # blocks of resamples bound memory at 100 x prompts x points
+        stop = min(start + 100, resamples)
+        index = torch.randint(0, n, (stop - start, n), generator=generator)
+        means[start:stop] = errors[index].mean(1)
+    tail = (1 - confidence) / 2
+    q = torch.tensor([tail, 1 - tail], dtype=errors.dtype)
+    lo, hi = torch.quantile(means, q, dim=0)
+    return errors.mean(0), lo, hi
+
+
+class TransformerEstimator(Estimator):
+    """A trained ICLTransformer behind the estimator interface."""
+
+    name = "transformer"
+
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.label = model, "transformer"
+        self.param = next(model.parameters())
+
+    @torch.no_grad()
+    def predict(self, xs, ys):
+        return self.model(xs.to(self.param), ys.to(self.param)).to(ys.dtype).cpu()
+
+
+def estimator_errors(
+    estimators: list[Estimator], evalset: EvalSet, batch_size: int, progress: bool = False
+) -> dict[str, Tensor]:
+    """Errors (prompts, points) of each estimator on the same prompts, computed in batches of prompts."""
+    out = {}
+    for est in tqdm(estimators, desc="eval", disable=not progress, leave=False):
+        preds = torch.cat(
+            [
+                est.predict(evalset.xs[i : i + batch_size], evalset.ys[i : i + batch_size])
+                for i in range(0, len(evalset.xs), batch_size)
+            ]
+        )
+        out[est.label] = prompt_errors(preds, evalset)
+    return out
+
+
+def curve_rows(label: str, errors: dict[str, Tensor], config: Config) -> list[dict]:
+    rows = []
+    for name, err in errors.items():
+        mean, lo, hi = bootstrap_band(err, config.eval.bootstrap, config.eval.confidence, seed=config.eval.seed)
+        for k in range(err.shape[1]):
+            rows.append(
+                {
+                    "task": label,
+                    "estimator": name,
+                    "k": k,
+                    "mean": float(mean[k]),
+                    "lo": float(lo[k]),
+                    "hi": float(hi[k]),
+                }
+            )
+    return rows
+
+
+def evaluate(
+    model: torch.nn.Module | None,
+    config: Config,
+    task: str | dict | None = None,
+    shift: str | dict | None = None,
+    baselines: list[str] | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Curve rows for the model (if given) and the baselines on one evaluation set."""
+    evalset = make_eval_set(config, task, shift)
+    names = config.eval.baselines if baselines is None else baselines
+    estimators = ([TransformerEstimator(model)] if model is not None else []) + [
+        make_estimator(name, prefix="baseline") for name in names
+    ]
+    return curve_rows(evalset.label, estimator_errors(estimators, evalset, config.eval.batch_size, progress), config)
+
+
+def read_curves(path: Path) -> list[dict]:
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as f:
+        return [
+            {
+                "task": r["task"],
+                "estimator": r["estimator"],
+                "k": int(r["k"]),
+                "mean": float(r["mean"]),
+                "lo": float(r["lo"]),
+                "hi": float(r["hi"]),
+            }
+            for r in csv.DictReader(f)
+        ]
+
+
+def write_curves(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def merge_curves(path: Path, rows: list[dict]) -> list[dict]:
+    """Replace the rows of the tasks in `rows` in the CSV at `path`, keeping other tasks' rows."""
+    tasks = {r["task"] for r in rows}
+    merged = [r for r in read_curves(path) if r["task"] not in tasks] + rows
+    write_curves(path, merged)
+    return merged
+
+
+def curve_value(rows: list[dict], task: str, estimator: str, k: int) -> float:
+    for r in rows:
+        if r["task"] == task and r["estimator"] == estimator and r["k"] == k:
+            return r["mean"]
+    raise KeyError(f"no curve row for task={task}, estimator={estimator}, k={k}")

@@ -1,0 +1,122 @@
+"""Plots and Markdown reports, rendered from a run's stored files only (no recomputation)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .checkpoint import atomic_write_text, latest_checkpoint, read_state  # noqa: E402
+from .errors import UserError  # noqa: E402
+from .evaluate import read_curves  # noqa: E402
+from .runs import read_config, read_metrics  # noqa: E402
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
+
+
+def plot_path(eval_dir: Path, task: str, default_task: str) -> Path:
+    return eval_dir / ("curves.png" if task == default_task else f"curves-{slug(task)}.png")
+
+
+def plot_curves(rows: list[dict], task: str, path: Path, dims: int | None = None, title: str | None = None) -> Path:
+    """Error against k for every estimator of `task`, with its bootstrap band; the transformer drawn boldest."""
+    rows = [r for r in rows if r["task"] == task]
+    if not rows:
+        raise UserError(f"no curves for task '{task}'")
+    estimators = list(dict.fromkeys(r["estimator"] for r in rows))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    top = 1.0
+    for name in estimators:
+        part = sorted((r for r in rows if r["estimator"] == name), key=lambda r: r["k"])
+        ks = [r["k"] for r in part]
+        bold = name == "transformer"
+        (line,) = ax.plot(ks, [r["mean"] for r in part], label=name, lw=2.4 if bold else 1.3, zorder=3 if bold else 2)
+        ax.fill_between(ks, [r["lo"] for r in part], [r["hi"] for r in part], color=line.get_color(), alpha=0.2, lw=0)
+        if bold:
+            top = max(top, max(r["hi"] for r in part))
+    if dims:
+        ax.axvline(dims, color="grey", ls=":", lw=1)
+    ax.set_ylim(0, min(top * 1.15, 3.0))
+    ax.set_xlabel("in-context examples k")
+    ax.set_ylabel("error (normalised)")
+    ax.set_title(title or task)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """(Re)draw one PNG per evaluated task of a run."""
+    config = read_config(run_dir)
+    rows = read_curves(run_dir / "eval" / "curves.csv")
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    return [plot_curves(rows, t, plot_path(run_dir / "eval", t, config.task["name"]), config.dims) for t in tasks]
+
+
+def _curve_table(rows: list[dict], task: str, dims: int) -> str:
+    rows = [r for r in rows if r["task"] == task]
+    points = max(r["k"] for r in rows) + 1
+    ks = sorted({0, 1, dims // 2, dims, min(2 * dims, points - 1), points - 1} & set(range(points)))
+    lines = ["| estimator | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
+    by = {(r["estimator"], r["k"]): r for r in rows}
+    for est in dict.fromkeys(r["estimator"] for r in rows):
+        cells = [f"{by[est, k]['mean']:.3f} [{by[est, k]['lo']:.3f}, {by[est, k]['hi']:.3f}]" for k in ks]
+        lines.append(f"| {est} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_report(run_dir: Path, title: str | None = None, sections: list[str] | None = None) -> Path:
+    """Write RUN_DIR/report.md (and the plots) from the stored config, log, checkpoint and curves."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    metrics = read_metrics(run_dir)
+    state = read_state(latest_checkpoint(run_dir))
+    losses = [m for m in metrics if "loss" in m]
+    rows = read_curves(run_dir / "eval" / "curves.csv")
+    task = config.task["name"]
+    out = [f"# {title or 'iclab run: ' + run_dir.name}", ""]
+    out += sections or []
+    out += [
+        "## Run",
+        "",
+        f"- task: `{config.task}`, inputs: `{config.inputs}`, d = {config.dims}, {config.points} points per prompt",
+        f"- model: {config.model.layers} layers, width {config.model.width}, {config.model.heads} heads, "
+        f"{config.model.attention} attention",
+        f"- training: {state['step']} of {config.train.steps} steps, batch {config.train.batch_size}, "
+        f"lr {config.train.lr} ({config.train.schedule}, warm-up {config.train.warmup}), seed {config.seed}, "
+        f"{config.threads or 'default'} thread(s)",
+        f"- wall time of training: {state['elapsed_seconds']:.0f} s"
+        + (f"; final training loss {losses[-1]['loss']:.4f}" if losses else ""),
+        "",
+    ]
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    if not tasks:
+        out += ["No evaluation yet: run `iclab eval " + str(run_dir) + "`.", ""]
+    for t in tasks:
+        png = plot_curves(rows, t, plot_path(run_dir / "eval", t, task), config.dims)
+        out += [
+            f"## Evaluation: {t}",
+            "",
+            f"![{t}](eval/{png.name})",
+            "",
+            f"Mean error over {config.eval.prompts} prompts with {config.eval.confidence:.0%} bootstrap band "
+            f"(`eval/curves.csv` has every k):",
+            "",
+            _curve_table(rows, t, config.dims),
+            "",
+        ]
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n".join(out))
+    return path

@@ -1,0 +1,189 @@
+"""Build validated dataclasses from plain dicts (YAML, JSON, `--set` overrides, `name:key=value` strings).
+
+Every error names the offending key and what is allowed, so a typo in a config is a one-line fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+
+def _type_name(tp: Any) -> str:
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return "a list"
+    if origin is dict or tp is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return str(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return it converted (int -> float is allowed)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}': expected a mapping, got {value!r}")
+        return build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"config key '{key}': expected a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}': expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" as a string; accept it as the number it obviously is
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, float, str, bool):
+        if isinstance(value, bool) and tp is not bool:
+            raise UserError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+        if not isinstance(value, tp):
+            raise UserError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _check_bounds(value: Any, meta: typing.Mapping, key: str) -> None:
+    if value is None:
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        raise UserError(f"config key '{key}': {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+    if "min" in meta and value < meta["min"]:
+        raise UserError(f"config key '{key}': must be >= {meta['min']}, got {value!r}")
+    if "gt" in meta and value <= meta["gt"]:
+        raise UserError(f"config key '{key}': must be > {meta['gt']}, got {value!r}")
+    if "max" in meta and value > meta["max"]:
+        raise UserError(f"config key '{key}': must be <= {meta['max']}, got {value!r}")
+    if "lt" in meta and value >= meta["lt"]:
+        raise UserError(f"config key '{key}': must be < {meta['lt']}, got {value!r}")
+
+
+def key_error(key: str, message: str) -> UserError:
+    """The one format of every config error: config key 'train.lr': <what is wrong and what is allowed>."""
+    return UserError(f"config key '{key}': {message}")
+
+
+def unknown_key_error(key: str, allowed: typing.Iterable[str], where: str) -> UserError:
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return UserError(f"unknown {where} '{key}'{hint}; allowed: {', '.join(allowed)}")
+
+
+def build(cls: type, data: dict, prefix: str = "") -> Any:
+    """Construct dataclass `cls` from `data`, validating keys, types and `field(metadata=...)` bounds."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            raise unknown_key_error(full, fields, "config key")
+        value = _coerce(value, hints[key], full)
+        _check_bounds(value, fields[key].metadata, full)
+        kwargs[key] = value
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            full = f"{prefix}.{name}" if prefix else name
+            raise UserError(f"config key '{full}' is required")
+    if "_prefix" in inspect.signature(cls).parameters:  # the class validates itself in __post_init__
+        return cls(**kwargs, _prefix=prefix)
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):
+        obj.check(prefix)
+    return obj
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value the way YAML would (numbers, booleans, lists, mappings)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_named(text: str) -> dict:
+    """Parse 'name' or 'name:key=value,key=value' (the CLI form of a task, shift or estimator spec)."""
+    name, _, rest = text.partition(":")
+    spec: dict[str, Any] = {"name": name.strip()}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise UserError(f"bad parameter '{part}' in '{text}': write NAME:key=value,key=value")
+        spec[key.strip()] = parse_value(value.strip())
+    return spec
+
+
+def format_named(spec: dict) -> str:
+    """The inverse of `parse_named`: a short, stable label such as 'lasso:alpha=0.01'."""
+    params = ",".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+    return f"{spec['name']}:{params}" if params else spec["name"]
+
+
+class Registry:
+    """Named constructors (dataclasses) for one kind of thing: tasks, input distributions, estimators."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._classes: dict[str, type] = {}
+
+    def register(self, name: str):
+        def deco(cls):
+            self._classes[name] = cls
+            cls.registry_name = name
+            return cls
+
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(self._classes)
+
+    def get(self, name: str) -> type:
+        if name not in self._classes:
+            raise unknown_key_error(name, self._classes, self.kind)
+        return self._classes[name]
+
+    def make(self, spec: dict | str, prefix: str | None = None, **context: Any) -> Any:
+        """Build from {'name': ..., params...}; `context` supplies values (e.g. dims) not given in the spec."""
+        if isinstance(spec, str):
+            spec = parse_named(spec)
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise UserError(f"{prefix or self.kind}: expected a mapping with a 'name' key, got {spec!r}")
+        params = {k: v for k, v in spec.items() if k != "name"}
+        cls = self.get(spec["name"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key, value in context.items():
+            if key in names and key not in params:
+                params[key] = value
+        return build(cls, params, prefix or spec["name"])

@@ -1,0 +1,251 @@
+"""The training loop: AdamW with warm-up and decay, gradient clipping, Garg's curriculum, checkpoints, resume.
+
+Resuming restores model, optimizer and the data generator, so the loss sequence of an interrupted and resumed
+run equals that of an uninterrupted one (on the same device and thread count).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import (
+    atomic_write_json,
+    atomic_write_text,
+    latest_checkpoint,
+    load_training_state,
+    save_checkpoint,
+)
+from .config import Config, TrainConfig
+from .errors import UserError
+from .evaluate import make_eval_set, prompt_errors
+from .runs import build_model, device_of, read_config, read_metrics, run_status, torch_dtype
+from .tasks import make_inputs, make_task, sample_prompts
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    loss: float
+    seconds: float
+
+
+def learning_rate(train: TrainConfig, step: int) -> float:
+    """Linear warm-up over `warmup` steps, then constant, cosine or linear decay to lr * min_lr_ratio."""
+    if step < train.warmup:
+        return train.lr * (step + 1) / train.warmup
+    if train.schedule == "constant":
+        return train.lr
+    progress = (step - train.warmup) / max(1, train.steps - train.warmup)
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if train.schedule == "cosine" else 1 - progress
+    return train.lr * (train.min_lr_ratio + (1 - train.min_lr_ratio) * shape)
+
+
+def set_threads(config: Config) -> None:
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+
+
+def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
+    # weight decay on matrices only (not on biases, LayerNorm gains), as in GPT-2 / nanoGPT
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas))
+
+
+class Trainer:
+    """Owns the model, optimizer and data stream of one run directory."""
+
+    def __init__(self, config: Config, run_dir: Path):
+        self.config, self.run_dir = config, Path(run_dir)
+        set_threads(config)
+        self.device, self.dtype = device_of(config), torch_dtype(config)
+        self.task = make_task(config.task, config.dims)
+        self.inputs = make_inputs(config.inputs, config.dims)
+        with torch.random.fork_rng(devices=[]):  # initialise from the run's seed, leaving global RNG state alone
+            torch.manual_seed(config.seed)
+            self.model = build_model(config)
+        self.model.to(self.device, self.dtype)
+        self.optimizer = make_optimizer(self.model, config.train)
+        # data stream: its own generator, saved in checkpoints so that resumed runs see the same prompts
+        self.generator = torch.Generator(self.device).manual_seed(config.seed + 1)
+        self.step, self.seconds = 0, 0.0
+        self.val = None
+        if config.train.eval_every:
+            self.val = make_eval_set(config, prompts=config.train.eval_prompts, seed=config.eval.seed + 1)
+
+    def restore(self) -> None:
+        state = load_training_state(latest_checkpoint(self.run_dir), self.model, self.optimizer, self.generator)
+        self.step, self.seconds = state["step"], state["elapsed_seconds"]
+
+    def save(self) -> Path:
+        return save_checkpoint(
+            self.run_dir,
+            self.step,
+            self.model,
+            self.optimizer,
+            self.generator,
+            {"elapsed_seconds": self.seconds, "steps": self.config.train.steps},
+            keep=self.config.train.keep_checkpoints,
+        )
+
+    def train_step(self) -> float:
+        cfg = self.config
+        dims = cfg.curriculum.dims.at(self.step) if cfg.curriculum.dims else None
+        points = cfg.curriculum.points.at(self.step) if cfg.curriculum.points else cfg.points
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(cfg.train, self.step)
+        xs, ys, _ = sample_prompts(self.task, self.inputs, cfg.train.batch_size, points, self.generator, dims)
+        xs, ys = xs.to(self.dtype), ys.to(self.dtype)
+        loss = F.mse_loss(self.model(xs, ys), ys)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return loss.item()
+
+    @torch.no_grad()
+    def validation_curve(self) -> list[float]:
+        self.model.eval()
+        preds = self.model(self.val.xs.to(self.dtype), self.val.ys.to(self.dtype))
+        self.model.train()
+        return prompt_errors(preds, self.val).mean(0).tolist()
+
+    def run(self, progress: bool = True) -> TrainResult:
+        cfg = self.config.train
+        metrics = (self.run_dir / "metrics.jsonl").open("a")
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            disable=not progress,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
+        loss = float("nan")
+        started = time.perf_counter() - self.seconds
+        try:
+            while self.step < cfg.steps:
+                loss = self.train_step()
+                if not math.isfinite(loss):
+                    raise UserError(
+                        f"training diverged at step {self.step} (loss {loss}); lower train.lr or raise train.warmup"
+                    )
+                self.seconds = time.perf_counter() - started
+                row = None
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    row = {
+                        "step": self.step,
+                        "loss": loss,
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "seconds": round(self.seconds, 3),
+                    }
+                if self.val is not None and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                    row = (row or {"step": self.step, "seconds": round(self.seconds, 3)}) | {
+                        "val_error": [round(e, 5) for e in self.validation_curve()]
+                    }
+                if row is not None:
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.save()
+            self.save()
+        except KeyboardInterrupt:
+            self.save()
+            raise UserError(
+                f"interrupted at step {self.step}; checkpoint saved, continue with: iclab train --resume {self.run_dir}"
+            ) from None
+        finally:
+            bar.close()
+            metrics.close()
+        return TrainResult(self.run_dir, self.step, loss, self.seconds)
+
+
+def _truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from, so the log never holds a step twice."""
+    rows = [r for r in read_metrics(run_dir) if r["step"] <= step]
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool = False) -> Path:
+    """The folder a new run should be written to. An existing run in `run_dir` is never touched unless
+    `overwrite`; even then the new run goes to a staging folder beside it, and `finish_run_dir` swaps it in
+    only once everything has succeeded, so a failed or interrupted run never costs a finished one."""
+    status = run_status(run_dir)
+    if status is not None and not overwrite:
+        step, steps = status
+        raise UserError(
+            f"{run_dir} already holds a run (step {step} of {steps}); continue it with "
+            f"`iclab train --resume {run_dir}`, or choose another --out (or pass --overwrite)"
+        )
+    occupied = run_dir.exists() and any(run_dir.iterdir())
+    if occupied and status is None and not overwrite:
+        raise UserError(f"{run_dir} exists, is not empty and holds no run; choose another --out")
+    target = run_dir
+    if occupied:
+        target = run_dir.with_name(f".{run_dir.name}.staging")
+        shutil.rmtree(target, ignore_errors=True)  # left over from an earlier failed attempt
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def finish_run_dir(target: Path, run_dir: Path) -> None:
+    if target != run_dir:
+        replace_dir(target, run_dir)
+
+
+def train_in(config: Config, target: Path, progress: bool = True) -> TrainResult:
+    """Start a fresh run in the empty folder `target`."""
+    atomic_write_json(target / "config.json", config.to_dict())
+    (target / "metrics.jsonl").unlink(missing_ok=True)
+    return Trainer(config, target).run(progress)
+
+
+def train(config: Config, run_dir: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
+    """Train a new run in `run_dir` (see `prepare_run_dir` for what happens to an existing one)."""
+    run_dir = Path(run_dir)
+    target = prepare_run_dir(run_dir, overwrite)
+    result = train_in(config, target, progress)
+    finish_run_dir(target, run_dir)
+    result.run_dir = run_dir
+    return result
+
+
+def replace_dir(new: Path, old: Path) -> None:
+    """Put `new` in place of `old`: old is renamed aside first, so one of them is always whole."""
+    aside = old.with_name(f".{old.name}.old")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(old, aside)
+    os.replace(new, old)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def resume(run_dir: str | Path, progress: bool = True, steps: int | None = None) -> TrainResult:
+    """Continue the run in `run_dir` from its latest checkpoint (optionally to a new total of `steps`)."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    if steps is not None:
+        config.train.steps = steps
+        atomic_write_json(run_dir / "config.json", config.to_dict())
+    trainer = Trainer(config, run_dir)
+    trainer.restore()
+    _truncate_metrics(run_dir, trainer.step)
+    if trainer.step >= config.train.steps:
+        print(f"{run_dir} is complete ({trainer.step} of {config.train.steps} steps); nothing to do")
+    return trainer.run(progress)

@@ -1,0 +1,117 @@
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import TINY
+
+from iclab.checkpoint import checkpoint_dirs, latest_checkpoint
+from iclab.config import load_config
+from iclab.errors import UserError
+from iclab.runs import load_model, read_metrics
+from iclab.train import Trainer, learning_rate, resume, train
+
+
+def losses(run_dir):
+    return [(m["step"], m["loss"]) for m in read_metrics(run_dir) if "loss" in m]
+
+
+def test_ctrl_c_then_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path, monkeypatch):
+    overrides = TINY + ["train.steps=20", "curriculum.dims={start: 2, end: 3, inc: 1, every: 8}"]
+    train(load_config(None, overrides), tmp_path / "straight", progress=False)
+
+    step = Trainer.train_step
+
+    def interrupted_at_12(self):
+        if self.step == 12:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_at_12)
+    with pytest.raises(
+        UserError, match="interrupted at step 12; checkpoint saved, continue with: iclab train --resume"
+    ):
+        train(load_config(None, overrides), tmp_path / "resumed", progress=False)
+    assert latest_checkpoint(tmp_path / "resumed").name == "step-0000012"
+    monkeypatch.undo()
+    resume(tmp_path / "resumed", progress=False)
+
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert [s for s, _ in straight] == list(range(1, 21))
+    assert resumed == straight  # bit-identical on the CPU
+    a, _ = load_model(tmp_path / "straight")
+    b, _ = load_model(tmp_path / "resumed")
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_resume_drops_log_lines_written_after_the_checkpoint(tmp_path):
+    config = load_config(None, TINY + ["train.steps=7"])
+    run = tmp_path / "run"
+    train(config, run, progress=False)
+    shutil.rmtree(latest_checkpoint(run))  # as if the process died after logging step 7 but before saving it
+    resume(run, progress=False)
+    steps = [m["step"] for m in read_metrics(run) if "loss" in m]
+    assert steps == list(range(1, 8))
+
+
+def test_checkpoints_are_pruned_and_complete(tmp_path):
+    config = load_config(None, TINY + ["train.steps=20", "train.keep_checkpoints=2"])
+    train(config, tmp_path / "run", progress=False)
+    names = [p.name for p in checkpoint_dirs(tmp_path / "run")]
+    assert names == ["step-0000015", "step-0000020"]
+    for p in checkpoint_dirs(tmp_path / "run"):
+        assert {f.name for f in p.iterdir()} == {"model.safetensors", "optimizer.safetensors", "state.json"}
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp*"))
+
+
+@pytest.mark.parametrize("victim, damage", [("model.safetensors", b"\x00garbage"), ("state.json", b"{not json")])
+def test_corrupt_checkpoint_is_named_and_the_previous_one_survives(tmp_path, victim, damage):
+    config = load_config(None, TINY + ["train.steps=10"])
+    run = tmp_path / "run"
+    train(config, run, progress=False)
+    latest = latest_checkpoint(run)
+    previous = checkpoint_dirs(run)[-2]
+    before = {f.name: f.read_bytes() for f in previous.iterdir()}
+    path = latest / victim
+    path.write_bytes(path.read_bytes()[:40] + damage)
+    with pytest.raises(UserError) as info:
+        resume(run, progress=False, steps=15)
+    assert str(path) in str(info.value) and "corrupt" in str(info.value)
+    assert {f.name: f.read_bytes() for f in previous.iterdir()} == before
+    shutil.rmtree(latest)  # the error says to do this; the run then continues from the previous checkpoint
+    resume(run, progress=False, steps=15)
+    assert [m["step"] for m in read_metrics(run) if "loss" in m] == list(range(1, 16))
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    config = load_config(None, TINY + ["train.steps=3"])
+    train(config, tmp_path / "run", progress=False)
+    original = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(UserError, match="already holds a run .*--resume"):
+        train(config, tmp_path / "run", progress=False)
+    diverging = load_config(None, TINY + ["train.steps=3", "train.lr=1e30", "train.warmup=0", "train.grad_clip=0"])
+    with pytest.raises(UserError, match="diverged"):
+        train(diverging, tmp_path / "run", overwrite=True, progress=False)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == original  # the failed run cost nothing
+
+
+def test_overwrite_replaces_a_run_once_the_new_one_succeeds(tmp_path):
+    train(load_config(None, TINY + ["train.steps=3"]), tmp_path / "run", progress=False)
+    train(load_config(None, TINY + ["train.steps=5"]), tmp_path / "run", overwrite=True, progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["steps"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_learning_rate_schedule():
+    cfg = load_config(None, ["train.steps=110", "train.warmup=10", "train.lr=1.0", "train.min_lr_ratio=0.1"]).train
+    assert learning_rate(cfg, 0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 9) == pytest.approx(1.0)
+    assert learning_rate(cfg, 10) == pytest.approx(1.0)
+    assert learning_rate(cfg, 60) == pytest.approx(0.55)  # half-way down the cosine
+    assert learning_rate(cfg, 110) == pytest.approx(0.1)
+
+
+def test_validation_curve_is_logged(tmp_path):
+    train(load_config(None, TINY + ["train.steps=10"]), tmp_path / "run", progress=False)
+    rows = [m for m in read_metrics(tmp_path / "run") if "val_error" in m]
+    assert [m["step"] for m in rows] == [5, 10] and len(rows[0]["val_error"]) == 7
