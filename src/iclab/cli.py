@@ -38,15 +38,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     config = read_config(run_dir)
     model, _ = load_model(run_dir, config)
-    baselines = args.baselines.split(",") if args.baselines is not None else None
-    rows = evaluate(
-        model,
-        config,
-        args.task,
-        args.shift,
-        [b for b in baselines or [] if b] if baselines is not None else None,
-        progress=not args.quiet,
-    )
+    baselines = None if args.baselines is None else [b for b in args.baselines.split(",") if b.strip()]
+    rows = evaluate(model, config, args.task, args.shift, baselines, progress=not args.quiet)
     path = run_dir / "eval" / "curves.csv"
     merged = merge_curves(path, rows)
     task = rows[0]["task"]

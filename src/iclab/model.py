@@ -5,6 +5,8 @@ maps d -> width, learned position embeddings are added, pre-LayerNorm blocks run
 linear read-out at every x-position predicts the y that follows it. So `forward(xs, ys)[:, k]` is the prediction
 for y_{k+1} from the k examples before x_{k+1}: one pass evaluates every prefix length at once.
 
+Parameters keep PyTorch's default initialisation (position embeddings start at zero): on the demo task it
+learned faster than GPT-2's N(0, 0.02) scheme (error at k = 2d 0.066 vs 0.080 after 2,500 steps, one seed each).
 There is no token-embedding table (the GPT-2 model of the Garg release carries an unused 50257 x width one).
 """
 
@@ -84,22 +86,6 @@ class ICLTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.ln_f = nn.LayerNorm(config.width)
         self.read_out = nn.Linear(config.width, 1)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        # GPT-2's initialisation: N(0, 0.02), residual projections scaled down by depth.
-        for name, p in self.named_parameters():
-            if name.endswith("bias"):
-                nn.init.zeros_(p)
-            elif p.dim() >= 2 or name == "pos":
-                std = (
-                    0.02 / math.sqrt(2 * self.config.layers)
-                    if name.endswith(("proj.weight", "fc_out.weight"))
-                    else 0.02
-                )
-                nn.init.normal_(p, std=std)
-            else:  # LayerNorm gains
-                nn.init.ones_(p)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -77,17 +78,27 @@ def _curve_table(rows: list[dict], task: str, dims: int) -> str:
     return "\n".join(lines)
 
 
-def render_report(run_dir: Path, title: str | None = None, sections: list[str] | None = None) -> Path:
-    """Write RUN_DIR/report.md (and the plots) from the stored config, log, checkpoint and curves."""
+def checks_section(checks: list[dict]) -> list[str]:
+    lines = ["## Checks", ""]
+    for c in checks:
+        lines.append(f"- **{'PASS' if c['passed'] else 'FAIL'}** {c['claim']} ({c['detail']})")
+    return lines + [""]
+
+
+def render_report(run_dir: Path) -> Path:
+    """Write RUN_DIR/report.md (and the plots) from the stored config, log, checkpoint, curves and, where a
+    recipe wrote one, checks.json (its title and PASS/FAIL checks)."""
     run_dir = Path(run_dir)
+    checks_path = run_dir / "checks.json"
+    checks = json.loads(checks_path.read_text()) if checks_path.is_file() else {}
     config = read_config(run_dir)
     metrics = read_metrics(run_dir)
     state = read_state(latest_checkpoint(run_dir))
     losses = [m for m in metrics if "loss" in m]
     rows = read_curves(run_dir / "eval" / "curves.csv")
     task = config.task["name"]
-    out = [f"# {title or 'iclab run: ' + run_dir.name}", ""]
-    out += sections or []
+    out = [f"# {checks.get('title') or 'iclab run: ' + run_dir.name}", ""]
+    out += checks_section(checks["checks"]) if checks.get("checks") else []
     out += [
         "## Run",
         "",

@@ -24,6 +24,12 @@ def build_model(config: Config) -> ICLTransformer:
     return ICLTransformer(config.model, config.dims, config.points)
 
 
+def set_threads(config: Config) -> None:
+    """Small models run fastest with few threads; a busy 2-core machine punishes oversubscription."""
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+
+
 def torch_dtype(config: Config) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[config.dtype]
 
@@ -50,6 +56,7 @@ def read_config(run_dir: Path) -> Config:
 def load_model(run_dir: Path, config: Config | None = None) -> tuple[ICLTransformer, dict]:
     """The run's latest checkpointed model (eval mode, on the config's device) and that checkpoint's state."""
     config = config or read_config(run_dir)
+    set_threads(config)
     ckpt = latest_checkpoint(run_dir)
     state = read_state(ckpt)
     model = build_model(config)

@@ -28,7 +28,7 @@ from .checkpoint import (
 from .config import Config, TrainConfig
 from .errors import UserError
 from .evaluate import make_eval_set, prompt_errors
-from .runs import build_model, device_of, read_config, read_metrics, run_status, torch_dtype
+from .runs import build_model, device_of, read_config, read_metrics, run_status, set_threads, torch_dtype
 from .tasks import make_inputs, make_task, sample_prompts
 
 
@@ -49,11 +49,6 @@ def learning_rate(train: TrainConfig, step: int) -> float:
     progress = (step - train.warmup) / max(1, train.steps - train.warmup)
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if train.schedule == "cosine" else 1 - progress
     return train.lr * (train.min_lr_ratio + (1 - train.min_lr_ratio) * shape)
-
-
-def set_threads(config: Config) -> None:
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
 
 
 def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
