@@ -17,9 +17,12 @@ def test_defaults_and_overrides():
     assert cfg.train.lr == 3e-4 and cfg.model.layers == 2 and cfg.task == {"name": "sparse_linear", "nnz": 2}
 
 
-def test_packaged_demo_config_loads():
+def test_packaged_configs_load():
     cfg = load_config(packaged_config("demo"))
     assert cfg.task["name"] == "linear" and cfg.dims == 5
+    garg = load_config(packaged_config("garg"))
+    assert (garg.dims, garg.points, garg.model.layers, garg.model.width, garg.model.heads) == (20, 41, 12, 256, 8)
+    assert garg.curriculum.dims.at(30_000) == 20 and garg.curriculum.points.at(30_000) == 41
 
 
 def test_yaml_file(tmp_path):

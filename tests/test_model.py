@@ -49,3 +49,11 @@ def test_wrong_input_sizes_are_reported():
         model(torch.randn(1, 4, 2), torch.randn(1, 4))
     with pytest.raises(ValueError, match="at most 4 points"):
         model(torch.randn(1, 5, 3), torch.randn(1, 5))
+
+
+@pytest.mark.parametrize("attention", ["softmax", "linear"])
+def test_x_only_last_block_equals_the_full_pass(attention, gen):
+    model = ICLTransformer(ModelConfig(layers=2, width=16, heads=2, attention=attention), dims=3, max_points=6)
+    xs, ys = torch.randn(4, 6, 3, generator=gen), torch.randn(4, 6, generator=gen)
+    full = model.read_out(model.hidden(xs, ys)[:, 0::2]).squeeze(-1)
+    assert torch.allclose(model(xs, ys), full, atol=1e-6)

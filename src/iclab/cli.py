@@ -26,7 +26,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
         config = load_config(args.config, overrides)
         result = train(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
-    print(f"trained {result.run_dir}: step {result.step}, loss {result.loss:.4f}, {result.seconds:.0f} s")
+    print(
+        f"trained {result.run_dir}: {result.parameters:,} parameters, step {result.step}, loss {result.loss:.4f}, "
+        f"{result.seconds:.0f} s"
+    )
     return 0
 
 

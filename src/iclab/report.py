@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .checkpoint import atomic_write_text, latest_checkpoint, read_state  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .evaluate import read_curves  # noqa: E402
-from .runs import read_config, read_metrics  # noqa: E402
+from .runs import build_model, read_config, read_metrics  # noqa: E402
 
 
 def slug(text: str) -> str:
@@ -104,7 +104,7 @@ def render_report(run_dir: Path) -> Path:
         "",
         f"- task: `{config.task}`, inputs: `{config.inputs}`, d = {config.dims}, {config.points} points per prompt",
         f"- model: {config.model.layers} layers, width {config.model.width}, {config.model.heads} heads, "
-        f"{config.model.attention} attention",
+        f"{config.model.attention} attention, {build_model(config).num_parameters():,} parameters",
         f"- training: {state['step']} of {config.train.steps} steps, batch {config.train.batch_size}, "
         f"lr {config.train.lr} ({config.train.schedule}, warm-up {config.train.warmup}), seed {config.seed}, "
         f"{config.threads or 'default'} thread(s)",

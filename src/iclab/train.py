@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ class TrainResult:
     step: int
     loss: float
     seconds: float
+    parameters: int
 
 
 def learning_rate(train: TrainConfig, step: int) -> float:
@@ -129,9 +131,15 @@ class Trainer:
             desc="train",
             unit="step",
             dynamic_ncols=True,
-            mininterval=0.5,
+            mininterval=0.5 if sys.stderr.isatty() else 30,  # a log file gets a line every 30 s, not a flood
         )
         loss = float("nan")
+        if progress:
+            c = self.config.model
+            tqdm.write(
+                f"model: {c.layers} layers, width {c.width}, {c.heads} heads, "
+                f"{self.model.num_parameters():,} parameters"
+            )
         started = time.perf_counter() - self.seconds
         try:
             while self.step < cfg.steps:
@@ -169,7 +177,7 @@ class Trainer:
         finally:
             bar.close()
             metrics.close()
-        return TrainResult(self.run_dir, self.step, loss, self.seconds)
+        return TrainResult(self.run_dir, self.step, loss, self.seconds, self.model.num_parameters())
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:
