@@ -63,14 +63,16 @@ def main() -> None:
 
     x_np, y_np = xs.numpy(), ys.numpy()
     start = time.perf_counter()
-    sk_ls, sk_lasso, _ = sklearn_loop(x_np, y_np, args.alpha, tol=1e-4, max_iter=100_000)
+    sk_ls, sk_lasso, sk_unconverged = sklearn_loop(x_np, y_np, args.alpha, tol=1e-4, max_iter=100_000)
     t_sklearn = time.perf_counter() - start
     tight_ls, tight_lasso, unconverged = sklearn_loop(x_np, y_np, args.alpha, tol=1e-10, max_iter=1_000_000)
 
     ok = ~unconverged
     diff_ls = float(np.abs(ours_ls - tight_ls).max())
     diff_lasso = float(np.abs(ours_lasso - tight_lasso)[ok].max())
-    diff_default = float(np.abs(ours_lasso - sk_lasso).max())
+    diff_default = float(np.abs(ours_lasso - sk_lasso)[~sk_unconverged].max())
+    # scikit-learn's default tol stops coordinate descent early on near-tied one- or two-example prefixes
+    default_off = int((np.abs(ours_lasso - sk_lasso) > 1e-3).sum())
     rows = [
         {"solver": "iclab least squares (batched)", "seconds": t_ls},
         {"solver": "iclab lasso (batched homotopy)", "seconds": t_lasso},
@@ -80,7 +82,8 @@ def main() -> None:
     speedup = t_sklearn / (t_ls + t_lasso)
     print(
         f"speedup {speedup:.0f}x; max |diff| vs tight scikit-learn: LS {diff_ls:.2e}, Lasso {diff_lasso:.2e} "
-        f"({int(unconverged.sum())} unconverged fits left out); vs default-tol scikit-learn {diff_default:.2e}"
+        f"({int(unconverged.sum())} unconverged fits left out); vs default-tol scikit-learn {diff_default:.2e} "
+        f"({default_off} of its fits differ by > 1e-3)"
     )
     _common.write_result(
         "baselines",
@@ -91,6 +94,8 @@ def main() -> None:
             "max_abs_diff_least_squares": diff_ls,
             "max_abs_diff_lasso": diff_lasso,
             "max_abs_diff_vs_default_tol_sklearn": diff_default,
+        "sklearn_default_unconverged_fits": int(sk_unconverged.sum()),
+        "sklearn_default_fits_off_by_more_than_1e-3": default_off,
             "sklearn_unconverged_fits": int(unconverged.sum()),
             "fits": int(args.prompts * (args.points - 1)),
             "seconds": {r["solver"]: r["seconds"] for r in rows},
