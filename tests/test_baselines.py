@@ -27,9 +27,12 @@ def reference(xs, ys, fit_predict):
 
 
 def test_every_estimator_predicts_zero_without_examples(prompts):
+    from iclab.tasks import make_inputs, make_task
+
     xs, ys = prompts
+    task, inputs = make_task("linear", 4), make_inputs("isotropic", 4)
     for name in ESTIMATORS.names():
-        pred = make_estimator(name).predict(xs, ys)
+        pred = make_estimator(name).fit_prior(task, inputs, xs.shape[1]).predict(xs, ys)
         assert pred.shape == ys.shape
         assert torch.all(pred[:, 0] == 0), name
 
@@ -108,3 +111,67 @@ def test_labels_and_bad_names():
         make_estimator("lassso")
     with pytest.raises(UserError, match="must be > 0.0"):
         make_estimator("ridge:alpha=-1")
+
+
+def test_bayes_with_one_dense_class_is_ridge_with_the_matching_prior(prompts):
+    xs, ys = prompts
+    bayes = make_estimator("bayes:nnz=[4],weights=[1],noise=0.09").predict(xs, ys)
+    ridge = make_estimator("ridge:alpha=0.09").predict(xs, ys)
+    assert torch.allclose(bayes, ridge, atol=1e-10)
+
+
+def test_bayes_mixture_matches_a_brute_force_posterior(gen):
+    from itertools import combinations
+
+    from scipy.stats import multivariate_normal
+
+    d, noise = 3, 0.05
+    xs = torch.randn(4, 5, d, generator=gen, dtype=torch.float64)
+    ys = torch.randn(4, 5, generator=gen, dtype=torch.float64)
+    classes = [(3, 0.3), (1, 0.7)]  # dense and 1-sparse
+    ours = make_estimator("bayes:nnz=[3,1],weights=[0.3,0.7],noise=0.05").predict(xs, ys).numpy()
+
+    def brute(X, y, q):
+        posts, preds = [], []
+        for nnz, weight in classes:
+            supports = list(combinations(range(d), nnz))
+            for s in supports:
+                Xs = X[:, s]
+                cov = Xs @ Xs.T + noise * np.eye(len(y))
+                posts.append(weight / len(supports) * multivariate_normal(np.zeros(len(y)), cov).pdf(y))
+                w = np.linalg.solve(Xs.T @ Xs + noise * np.eye(nnz), Xs.T @ y)
+                preds.append(q[0, list(s)] @ w)
+        posts = np.array(posts) / sum(posts)
+        return float(posts @ np.array(preds))
+
+    assert np.allclose(ours, reference(xs, ys, brute), atol=1e-9)
+
+
+def test_bayes_selects_the_sparse_class_on_sparse_prompts(gen):
+    xs = torch.randn(200, 8, 5, generator=gen)
+    w = torch.zeros(200, 5)
+    w[:, :2] = torch.randn(200, 2, generator=gen)
+    ys = torch.einsum("bpd,bd->bp", xs, w)
+    err = (make_estimator("bayes:nnz=[5,2],weights=[0.5,0.5]").predict(xs, ys) - ys).square().mean(0)
+    ls = (make_estimator("least_squares").predict(xs, ys) - ys).square().mean(0)
+    # three examples almost always identify a 2-sparse w (a rare near-tie between supports remains); least
+    # squares needs five
+    assert err[3] < 0.05 * ls[3] and err[4] < 1e-3 < ls[4]
+
+
+def test_tuned_lasso_picks_alpha_on_held_out_prompts():
+    from iclab.tasks import make_inputs, make_task
+
+    task, inputs = make_task("sparse_linear:nnz=1", 6), make_inputs("isotropic", 6)
+    est = make_estimator("lasso_cv:alphas=[1.0,0.001],prompts=64").fit_prior(task, inputs, 9)
+    assert len(est.chosen) == 9 and set(est.chosen) <= {1.0, 0.001}
+    assert est.chosen[-1] == 0.001  # with 8 examples of a noiseless 1-sparse task the small penalty wins
+    with pytest.raises(UserError, match="lasso_cv: evaluate it on a task"):
+        make_estimator("lasso_cv").predict(torch.randn(2, 3, 6), torch.randn(2, 3))
+
+
+def test_bayes_refuses_tasks_it_does_not_cover():
+    from iclab.tasks import make_task
+
+    with pytest.raises(UserError, match="bayes oracle covers linear, sparse_linear"):
+        make_estimator("bayes").fit_prior(make_task("quadratic", 3), None, 5)

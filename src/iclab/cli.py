@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
 from .errors import UserError
@@ -77,10 +78,44 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .recipes import render_recipes
     from .report import render_report
 
-    print(f"wrote {render_report(Path(args.run_dir))}")
+    folder = Path(args.run_dir)
+    path = render_report(folder) if (folder / "config.json").is_file() else render_recipes(folder)
+    print(f"wrote {path}")
     return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .report import plot_sweep
+    from .runs import read_config
+    from .sweeps import run_sweep, write_sweep
+
+    runs = [Path(r) for r in args.runs]
+    baselines = None if args.baselines is None else [b for b in args.baselines.split(",") if b.strip()]
+    rows = run_sweep(args.kind, runs, baselines, progress=not args.quiet)
+    out = Path(args.out) if args.out else runs[0] / "sweeps" / args.kind
+    write_sweep(out / "curves.csv", rows)
+    dims = read_config(runs[0]).dims
+    k = args.k if args.k is not None else (dims - 1 if args.kind == "sparsity" else max(r["k"] for r in rows))
+    if k not in {r["k"] for r in rows}:
+        raise UserError(f"--k {k}: the runs' prompts have k = 0 .. {max(r['k'] for r in rows)}")
+    png = plot_sweep(rows, k, out / f"{args.kind}.png", f"{args.kind} sweep", args.kind, log_x=args.kind == "frequency")
+    print(f"wrote {out / 'curves.csv'} and {png}")
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .recipes import reproduce
+
+    started = time.perf_counter()
+    summaries = reproduce(args.name, Path(args.out), args.quick, args.pretrained, progress=not args.quiet)
+    for s in summaries:
+        for c in s["checks"]:
+            print(f"{s['recipe']:<16} {'PASS' if c['passed'] else 'FAIL'}  {c['claim']}: {c['detail']}")
+    print(f"report: {Path(args.out) / 'report.md'} ({time.perf_counter() - started:.0f} s)")
+    return 0 if all(s["passed"] for s in summaries) else 1
 
 
 def _describe(cls: type) -> str:
@@ -143,9 +178,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("report", help="re-render RUN_DIR/report.md and plots from stored results")
-    p.add_argument("run_dir")
+    p = sub.add_parser("report", help="re-render report.md and plots of a run or reproduce folder from stored files")
+    p.add_argument("run_dir", metavar="RUN_OR_DIR")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("sweep", help="error of one or more runs as a task parameter moves -> curves.csv + PNG")
+    p.add_argument("kind", choices=["sparsity", "convex", "frequency", "shift"])
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="output folder (default: FIRST_RUN/sweeps/KIND)")
+    p.add_argument("--baselines", help="comma-separated estimators (default depends on the sweep)")
+    p.add_argument("--k", type=int, help="number of examples at which the figure reads the error")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("reproduce", help="a paper figure end to end: model-selection, sparsity, convex, frequency, all")
+    p.add_argument("name")
+    p.add_argument("--out", required=True, help="folder for models, curves, figures and report.md")
+    p.add_argument("--quick", action="store_true", help="small models and few steps (the whole set in ~15 min)")
+    p.add_argument("--pretrained", action="store_true", help="use the checkpoints shipped with iclab (seconds)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("list", help="list task, input, shift and estimator names with their parameters")
     p.add_argument("kind", nargs="?", choices=["tasks", "inputs", "shifts", "estimators"])

@@ -20,7 +20,7 @@ from .baselines import Estimator, make_estimator
 from .checkpoint import atomic_write_text
 from .config import Config
 from .spec import format_named, parse_named
-from .tasks import make_inputs, make_shift, make_task, sample_prompts
+from .tasks import FunctionClass, InputDistribution, make_inputs, make_shift, make_task, sample_prompts
 
 CURVE_COLUMNS = ["task", "estimator", "k", "mean", "lo", "hi"]
 
@@ -32,6 +32,8 @@ class EvalSet:
     ys: Tensor  # (prompts, points)
     scale: Tensor  # (prompts,) E[y^2] of each prompt's function class
     metric: str
+    task: FunctionClass  # what the prompts were drawn from, for estimators that learn the prior
+    inputs: InputDistribution
 
 
 def make_eval_set(
@@ -58,7 +60,7 @@ def make_eval_set(
     xs, ys, params = sample_prompts(function_class, inputs, prompts or config.eval.prompts, config.points, generator)
     if shift_obj is not None:
         ys = shift_obj.outputs(ys, generator)
-    return EvalSet(label, xs, ys, function_class.y_scale(params), function_class.metric)
+    return EvalSet(label, xs, ys, function_class.y_scale(params), function_class.metric, function_class, inputs)
 
 
 def prompt_errors(preds: Tensor, evalset: EvalSet) -> Tensor:
@@ -104,6 +106,7 @@ def estimator_errors(
     """Errors (prompts, points) of each estimator on the same prompts, computed in batches of prompts."""
     out = {}
     for est in tqdm(estimators, desc="eval", disable=not progress, leave=False):
+        est.fit_prior(evalset.task, evalset.inputs, evalset.xs.shape[1])
         preds = torch.cat(
             [
                 est.predict(evalset.xs[i : i + batch_size], evalset.ys[i : i + batch_size])
@@ -150,25 +153,19 @@ def evaluate(
 
 
 def read_curves(path: Path) -> list[dict]:
+    """Rows of a curves CSV (also a sweep's, whose extra columns come through as strings)."""
     if not Path(path).is_file():
         return []
     with open(path, newline="") as f:
         return [
-            {
-                "task": r["task"],
-                "estimator": r["estimator"],
-                "k": int(r["k"]),
-                "mean": float(r["mean"]),
-                "lo": float(r["lo"]),
-                "hi": float(r["hi"]),
-            }
+            r | {"k": int(r["k"]), "mean": float(r["mean"]), "lo": float(r["lo"]), "hi": float(r["hi"])}
             for r in csv.DictReader(f)
         ]
 
 
-def write_curves(path: Path, rows: list[dict]) -> None:
+def write_curves(path: Path, rows: list[dict], columns: list[str] = CURVE_COLUMNS) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

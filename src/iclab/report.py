@@ -30,14 +30,36 @@ def plot_curves(rows: list[dict], task: str, path: Path, dims: int | None = None
     rows = [r for r in rows if r["task"] == task]
     if not rows:
         raise UserError(f"no curves for task '{task}'")
-    estimators = list(dict.fromkeys(r["estimator"] for r in rows))
+    return _plot_k_curves(_group(rows, lambda r: r["estimator"]), path, title or task, dims)
+
+
+def plot_sweep_curves(rows: list[dict], path: Path, title: str, dims: int | None = None) -> Path:
+    """Error against k for every series of sweep rows (each run's transformer and each baseline)."""
+    return _plot_k_curves(_group(rows, series_name), path, title, dims)
+
+
+def _group(rows: list[dict], key) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    return groups
+
+
+def _plot_k_curves(groups: dict[str, list[dict]], path: Path, title: str, dims: int | None) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     top = 1.0
-    for name in estimators:
-        part = sorted((r for r in rows if r["estimator"] == name), key=lambda r: r["k"])
+    for name, part in groups.items():
+        part = sorted(part, key=lambda r: r["k"])
         ks = [r["k"] for r in part]
-        bold = name == "transformer"
-        (line,) = ax.plot(ks, [r["mean"] for r in part], label=name, lw=2.4 if bold else 1.3, zorder=3 if bold else 2)
+        bold = any(r["estimator"] == "transformer" for r in part)
+        (line,) = ax.plot(
+            ks,
+            [r["mean"] for r in part],
+            label=name,
+            lw=2.4 if bold else 1.3,
+            zorder=3 if bold else 2,
+            ls="-" if bold else "--",
+        )
         ax.fill_between(ks, [r["lo"] for r in part], [r["hi"] for r in part], color=line.get_color(), alpha=0.2, lw=0)
         if bold:
             top = max(top, max(r["hi"] for r in part))
@@ -46,10 +68,14 @@ def plot_curves(rows: list[dict], task: str, path: Path, dims: int | None = None
     ax.set_ylim(0, min(top * 1.15, 3.0))
     ax.set_xlabel("in-context examples k")
     ax.set_ylabel("error (normalised)")
-    ax.set_title(title or task)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
@@ -131,3 +157,63 @@ def render_report(run_dir: Path) -> Path:
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(out))
     return path
+
+
+def sweep_value(label: str) -> float | str:
+    """'nnz=3' -> 3.0, 'shift=skewed' -> 'skewed'."""
+    value = label.split("=", 1)[-1]
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def series_name(row: dict) -> str:
+    return row["run"] if row["estimator"] == "transformer" and row["run"] else row["estimator"]
+
+
+def sweep_series(rows: list[dict], k: int) -> dict[str, list[dict]]:
+    """Rows at `k`, grouped by series (a run's transformer or a baseline), in sweep order."""
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["k"] == k:
+            series.setdefault(series_name(r), []).append(r)
+    return series
+
+
+def plot_sweep(
+    rows: list[dict], k: int, path: Path, title: str, xlabel: str, log_x: bool = False, marks: list[float] | None = None
+) -> Path:
+    """Error at k against the swept value, one line per run and per baseline, with bootstrap bands."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    labels = list(dict.fromkeys(r["sweep"] for r in rows))
+    values = [sweep_value(v) for v in labels]
+    numeric = all(isinstance(v, float) for v in values)
+    position = dict(zip(labels, values if numeric else range(len(labels)), strict=True))
+    for name, part in sweep_series(rows, k).items():
+        xs = [position[r["sweep"]] for r in part]
+        bold = any(r["estimator"] == "transformer" for r in part)
+        (line,) = ax.plot(
+            xs,
+            [r["mean"] for r in part],
+            marker="o",
+            ms=3,
+            label=name,
+            lw=2.2 if bold else 1.2,
+            ls="-" if bold else "--",
+        )
+        ax.fill_between(xs, [r["lo"] for r in part], [r["hi"] for r in part], color=line.get_color(), alpha=0.2, lw=0)
+    if not numeric:
+        ax.set_xticks(range(len(labels)), [str(v) for v in values], rotation=30, ha="right", fontsize=7)
+    if log_x and numeric:
+        ax.set_xscale("log")
+    for m in marks or []:
+        ax.axvline(m, color="grey", ls=":", lw=1)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"error at k = {k} (normalised)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -137,7 +137,7 @@ def parse_named(text: str) -> dict:
     """Parse 'name' or 'name:key=value,key=value' (the CLI form of a task, shift or estimator spec)."""
     name, _, rest = text.partition(":")
     spec: dict[str, Any] = {"name": name.strip()}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
+    for part in filter(None, (p.strip() for p in _split_top_level(rest))):
         key, eq, value = part.partition("=")
         if not eq:
             raise UserError(f"bad parameter '{part}' in '{text}': write NAME:key=value,key=value")
@@ -145,10 +145,27 @@ def parse_named(text: str) -> dict:
     return spec
 
 
+def _split_top_level(text: str) -> list[str]:
+    """Split at commas outside brackets, so that 'nnz=[5,2],weights=[1,1]' gives two parts."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch in "[{" and 1 or (ch in "]}" and -1 or 0)
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
+
+
 def format_named(spec: dict) -> str:
     """The inverse of `parse_named`: a short, stable label such as 'lasso:alpha=0.01'."""
-    params = ",".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+    params = ",".join(f"{k}={_compact(v)}" for k, v in spec.items() if k != "name")
     return f"{spec['name']}:{params}" if params else spec["name"]
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(_compact(v) for v in value) + "]"
+    return str(value)
 
 
 class Registry:

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from ..spec import Registry, format_named, parse_named
 from .base import Estimator
+from .bayes import BayesLinear, TunedLasso
 from .linear import Averaging, Lasso, LeastSquares, Ridge, lasso_prefixes, least_squares_prefixes
 from .neighbors import KNearestNeighbors, Zero
 
 ESTIMATORS = Registry("estimator")
-for _cls in (Zero, Averaging, KNearestNeighbors, LeastSquares, Ridge, Lasso):
+for _cls in (Zero, Averaging, KNearestNeighbors, LeastSquares, Ridge, Lasso, BayesLinear, TunedLasso):
     ESTIMATORS.register(_cls.name)(_cls)
 
 __all__ = [
     "ESTIMATORS",
     "Averaging",
+    "BayesLinear",
+    "TunedLasso",
     "Estimator",
     "KNearestNeighbors",
     "Lasso",

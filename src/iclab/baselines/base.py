@@ -11,6 +11,10 @@ class Estimator:
     name: ClassVar[str]
     label: str = ""
 
+    def fit_prior(self, task, inputs, points: int) -> Estimator:
+        """Learn from the prompt distribution itself (not from the evaluation prompts); most estimators don't."""
+        return self
+
     def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         raise NotImplementedError
 

@@ -16,7 +16,7 @@ from torch import Tensor
 from .base import Estimator
 
 
-def _prefix_grams(xs: Tensor, ys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def prefix_grams(xs: Tensor, ys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """G (batch, n, d, d), c (batch, n, d) and y.y (batch, n) of the examples before each position."""
     outer = xs.unsqueeze(-1) * xs.unsqueeze(-2)
     gram = outer.cumsum(1) - outer  # exclusive cumulative sums: prefix k holds examples 0..k-1
@@ -25,7 +25,7 @@ def _prefix_grams(xs: Tensor, ys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return gram, xty, yty
 
 
-def _predict_with(weights: Tensor, xs: Tensor) -> Tensor:
+def predict_with(weights: Tensor, xs: Tensor) -> Tensor:
     return (weights * xs).sum(-1)
 
 
@@ -48,7 +48,7 @@ class LeastSquares(Estimator):
     name = "least_squares"
 
     def predict(self, xs, ys):
-        return _predict_with(least_squares_prefixes(xs, ys), xs.double()).to(ys.dtype)
+        return predict_with(least_squares_prefixes(xs, ys), xs.double()).to(ys.dtype)
 
 
 @dataclass
@@ -60,17 +60,22 @@ class Ridge(Estimator):
     alpha: float = field(default=0.1, metadata={"gt": 0.0})
 
     def predict(self, xs, ys):
-        gram, xty, _ = _prefix_grams(xs.double(), ys.double())
+        gram, xty, _ = prefix_grams(xs.double(), ys.double())
         eye = torch.eye(xs.shape[-1], dtype=gram.dtype, device=gram.device)
         weights = torch.linalg.solve(gram + self.alpha * eye, xty)
-        return _predict_with(weights, xs.double()).to(ys.dtype)
+        return predict_with(weights, xs.double()).to(ys.dtype)
+
+
+def on_support(gram: Tensor, support: Tensor) -> Tensor:
+    """G restricted to the support S (boolean (..., d)), padded with the identity off S: a d x d matrix whose
+    solves and determinant are those of G_SS, so problems with different supports batch together."""
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    return torch.where(support.unsqueeze(-1) & support.unsqueeze(-2), gram, eye * (~support).unsqueeze(-1))
 
 
 def _solve_on_support(gram: Tensor, rhs: Tensor, support: Tensor) -> Tensor:
-    """Solve G_SS w_S = rhs_S for every problem's support S (w = 0 off S), batched through identity padding."""
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    system = torch.where(support.unsqueeze(-1) & support.unsqueeze(-2), gram, eye * (~support).unsqueeze(-1))
-    return torch.linalg.solve(system, torch.where(support, rhs, 0.0))
+    """Solve G_SS w_S = rhs_S for every problem's support S (w = 0 off S)."""
+    return torch.linalg.solve(on_support(gram, support), torch.where(support, rhs, 0.0))
 
 
 def lasso_prefixes(xs: Tensor, ys: Tensor, alpha: float, max_events: int | None = None) -> Tensor:
@@ -85,7 +90,7 @@ def lasso_prefixes(xs: Tensor, ys: Tensor, alpha: float, max_events: int | None 
     prefixes.
     """
     b, n, d = xs.shape
-    gram, xty, _ = (t.flatten(0, 1) for t in _prefix_grams(xs.double(), ys.double()))
+    gram, xty, _ = (t.flatten(0, 1) for t in prefix_grams(xs.double(), ys.double()))
     count = torch.arange(n, device=xs.device, dtype=torch.float64).repeat(b)  # k of each problem
     target = alpha * count  # lambda of the unnormalised objective 0.5 ||y - Xw||^2 + lambda ||w||_1
     weights = torch.zeros_like(xty)
@@ -152,7 +157,7 @@ class Lasso(Estimator):
 
     def predict(self, xs, ys):
         weights = lasso_prefixes(xs, ys, self.alpha)
-        return _predict_with(weights, xs.double()).to(ys.dtype)
+        return predict_with(weights, xs.double()).to(ys.dtype)
 
 
 @dataclass
@@ -162,6 +167,6 @@ class Averaging(Estimator):
     name = "averaging"
 
     def predict(self, xs, ys):
-        _, xty, _ = _prefix_grams(xs, ys)
+        _, xty, _ = prefix_grams(xs, ys)
         count = torch.arange(xs.shape[1], device=xs.device, dtype=xs.dtype).clamp(min=1)
-        return _predict_with(xty / count[:, None], xs)
+        return predict_with(xty / count[:, None], xs)

@@ -1,0 +1,48 @@
+"""Yadlowsky et al., finding 3: pretrained on linear functions and sinusoids, the model fails on their convex
+combinations, most in the middle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..report import plot_sweep
+from ..sweeps import run_sweep
+from .common import check, ks, value
+
+NAME = "convex"
+TITLE = "Convex combinations alpha * linear + (1 - alpha) * sinusoid"
+CLAIM = (
+    "A model pretrained on a mixture of linear functions and sinusoids handles each class, but fails on "
+    "their convex combinations: the error at alpha near 0.5 rises above both ends (Yadlowsky et al. 2023, "
+    "finding 3)."
+)
+DIFFERENCES = (
+    "Scalar inputs (d = 1), sinusoid frequencies in [0.5, 2], small CPU-trained models; errors are "
+    "divided by the combination's E[y^2] = alpha^2 E[f^2] + (1 - alpha)^2 E[g^2] and read at the "
+    "last position (k = 10)."
+)
+MODELS = ["line", "sine", "line_sine"]
+
+
+def compute(models: dict[str, Path], progress: bool = False) -> list[dict]:
+    runs = [models[m] for m in ("line_sine", "line", "sine")]
+    return run_sweep("convex", runs, ["least_squares", "knn"], progress)
+
+
+def check_rows(rows: list[dict]) -> list[dict]:
+    k = ks(rows)[-1]
+    ends = value(rows, "line_sine", "alpha=0", k), value(rows, "line_sine", "alpha=1", k)
+    mid = value(rows, "line_sine", "alpha=0.5", k)
+    chord = sum(ends) / 2
+    return [
+        check(
+            f"the mixture model's error at alpha = 0.5 exceeds both ends and their chord (k = {k})",
+            mid > max(ends) and mid > chord,
+            f"alpha=0 (sinusoid) {ends[0]:.3f}, alpha=0.5 {mid:.3f}, alpha=1 (linear) {ends[1]:.3f}, chord {chord:.3f}",
+        ),
+    ]
+
+
+def draw(rows: list[dict], out: Path) -> list[Path]:
+    k = ks(rows)[-1]
+    return [plot_sweep(rows, k, out / "convex.png", "alpha * linear + (1 - alpha) * sinusoid", "alpha")]

@@ -1,0 +1,72 @@
+"""Yadlowsky et al., finding 4: sinusoids with frequencies outside the pretraining range defeat the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..report import plot_sweep, sweep_value
+from ..sweeps import run_sweep
+from .common import check, ks
+from .models import SINE
+
+NAME = "frequency"
+TITLE = "Frequency sweep: sinusoids inside, below and above the pretraining range"
+CLAIM = (
+    "Pretrained on sinusoids with frequencies in a range, the model fails on frequencies far below or far "
+    "above it (Yadlowsky et al. 2023, finding 4)."
+)
+DIFFERENCES = (
+    "Scalar inputs x ~ N(0, 1), pretraining frequencies [0.5, 2], test frequencies 1/8 .. 8 times the "
+    "range ends; small CPU-trained models; errors at the last position (k = 10). The paper sees failure "
+    "on both sides; on scalar inputs a sinusoid far below the range is nearly constant over the data, "
+    "so the check line says which side carries the failure here."
+)
+MODELS = ["sine", "line_sine"]
+FAR = 2.0  # "far above": at least twice the mean error inside the range
+
+
+def compute(models: dict[str, Path], progress: bool = False) -> list[dict]:
+    return run_sweep("frequency", [models["sine"], models["line_sine"]], ["knn"], progress)
+
+
+def _mean(rows, series, freqs, k):
+    vals = [r["mean"] for r in rows if r["k"] == k and r["run"] == series and sweep_value(r["sweep"]) in freqs]
+    return sum(vals) / len(vals)
+
+
+def check_rows(rows: list[dict]) -> list[dict]:
+    k = ks(rows)[-1]
+    freqs = sorted({sweep_value(r["sweep"]) for r in rows})
+    lo, hi = SINE["freq_min"], SINE["freq_max"]
+    inside = [f for f in freqs if lo <= f <= hi]
+    below, above = [f for f in freqs if f < lo], [f for f in freqs if f > hi]
+    out = []
+    for series in ("sine", "line_sine"):
+        e_in, e_out, e_below, e_above = (_mean(rows, series, fs, k) for fs in (inside, below + above, below, above))
+        # the paper reports failure on both sides; say which side carries it here
+        sides = [w for w, e in (("below", e_below), ("above", e_above)) if e >= FAR * e_in]
+        carried = f"far above only {' and '.join(sides)} the range" if sides else "on neither side alone"
+        out.append(
+            check(
+                f"{series}: error at frequencies outside the range is far (>= {FAR:g}x) above the error inside it",
+                e_out >= FAR * e_in,
+                f"inside {e_in:.3f}, outside {e_out:.3f} (below {e_below:.3f}, above {e_above:.3f}; {carried}; "
+                f"k = {k})",
+            )
+        )
+    return out
+
+
+def draw(rows: list[dict], out: Path) -> list[Path]:
+    k = ks(rows)[-1]
+    return [
+        plot_sweep(
+            rows,
+            k,
+            out / "frequency.png",
+            "sinusoids of one frequency",
+            "frequency",
+            log_x=True,
+            marks=[SINE["freq_min"], SINE["freq_max"]],
+        )
+    ]

@@ -1,0 +1,163 @@
+"""Sweeps and paper recipes: sweep values, errors for runs without the swept parameter, checks on known shapes,
+and the whole reproduce pipeline on models trained for a couple of steps."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+from conftest import TINY
+
+from iclab import recipes
+from iclab.config import load_config
+from iclab.errors import UserError
+from iclab.recipes import convex, frequency, model_selection
+from iclab.recipes import models as zoo
+from iclab.spec import parse_named
+from iclab.sweeps import run_sweep, sweep_points
+from iclab.train import train
+
+MIX = "task={name: mixture, components: [{name: linear, weight: 1}, {name: sinusoid, weight: 1}]}"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweeps")
+    out = {}
+    for name, extra in {"lin": ["task.name=linear"], "mix": [MIX], "sine": ["task.name=sinusoid"]}.items():
+        config = load_config(None, TINY + ["train.steps=2", "eval.prompts=24", *extra])
+        train(config, root / name, progress=False)
+        out[name] = root / name
+    return out
+
+
+def test_sweep_values():
+    config = load_config(None, ["dims=4", MIX])
+    assert [p.label for p in sweep_points("convex", config)][::5] == ["alpha=0", "alpha=0.5", "alpha=1"]
+    freqs = [p.value for p in sweep_points("frequency", config)]
+    assert freqs[0] == 0.5 / 8 and freqs[-1] == 2.0 * 8 and {0.5, 1.0, 2.0} <= set(freqs)
+    lin = load_config(None, ["dims=4"])
+    assert [p.task["nnz"] for p in sweep_points("sparsity", lin)] == [1, 2, 3, 4]
+    assert sweep_points("shift", lin)[0].label == "shift=none"
+
+
+@pytest.mark.parametrize(
+    "kind, overrides, message",
+    [
+        ("sparsity", ["task.name=sinusoid"], "sweep sparsity needs runs trained on linear or sparse_linear tasks"),
+        ("convex", ["task.name=linear"], "sweep convex needs a run trained on a mixture (or convex) of two"),
+        ("frequency", ["task.name=linear"], "sweep frequency needs a run trained on sinusoids"),
+    ],
+)
+def test_sweeping_a_run_without_the_parameter_is_refused(kind, overrides, message):
+    with pytest.raises(UserError) as info:
+        sweep_points(kind, load_config(None, overrides))
+    assert message in str(info.value)
+
+
+def test_sweep_rows_cover_runs_and_baselines(runs):
+    rows = run_sweep("sparsity", [runs["lin"]], ["least_squares"])
+    assert {r["sweep"] for r in rows} == {"nnz=1", "nnz=2", "nnz=3"}
+    assert {(r["run"], r["estimator"]) for r in rows} == {("lin", "transformer"), ("", "least_squares")}
+    # values come from the first run that has the parameter; the specialist is scored on them too
+    rows = run_sweep("convex", [runs["sine"], runs["mix"]], [])
+    assert {r["run"] for r in rows} == {"sine", "mix"} and len({r["sweep"] for r in rows}) == 11
+
+
+def test_sweep_command(runs, tmp_path):
+    out = tmp_path / "f"
+    cmd = [
+        sys.executable,
+        "-m",
+        "iclab.cli",
+        "sweep",
+        "frequency",
+        str(runs["mix"]),
+        "--out",
+        str(out),
+        "--baselines",
+        "knn",
+        "--quiet",
+    ]
+    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
+    with open(out / "curves.csv") as f:
+        assert list(next(csv.reader(f))) == ["run", "sweep", "task", "estimator", "k", "mean", "lo", "hi"]
+    assert (out / "frequency.png").stat().st_size > 1000
+    bad = subprocess.run(cmd[:4] + ["sparsity", str(runs["sine"])], capture_output=True, text=True)
+    assert bad.returncode == 2 and "sweep sparsity needs" in bad.stderr
+
+
+def test_list_values_in_named_specs():
+    assert parse_named("bayes:nnz=[5,2],weights=[0.5,0.5]") == {"name": "bayes", "nnz": [5, 2], "weights": [0.5, 0.5]}
+
+
+def rows_for(series_values: dict[str, dict[str, float]], k: int = 10) -> list[dict]:
+    """Sweep rows with given means: {series: {sweep: mean}}; baselines have run ''."""
+    out = []
+    for series, points in series_values.items():
+        run, est = (series, "transformer") if series in zoo.MODELS else ("", series)
+        for sweep, mean in points.items():
+            out.append(
+                {
+                    "run": run,
+                    "sweep": sweep,
+                    "task": "t",
+                    "estimator": est,
+                    "k": k,
+                    "mean": mean,
+                    "lo": mean,
+                    "hi": mean,
+                }
+            )
+    return out
+
+
+def test_convex_check_wants_a_hump():
+    hump = rows_for({"line_sine": {"alpha=0": 0.1, "alpha=0.5": 0.3, "alpha=1": 0.05}})
+    ramp = rows_for({"line_sine": {"alpha=0": 0.1, "alpha=0.5": 0.08, "alpha=1": 0.05}})
+    assert convex.check_rows(hump)[0]["passed"] and not convex.check_rows(ramp)[0]["passed"]
+
+
+def test_frequency_check_names_the_failing_side():
+    inside = {"freq=0.5": 0.1, "freq=1": 0.1, "freq=2": 0.1}
+    series = {"freq=0.1": 0.1, **inside, "freq=8": 1.0}
+    checks = frequency.check_rows(rows_for({"sine": series, "line_sine": series}))
+    assert checks[0]["passed"] and "far above only above the range" in checks[0]["detail"]
+
+
+def test_model_selection_tolerance():
+    ks = range(6)
+    rows = []
+    for k in ks:
+        rows += rows_for(
+            {
+                "dense": {"class=dense": 0.5, "class=sparse": 0.5},
+                "sparse": {"class=dense": 0.9, "class=sparse": 0.30},
+                "dense_sparse": {"class=dense": 0.56, "class=sparse": 0.33},
+                "least_squares": {"class=sparse": 0.4},
+            },
+            k,
+        )
+    checks = model_selection.check_rows(rows)
+    assert checks[0]["passed"] and checks[1]["passed"] and checks[2]["passed"]  # 0.56 <= 0.5 * 1.15
+    rows = [r | {"mean": 0.6} if r["run"] == "dense_sparse" and r["sweep"] == "class=dense" else r for r in rows]
+    assert not model_selection.check_rows(rows)[0]["passed"]
+
+
+def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
+    monkeypatch.setitem(zoo.STEPS, "quick", 2)
+    summaries = recipes.reproduce("all", tmp_path, quick=True, progress=False)
+    assert [s["recipe"] for s in summaries] == list(recipes.RECIPES)
+    report = (tmp_path / "report.md").read_text()
+    for recipe in recipes.RECIPES.values():
+        assert recipe.TITLE in report and recipe.CLAIM in report
+    assert report.count("**PASS**") + report.count("**FAIL**") == sum(len(s["checks"]) for s in summaries)
+    (tmp_path / "report.md").unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "iclab.cli", "report", str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and (tmp_path / "report.md").read_text() == report  # no recomputation needed
+    with pytest.raises(UserError, match="cannot be combined with --quick"):
+        recipes.reproduce("sparsity", tmp_path, quick=True, pretrained=True)
+    with pytest.raises(UserError, match="unknown recipe 'sparse'"):
+        recipes.reproduce("sparse", tmp_path, quick=True)
