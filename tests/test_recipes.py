@@ -145,7 +145,11 @@ def test_model_selection_tolerance():
 
 
 def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
+    from iclab.recipes import icl_vs_ft, lsa_gd
+
     monkeypatch.setitem(zoo.STEPS, "quick", 2)
+    monkeypatch.setitem(lsa_gd.SIZES, "quick", 5)
+    monkeypatch.setitem(icl_vs_ft.SIZES, "quick", {"steps": 3, "instances": 2})
     summaries = recipes.reproduce("all", tmp_path, quick=True, progress=False)
     assert [s["recipe"] for s in summaries] == list(recipes.RECIPES)
     report = (tmp_path / "report.md").read_text()

@@ -121,3 +121,31 @@ class ICLTransformer(nn.Module):
     def forward(self, xs: Tensor, ys: Tensor) -> Tensor:
         """Predictions (batch, n): entry k predicts ys[:, k] from xs[:, :k+1] and ys[:, :k]."""
         return self.read_out(self.hidden(xs, ys, x_only=True)).squeeze(-1)
+
+
+class TokenLM(nn.Module):
+    """A GPT-style causal language model over token ids, built from the same blocks: token embeddings plus learned
+    position embeddings in, a LayerNorm and the tied token embedding out. It runs the synthetic classification
+    prompts of the ICL-vs-finetuning study (and language modelling)."""
+
+    def __init__(self, config: ModelConfig, vocab: int, max_tokens: int):
+        super().__init__()
+        self.config, self.vocab, self.max_tokens = config, vocab, max_tokens
+        self.tok = nn.Embedding(vocab, config.width)
+        nn.init.normal_(self.tok.weight, std=0.02)  # tied to the output layer: keep the first logits small
+        self.pos = nn.Parameter(torch.zeros(max_tokens, config.width))
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.ln_f = nn.LayerNorm(config.width)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """Logits (batch, tokens, vocab); entry t scores the token that follows ids[:, t]."""
+        t = ids.shape[1]
+        if t > self.max_tokens:
+            raise ValueError(f"the model takes at most {self.max_tokens} tokens, got {t}")
+        h = self.tok(ids) + self.pos[:t]
+        for block in self.blocks:
+            h = block(h)
+        return self.ln_f(h) @ self.tok.weight.T

@@ -94,3 +94,32 @@ def dual_decomposition(attention, h: Tensor, split: int, position: int = -1) -> 
 
     direct = attention(h)[:, position]
     return DualParts(project(zsl_w), project(delta_w), attention.proj.bias, delta_w, direct)
+
+
+class LSARegressor(torch.nn.Module):
+    """One trainable linear self-attention layer on tokens (x_i, y_i), as in von Oswald et al.: the prediction
+    for a query is minus the y-slot of its token after the layer (the sign their construction produces)."""
+
+    def __init__(self, dims: int, init_std: float = 0.02, generator: torch.Generator | None = None):
+        super().__init__()
+        e = dims + 1
+
+        def param():
+            return torch.nn.Parameter(init_std * torch.randn(e, e, generator=generator))
+
+        self.query, self.key, self.value, self.projection = param(), param(), param(), param()
+
+    def weights(self) -> LSAWeights:
+        return LSAWeights(self.query, self.key, self.value, self.projection)
+
+    def forward(self, xs: Tensor, ys: Tensor, xq: Tensor) -> Tensor:
+        """Predictions (batch,) for queries xq (batch, d) from examples xs (batch, N, d), ys (batch, N)."""
+        query = tokens(xq.unsqueeze(1), torch.zeros(xq.shape[0], 1, dtype=xq.dtype))
+        return -lsa_forward(self.weights(), tokens(xs, ys), query)[:, 0, -1]
+
+
+def best_gd_step(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+    """The step size eta minimising the squared error of one GD step from 0: the prediction is eta * a with
+    a = 1/N sum_i y_i x_i.x_q, so eta* = E[a yq] / E[a^2] (least squares in eta)."""
+    a = gd_step(xs, ys, 1.0).mul(xq).sum(-1)
+    return float((a * yq).sum() / a.square().sum())

@@ -18,10 +18,47 @@ from ..errors import UserError
 from ..evaluate import read_curves
 from ..spec import unknown_key_error
 from ..sweeps import write_sweep
-from . import convex, frequency, model_selection, sparsity
+from . import convex, frequency, icl_vs_ft, lsa_gd, model_selection, sparsity
 from .models import PRETRAINED, STEPS, ensure_model
 
-RECIPES = {m.NAME: m for m in (model_selection, sparsity, convex, frequency)}
+
+class SweepRecipe:
+    """A Yadlowsky et al. figure: shared models (recipes.models), a sweep, shape checks on its rows."""
+
+    def __init__(self, module):
+        self.module = module
+        self.NAME, self.TITLE, self.CLAIM = module.NAME, module.TITLE, module.CLAIM
+        self.DIFFERENCES, self.MODELS = module.DIFFERENCES, module.MODELS
+
+    def run(self, out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
+        models = {m: ensure_model(m, out, mode, pretrained, progress) for m in self.MODELS}
+        started = time.perf_counter()
+        rows = self.module.compute(models, progress)
+        folder = out / self.NAME
+        write_sweep(folder / "curves.csv", rows)
+        self.module.draw(rows, folder)
+        return {
+            "checks": self.module.check_rows(rows),
+            "seconds": round(time.perf_counter() - started, 1),
+            "models": {m: _model_info(p) for m, p in models.items()},
+        }
+
+    def section(self, folder: Path, stored: dict) -> list[str]:
+        rows = read_curves(folder / "curves.csv")
+        figures = self.module.draw(rows, folder)
+        models = ", ".join(f"{m} ({i['steps']} steps, {i['train_seconds']:.0f} s)" for m, i in stored["models"].items())
+        return section_lines(
+            self,
+            folder,
+            figures,
+            self.module.check_rows(rows),
+            stored,
+            f"Models: {models}; sweep and checks {stored['seconds']:.0f} s. Numbers: `{folder.name}/curves.csv`.",
+        )
+
+
+SWEEPS = [SweepRecipe(m) for m in (model_selection, sparsity, convex, frequency)]
+RECIPES = {r.NAME: r for r in [*SWEEPS, lsa_gd.RECIPE, icl_vs_ft.RECIPE]}
 
 
 def recipe_names(name: str) -> list[str]:
@@ -33,32 +70,17 @@ def recipe_names(name: str) -> list[str]:
 
 
 def reproduce(name: str, out: Path, quick: bool = False, pretrained: bool = False, progress: bool = True) -> list[dict]:
-    """Train (or load) the models, run the recipes' sweeps, check their shapes, write figures and the report."""
+    """Train (or load) the models, run each recipe, check its claim's shape, write figures and the report."""
     if quick and pretrained:
         raise UserError("--pretrained loads the shipped full-size models; it cannot be combined with --quick")
     out = Path(out)
     mode = PRETRAINED if pretrained else ("quick" if quick else "full")
-    names = recipe_names(name)
-    needed = list(dict.fromkeys(m for n in names for m in RECIPES[n].MODELS))
-    models = {m: ensure_model(m, out, mode, pretrained, progress) for m in needed}
     summaries = []
-    for n in names:
-        recipe = RECIPES[n]
-        started = time.perf_counter()
-        rows = recipe.compute({m: models[m] for m in recipe.MODELS}, progress)
-        folder = out / n
-        write_sweep(folder / "curves.csv", rows)
-        checks = recipe.check_rows(rows)
-        recipe.draw(rows, folder)
-        summary = {
-            "recipe": n,
-            "mode": mode + (" (shipped checkpoints)" if pretrained else ""),
-            "checks": checks,
-            "passed": all(c["passed"] for c in checks),
-            "sweep_seconds": round(time.perf_counter() - started, 1),
-            "models": {m: _model_info(models[m]) for m in recipe.MODELS},
-        }
-        atomic_write_json(folder / "checks.json", summary)
+    for n in recipe_names(name):
+        summary = RECIPES[n].run(out, mode, pretrained, progress)
+        summary = {"recipe": n, "mode": mode + (" (shipped checkpoints)" if pretrained else "")} | summary
+        summary["passed"] = all(c["passed"] for c in summary["checks"])
+        atomic_write_json(out / n / "checks.json", summary)
         summaries.append(summary)
     render_recipes(out)
     return summaries
@@ -67,6 +89,18 @@ def reproduce(name: str, out: Path, quick: bool = False, pretrained: bool = Fals
 def _model_info(run_dir: Path) -> dict:
     state = read_state(latest_checkpoint(run_dir))
     return {"path": str(run_dir), "steps": state["step"], "train_seconds": round(state["elapsed_seconds"], 1)}
+
+
+def section_lines(
+    recipe, folder: Path, figures: list[Path], checks: list[dict], stored: dict, footer: str
+) -> list[str]:
+    verdict = "supports" if all(c["passed"] for c in checks) else "does not fully support"
+    lines = [f"## {recipe.TITLE}", "", f"**The paper's claim.** {recipe.CLAIM}", ""]
+    lines += [f"![{folder.name}]({folder.name}/{f.name})" for f in figures] + [""]
+    lines += [f"**What we measured** ({stored['mode']} mode): our run {verdict} the claim.", ""]
+    lines += [f"- **{'PASS' if c['passed'] else 'FAIL'}** {c['claim']}: {c['detail']}" for c in checks] + [""]
+    lines += stored.get("tables", [])
+    return lines + [f"**Where our setting differs.** {recipe.DIFFERENCES}", "", footer, ""]
 
 
 def recipe_folders(out: Path) -> list[Path]:
@@ -79,7 +113,7 @@ def recipe_folders(out: Path) -> list[Path]:
 
 
 def render_recipes(out: Path) -> Path:
-    """DIR/report.md from each recipe's stored curves.csv and checks.json (figures redrawn, nothing retrained)."""
+    """DIR/report.md from each recipe's stored files (figures redrawn, nothing retrained)."""
     out = Path(out)
     folders = recipe_folders(out)
     if not folders:
@@ -88,27 +122,11 @@ def render_recipes(out: Path) -> Path:
         "# iclab reproductions",
         "",
         "Each section states the paper's claim, shows our figure, checks the claim's shape automatically "
-        "and says where our setting differs. Errors are normalised so that predicting 0 scores about 1.",
+        "and says where our setting differs.",
         "",
     ]
     for folder in folders:
-        recipe = RECIPES[folder.name]
-        stored = json.loads((folder / "checks.json").read_text())
-        rows = read_curves(folder / "curves.csv")
-        checks = recipe.check_rows(rows)
-        figures = recipe.draw(rows, folder)
-        models = ", ".join(f"{m} ({i['steps']} steps, {i['train_seconds']:.0f} s)" for m, i in stored["models"].items())
-        lines += [f"## {recipe.TITLE}", "", f"**The paper's claim.** {recipe.CLAIM}", ""]
-        lines += [f"![{folder.name}]({folder.name}/{f.name})" for f in figures] + [""]
-        verdict = "supports" if all(c["passed"] for c in checks) else "does not fully support"
-        lines += [f"**What we measured** ({stored['mode']} mode): our run {verdict} the claim.", ""]
-        lines += [f"- **{'PASS' if c['passed'] else 'FAIL'}** {c['claim']}: {c['detail']}" for c in checks] + [""]
-        lines += [
-            f"**Where our setting differs.** {recipe.DIFFERENCES}",
-            "",
-            f"Models: {models}; sweep and checks {stored['sweep_seconds']:.0f} s. Numbers: `{folder.name}/curves.csv`.",
-            "",
-        ]
+        lines += RECIPES[folder.name].section(folder, json.loads((folder / "checks.json").read_text()))
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
