@@ -57,3 +57,14 @@ def test_a_diverging_grid_is_reported_not_a_nan(adapter):
     result = study(adapter, data(), lrs=[1e30])
     assert result.ft_grid == {"1e+30": "diverged"} and result.accuracy["ft"] is None
     assert result.measures["simaou"] is None and not math.isnan(result.measures["simam_icl_zsl"])
+
+
+def test_bad_inputs_are_named():
+    from iclab.errors import UserError
+    from iclab.model import ICLTransformer
+
+    short = IclabLMAdapter(TokenLM(ModelConfig(layers=1, width=8, heads=1), vocab=24, max_tokens=10))
+    with pytest.raises(UserError, match="take 23 tokens but the model's context is 10"):
+        study(short, data(), lrs=[0.1])
+    with pytest.raises(UserError, match="cannot find the key/value projections of ICLTransformer"):
+        IclabLMAdapter(ICLTransformer(ModelConfig(layers=1, width=8, heads=1), dims=2, max_points=3))

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
+
 
 @dataclass
 class KVParameter:
@@ -44,6 +46,10 @@ class AttentionAdapter:
 
     def kv_parameters(self) -> list[KVParameter]:
         raise NotImplementedError
+
+    def context_length(self) -> int | None:
+        """The most tokens the model takes (None: no fixed limit)."""
+        return None
 
     def _capture(self, layer: nn.Module, args: tuple, kwargs: dict, output) -> tuple[Tensor, Tensor, Tensor]:
         """(attention output (batch, tokens, width), scores at the last position (batch, heads, tokens), layer
@@ -83,7 +89,17 @@ class IclabLMAdapter(AttentionAdapter):
     """iclab's TokenLM: attention modules `blocks[i].attn` with a fused `qkv` Linear (rows: Q, then K, then V)."""
 
     def __init__(self, model: nn.Module):
+        from ..model import TokenLM
+
+        if not isinstance(model, TokenLM):
+            raise UserError(
+                f"IclabLMAdapter cannot find the key/value projections of {type(model).__name__}: it "
+                "expects iclab's TokenLM (blocks[i].attn.qkv)"
+            )
         self.model = model
+
+    def context_length(self):
+        return self.model.max_tokens
 
     def logits(self, ids):
         return self.model(ids)

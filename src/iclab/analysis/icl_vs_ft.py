@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import UserError
 from .adapter import AttentionAdapter, Internals
 from .metrics import kendall, rec2ftp, simam, simaou
 
@@ -111,6 +112,16 @@ def _query_scores(c: Condition, query_tokens: int) -> Tensor:
 
 
 def study(adapter: AttentionAdapter, data: StudyData, lrs: list[float], seed: int = 0) -> StudyResult:
+    limit = adapter.context_length()
+    if limit is not None and data.icl.shape[1] > limit:
+        raise UserError(
+            f"demonstrations + query take {data.icl.shape[1]} tokens but the model's context is {limit}: "
+            "use fewer or shorter demonstrations"
+        )
+    if not adapter.kv_parameters():
+        raise UserError(f"the adapter found no key/value projections in {type(adapter.model).__name__}")
+    if not lrs:
+        raise UserError("give at least one finetuning learning rate")
     adapter.model.eval()
     zsl = run(adapter, data.zsl, data.candidates, data.gold)
     icl = run(adapter, data.icl, data.candidates, data.gold)

@@ -126,7 +126,13 @@ def render_recipes(out: Path) -> Path:
         "",
     ]
     for folder in folders:
-        lines += RECIPES[folder.name].section(folder, json.loads((folder / "checks.json").read_text()))
+        try:
+            lines += RECIPES[folder.name].section(folder, json.loads((folder / "checks.json").read_text()))
+        except (KeyError, ValueError, OSError) as e:
+            raise UserError(
+                f"cannot render {folder} from its stored files ({type(e).__name__}: {e}); rerun "
+                f"`iclab reproduce {folder.name} --out {out}`"
+            ) from None
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -45,7 +45,11 @@ def check_rows(rows: list[dict]) -> list[dict]:
         e_in, e_out, e_below, e_above = (_mean(rows, series, fs, k) for fs in (inside, below + above, below, above))
         # the paper reports failure on both sides; say which side carries it here
         sides = [w for w, e in (("below", e_below), ("above", e_above)) if e >= FAR * e_in]
-        carried = f"far above only {' and '.join(sides)} the range" if sides else "on neither side alone"
+        carried = {
+            2: "far above on both sides",
+            1: f"far above only {''.join(sides)} the range",
+            0: "on neither side alone",
+        }[len(sides)]
         out.append(
             check(
                 f"{series}: error at frequencies outside the range is far (>= {FAR:g}x) above the error inside it",
