@@ -199,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_reproduce)
 
+    # command groups that live beside their engines (each module imports only argparse at load time)
+    from . import grid
+    from .lm import cli as lm_cli
+
+    grid.add_parser(sub)
+    lm_cli.add_parser(sub)
+
     p = sub.add_parser("list", help="list task, input, shift and estimator names with their parameters")
     p.add_argument("kind", nargs="?", choices=["tasks", "inputs", "shifts", "estimators"])
     p.set_defaults(func=_cmd_list)
