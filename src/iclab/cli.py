@@ -107,8 +107,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    import torch
+
     from .recipes import reproduce
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     summaries = reproduce(args.name, Path(args.out), args.quick, args.pretrained, progress=not args.quiet)
     for s in summaries:
@@ -196,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for models, curves, figures and report.md")
     p.add_argument("--quick", action="store_true", help="small models and few steps (the whole set in ~15 min)")
     p.add_argument("--pretrained", action="store_true", help="use the checkpoints shipped with iclab (seconds)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_reproduce)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from ..model import ModelConfig, TokenLM
 from ..report import _save
 from ..tasks.keywords import KeywordClassification
 from .common import check
+from .models import pretrained_dir
 
 NAME = "icl-vs-ft"
 TITLE = "ICL as implicit finetuning: ZSL, ICL and K/V finetuning on iclab's own token model"
@@ -50,6 +52,7 @@ DIFFERENCES = (
 TASK = KeywordClassification(vocab=64, classes=2, keywords=4, length=4, noise=0.2, prior=0.5)
 MODEL = ModelConfig(layers=2, width=64, heads=2)
 TRAIN_DEMOS, DEMOS = 12, 8
+MODEL_NAME = "keywords_lm"  # its folder under DIR/models/MODE/ and in the package's pretrained/
 SIZES = {"quick": {"steps": 600, "instances": 16}, "full": {"steps": 2000, "instances": 64}}
 LRS = [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
 KEYS = ["rec2ftp", "simaou", "simam_icl_ft", "simam_icl_zsl", "kendall"]
@@ -116,10 +119,9 @@ def _aggregate(results: list, attr: str) -> dict[str, dict]:
 
 
 def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
-    torch.set_num_threads(2)  # as the demo: a small model on this 2-core machine
     size = SIZES["full" if pretrained else mode]
     folder = out / NAME
-    model_dir = _pretrained_dir() if pretrained else out / "models" / mode / "keywords_lm"
+    model_dir = pretrained_dir(MODEL_NAME) if pretrained else out / "models" / mode / MODEL_NAME
     if pretrained and not (model_dir / "model.safetensors").is_file():
         raise UserError("no pretrained keywords LM ships with this iclab; run without --pretrained")
     model, info = ensure_model(model_dir, size["steps"], progress)
@@ -155,10 +157,12 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
     }
 
 
-def _pretrained_dir() -> Path:
-    from .models import pretrained_dir
-
-    return pretrained_dir("keywords_lm")
+def export_model(folder: Path, dest: Path) -> Path:
+    """Copy a trained model's weights and settings into the package (see scripts/ship_pretrained.py)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "model.json"):
+        shutil.copy2(folder / name, dest / name)
+    return dest
 
 
 def _m(summary, model, part, key):

@@ -47,7 +47,16 @@ def model_config(name: str, mode: str) -> Config:
     base |= {"dims": spec["dims"], "task": spec["task"]}
     base["train"] |= {"steps": STEPS[mode], "checkpoint_every": 1000}
     base["eval"]["baselines"] = ["least_squares"]
+    base["threads"] = 0  # the caller's torch thread count (`iclab reproduce --threads N`)
     return load_config(base=base)
+
+
+def same_settings(a: Config, b: Config) -> bool:
+    """Whether two configs train the same model: execution settings (threads, device) may differ."""
+    ignore = {"threads", "device"}
+    return {k: v for k, v in a.to_dict().items() if k not in ignore} == {
+        k: v for k, v in b.to_dict().items() if k not in ignore
+    }
 
 
 def pretrained_dir(name: str) -> Path:
@@ -65,7 +74,7 @@ def ensure_model(name: str, root: Path, mode: str, pretrained: bool, progress: b
     run_dir = root / "models" / mode / name
     wanted = model_config(name, mode)
     status = run_status(run_dir)
-    if status is not None and read_config(run_dir).to_dict() != wanted.to_dict():
+    if status is not None and not same_settings(read_config(run_dir), wanted):
         raise UserError(f"{run_dir} was trained with other settings; remove it or choose another --out")
     if status is None:
         if run_dir.exists():
