@@ -30,6 +30,7 @@ bench: install  ## speed benchmarks -> benchmarks/results/*.json
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/baselines.py
 	$(BIN)/python benchmarks/demo.py
+	$(BIN)/python benchmarks/ddp.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -37,7 +37,7 @@ def test_yaml_file(tmp_path):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["train.lrr=1"], "unknown config key 'train.lrr' (did you mean 'lr'?); allowed: batch_size"),
+        (["train.lrr=1"], "unknown config key 'train.lrr' (did you mean 'lr'?); allowed: autocast, batch_size"),
         (["trian.lr=1"], "unknown config key 'trian' (did you mean 'train'?)"),
         (["train.lr=abc"], "config key 'train.lr': expected a number, got 'abc'"),
         (["train.steps=1.5"], "config key 'train.steps': expected an integer, got 1.5"),
@@ -53,6 +53,9 @@ def test_yaml_file(tmp_path):
         (["train.schedule=warm"], "'warm' is not one of constant, cosine, linear"),
         (["model=3"], "config key 'model': expected a mapping, got 3"),
         (["lr"], "bad --set 'lr': write --set key=value"),
+        (["train.autocast=fp8"], "config key 'train.autocast': 'fp8' is not one of none, bf16"),
+        (["train.autocast=bf16", "dtype=float64"], "'train.autocast': bf16 autocast needs dtype float32, got float64"),
+        (["train.compile=yes please"], "config key 'train.compile': expected true or false"),
     ],
 )
 def test_bad_config_values(overrides, expected):

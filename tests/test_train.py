@@ -115,3 +115,27 @@ def test_validation_curve_is_logged(tmp_path):
     train(load_config(None, TINY + ["train.steps=10"]), tmp_path / "run", progress=False)
     rows = [m for m in read_metrics(tmp_path / "run") if "val_error" in m]
     assert [m["step"] for m in rows] == [5, 10] and len(rows[0]["val_error"]) == 7
+
+
+def test_bf16_autocast_trains_in_bfloat16_close_to_float32(tmp_path):
+    # on CUDA this is the fast path; on this CPU it is slow but runs the same code
+    overrides = TINY + ["train.steps=6"]
+    train(load_config(None, overrides), tmp_path / "fp32", progress=False)
+    train(load_config(None, overrides + ["train.autocast=bf16"]), tmp_path / "bf16", progress=False)
+    fp32, bf16 = [loss for _, loss in losses(tmp_path / "fp32")], [loss for _, loss in losses(tmp_path / "bf16")]
+    assert fp32 != bf16  # autocast really ran the matmuls in bfloat16 ...
+    # ... whose 8-bit mantissa (relative rounding 2^-9 = 0.002 per operation) moves a 6-step loss by well under 1 %
+    assert all(abs(a - b) / a < 0.01 for a, b in zip(fp32, bf16, strict=True))
+    model, _ = load_model(tmp_path / "bf16")
+    assert next(model.parameters()).dtype == torch.float32  # weights and checkpoints stay float32
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    # torch.compile takes ~30 s even for this tiny model on 2 CPU cores, hence slow
+    overrides = TINY + ["train.steps=6"]
+    train(load_config(None, overrides), tmp_path / "eager", progress=False)
+    train(load_config(None, overrides + ["train.compile=true"]), tmp_path / "compiled", progress=False)
+    eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    assert [s for s, _ in compiled] == [s for s, _ in eager]
+    assert all(abs(a - b) <= 1e-5 * abs(a) for (_, a), (_, b) in zip(eager, compiled, strict=True))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
         config = load_config(args.config, overrides)
         result = train(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    if not _is_main_process():
+        return 0
     print(
         f"trained {result.run_dir}: {result.parameters:,} parameters, step {result.step}, loss {result.loss:.4f}, "
         f"{result.seconds:.0f} s"
@@ -224,12 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_main_process() -> bool:
+    """False on the other ranks of a torchrun job, which stay quiet so that a message shows once."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except UserError as e:
-        print(f"iclab: error: {e}", file=sys.stderr)
+        if _is_main_process():
+            print(f"iclab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("iclab: interrupted", file=sys.stderr)

@@ -2,10 +2,15 @@
 
 Resuming restores model, optimizer and the data generator, so the loss sequence of an interrupted and resumed
 run equals that of an uninterrupted one (on the same device and thread count).
+
+Under `torchrun --nproc_per_node N` the same loop trains data-parallel (see distributed.py): every rank draws the
+same global batch and trains on its slice, DDP averages gradients, rank 0 alone writes files. One process runs
+exactly the code path of a plain run, so its numbers do not change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -17,8 +22,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import (
     atomic_write_json,
     atomic_write_text,
@@ -61,13 +68,24 @@ def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Ad
     return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas))
 
 
+def join(config: Config) -> distributed.Context:
+    """This process's place in a (possibly data-parallel) run of `config`; joins the process group under torchrun.
+    A batch that does not divide among the processes fails here, on every rank, before anything is written."""
+    ctx = distributed.context()
+    distributed.batch_rows(config.train.batch_size, ctx)
+    distributed.join(ctx, distributed.local_device(device_of(config), ctx))
+    return ctx
+
+
 class Trainer:
-    """Owns the model, optimizer and data stream of one run directory."""
+    """Owns the model, optimizer and data stream of one run directory (this rank's share of it under torchrun)."""
 
     def __init__(self, config: Config, run_dir: Path):
         self.config, self.run_dir = config, Path(run_dir)
         set_threads(config)
-        self.device, self.dtype = device_of(config), torch_dtype(config)
+        self.ctx = join(config)
+        self.rows = distributed.batch_rows(config.train.batch_size, self.ctx)
+        self.device, self.dtype = distributed.local_device(device_of(config), self.ctx), torch_dtype(config)
         self.task = make_task(config.task, config.dims)
         self.inputs = make_inputs(config.inputs, config.dims)
         with torch.random.fork_rng(devices=[]):  # initialise from the run's seed, leaving global RNG state alone
@@ -75,27 +93,41 @@ class Trainer:
             self.model = build_model(config)
         self.model.to(self.device, self.dtype)
         self.optimizer = make_optimizer(self.model, config.train)
+        # what a training step calls: the model, wrapped for gradient averaging and/or compiled on request;
+        # checkpoints and validation use the plain model (same weights, no wrapper state)
+        self.forward = self.model
+        if self.ctx.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.model, device_ids=ids)
+        if config.train.compile:
+            self.forward = torch.compile(self.forward)
         # data stream: its own generator, saved in checkpoints so that resumed runs see the same prompts
         self.generator = torch.Generator(self.device).manual_seed(config.seed + 1)
         self.step, self.seconds = 0, 0.0
         self.val = None
-        if config.train.eval_every:
+        if config.train.eval_every and self.ctx.is_main:
             self.val = make_eval_set(config, prompts=config.train.eval_prompts, seed=config.eval.seed + 1)
 
     def restore(self) -> None:
         state = load_training_state(latest_checkpoint(self.run_dir), self.model, self.optimizer, self.generator)
         self.step, self.seconds = state["step"], state["elapsed_seconds"]
 
-    def save(self) -> Path:
-        return save_checkpoint(
-            self.run_dir,
-            self.step,
-            self.model,
-            self.optimizer,
-            self.generator,
-            {"elapsed_seconds": self.seconds, "steps": self.config.train.steps},
-            keep=self.config.train.keep_checkpoints,
-        )
+    def save(self) -> None:
+        if self.ctx.is_main:
+            save_checkpoint(
+                self.run_dir,
+                self.step,
+                self.model,
+                self.optimizer,
+                self.generator,
+                {"elapsed_seconds": self.seconds, "steps": self.config.train.steps, "processes": self.ctx.world_size},
+                keep=self.config.train.keep_checkpoints,
+            )
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.train.autocast == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def train_step(self) -> float:
         cfg = self.config
@@ -103,16 +135,18 @@ class Trainer:
         points = cfg.curriculum.points.at(self.step) if cfg.curriculum.points else cfg.points
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(cfg.train, self.step)
+        # every rank draws the whole global batch (keeping the one generator in step) and trains on its rows
         xs, ys, _ = sample_prompts(self.task, self.inputs, cfg.train.batch_size, points, self.generator, dims)
-        xs, ys = xs.to(self.dtype), ys.to(self.dtype)
-        loss = F.mse_loss(self.model(xs, ys), ys)
+        xs, ys = xs[self.rows].to(self.dtype), ys[self.rows].to(self.dtype)
+        with self.autocast():
+            loss = F.mse_loss(self.forward(xs, ys), ys)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
         self.optimizer.step()
         self.step += 1
-        return loss.item()
+        return distributed.mean(loss, self.ctx)  # the loss of the global batch, the same on every rank
 
     @torch.no_grad()
     def validation_curve(self) -> list[float]:
@@ -121,24 +155,40 @@ class Trainer:
         self.model.train()
         return prompt_errors(preds, self.val).mean(0).tolist()
 
+    def log_row(self, loss: float) -> dict | None:
+        """This step's line of metrics.jsonl: the loss every log_every steps, a validation curve every eval_every."""
+        cfg = self.config.train
+        last = self.step == cfg.steps
+        row = None
+        if self.step % cfg.log_every == 0 or last:
+            lr = self.optimizer.param_groups[0]["lr"]
+            row = {"step": self.step, "loss": loss, "lr": lr, "seconds": round(self.seconds, 3)}
+        if self.val is not None and (self.step % cfg.eval_every == 0 or last):
+            row = (row or {"step": self.step, "seconds": round(self.seconds, 3)}) | {
+                "val_error": [round(e, 5) for e in self.validation_curve()]
+            }
+        return row
+
     def run(self, progress: bool = True) -> TrainResult:
         cfg = self.config.train
-        metrics = (self.run_dir / "metrics.jsonl").open("a")
+        main = self.ctx.is_main  # only rank 0 logs, shows progress and writes files
+        metrics = (self.run_dir / "metrics.jsonl").open("a") if main else None
         bar = tqdm(
             total=cfg.steps,
             initial=self.step,
-            disable=not progress,
+            disable=not (progress and main),
             desc="train",
             unit="step",
             dynamic_ncols=True,
             mininterval=0.5 if sys.stderr.isatty() else 30,  # a log file gets a line every 30 s, not a flood
         )
         loss = float("nan")
-        if progress:
+        if progress and main:
             c = self.config.model
             tqdm.write(
                 f"model: {c.layers} layers, width {c.width}, {c.heads} heads, "
                 f"{self.model.num_parameters():,} parameters"
+                + (f"; data-parallel over {self.ctx.world_size} processes" if self.ctx.distributed else "")
             )
         started = time.perf_counter() - self.seconds
         try:
@@ -149,18 +199,7 @@ class Trainer:
                         f"training diverged at step {self.step} (loss {loss}); lower train.lr or raise train.warmup"
                     )
                 self.seconds = time.perf_counter() - started
-                row = None
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    row = {
-                        "step": self.step,
-                        "loss": loss,
-                        "lr": self.optimizer.param_groups[0]["lr"],
-                        "seconds": round(self.seconds, 3),
-                    }
-                if self.val is not None and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
-                    row = (row or {"step": self.step, "seconds": round(self.seconds, 3)}) | {
-                        "val_error": [round(e, 5) for e in self.validation_curve()]
-                    }
+                row = self.log_row(loss) if main else None
                 if row is not None:
                     metrics.write(json.dumps(row) + "\n")
                     metrics.flush()
@@ -176,7 +215,8 @@ class Trainer:
             ) from None
         finally:
             bar.close()
-            metrics.close()
+            if metrics is not None:
+                metrics.close()
         return TrainResult(self.run_dir, self.step, loss, self.seconds, self.model.num_parameters())
 
 
@@ -215,17 +255,21 @@ def finish_run_dir(target: Path, run_dir: Path) -> None:
 
 def train_in(config: Config, target: Path, progress: bool = True) -> TrainResult:
     """Start a fresh run in the empty folder `target`."""
-    atomic_write_json(target / "config.json", config.to_dict())
-    (target / "metrics.jsonl").unlink(missing_ok=True)
-    return Trainer(config, target).run(progress)
+    trainer = Trainer(config, target)
+    if trainer.ctx.is_main:
+        atomic_write_json(target / "config.json", config.to_dict())
+        (target / "metrics.jsonl").unlink(missing_ok=True)
+    return trainer.run(progress)
 
 
 def train(config: Config, run_dir: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
     """Train a new run in `run_dir` (see `prepare_run_dir` for what happens to an existing one)."""
     run_dir = Path(run_dir)
-    target = prepare_run_dir(run_dir, overwrite)
+    ctx = join(config)
+    target = Path(distributed.on_main(lambda: str(prepare_run_dir(run_dir, overwrite)), ctx))
     result = train_in(config, target, progress)
-    finish_run_dir(target, run_dir)
+    if ctx.is_main:
+        finish_run_dir(target, run_dir)
     result.run_dir = run_dir
     return result
 
@@ -240,15 +284,20 @@ def replace_dir(new: Path, old: Path) -> None:
 
 
 def resume(run_dir: str | Path, progress: bool = True, steps: int | None = None) -> TrainResult:
-    """Continue the run in `run_dir` from its latest checkpoint (optionally to a new total of `steps`)."""
+    """Continue the run in `run_dir` from its latest checkpoint (optionally to a new total of `steps`).
+
+    The number of processes may differ from the one the checkpoint was written under: the data stream is one
+    generator whatever the number of processes."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     if steps is not None:
         config.train.steps = steps
-        atomic_write_json(run_dir / "config.json", config.to_dict())
     trainer = Trainer(config, run_dir)
-    trainer.restore()
-    _truncate_metrics(run_dir, trainer.step)
-    if trainer.step >= config.train.steps:
-        print(f"{run_dir} is complete ({trainer.step} of {config.train.steps} steps); nothing to do")
+    trainer.restore()  # every rank reads the checkpoint; only rank 0 writes below
+    if trainer.ctx.is_main:
+        if steps is not None:
+            atomic_write_json(run_dir / "config.json", config.to_dict())
+        _truncate_metrics(run_dir, trainer.step)
+        if trainer.step >= config.train.steps:
+            print(f"{run_dir} is complete ({trainer.step} of {config.train.steps} steps); nothing to do")
     return trainer.run(progress)

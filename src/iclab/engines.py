@@ -1,0 +1,261 @@
+"""Where the runs of a sweep execute: existing engines, each behind the same `submit(job) -> future` call.
+
+    local           a pool of local worker processes (--jobs N), the default
+    slurm           a SLURM cluster through submitit: one job array, requeued from its last checkpoint when
+                    SLURM pre-empts it or its time runs out
+    submitit-local  submitit's local executor: the SLURM code path on this machine, to try a setup before a cluster
+    dask            a Dask cluster (--scheduler ADDRESS, e.g. one started by dask-jobqueue on PBS, SGE, LSF or
+                    HTCondor), or a local Dask cluster of --jobs workers
+
+A job is a JSON-able dict naming one run (see `run_job`); whatever runs it, the run directory is the only
+record, so running a job twice never duplicates a result: a complete run is left alone, a half-finished one
+resumes from its checkpoint, and one that another process is training (a lock on its log file) is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import json
+import multiprocessing
+import shutil
+import time
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .errors import UserError
+from .spec import unknown_key_error
+
+ENGINES = ["local", "slurm", "submitit-local", "dask"]
+SUBMITIT_CLUSTERS = {"slurm": "slurm", "submitit-local": "local"}
+
+
+def needs_evaluation(run_dir: Path) -> bool:
+    """True unless eval/curves.csv is newer than the run's latest checkpoint."""
+    from .checkpoint import latest_checkpoint
+
+    curves = Path(run_dir) / "eval" / "curves.csv"
+    if not curves.is_file():
+        return True
+    return curves.stat().st_mtime < (latest_checkpoint(run_dir) / "state.json").stat().st_mtime
+
+
+def evaluate_run(run_dir: Path) -> None:
+    """What `iclab eval RUN_DIR` does with the run's own task and baselines: curves.csv, plots, report.md."""
+    from .evaluate import evaluate, merge_curves
+    from .report import render_report
+    from .runs import load_model, read_config
+
+    config = read_config(run_dir)
+    model, _ = load_model(run_dir, config)
+    merge_curves(Path(run_dir) / "eval" / "curves.csv", evaluate(model, config))
+    render_report(run_dir)
+
+
+@contextlib.contextmanager
+def _held(log: Path) -> Iterator[Any]:
+    """The run's log file, opened for appending and locked; None if another process holds it."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the OS even if this process dies
+        except BlockingIOError:
+            yield None
+            return
+        yield f
+
+
+def run_job(job: dict) -> dict:
+    """Bring one run to completion: train it (or resume it), then evaluate it if asked. Output goes to the job's
+    log file. Returns {"name", "status": done|busy|failed, "error"}; a failure is reported, not raised, so one
+    bad run does not stop the others."""
+    from .config import load_config
+    from .runs import run_status
+    from .train import resume, train
+
+    run_dir, name = Path(job["run_dir"]), job["name"]
+    with _held(Path(job["log"])) as log:
+        if log is None:
+            return {"name": name, "status": "busy", "error": "another process is training this run"}
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {name}", flush=True)
+            try:
+                status = run_status(run_dir)
+                if status is None or not _has_checkpoint(run_dir):
+                    # a fresh run; an attempt that died before its first checkpoint is replaced
+                    train(load_config(base=job["config"]), run_dir, overwrite=run_dir.exists(), progress=True)
+                elif status[0] < status[1]:
+                    resume(run_dir, progress=True)
+                if job["evaluate"] and needs_evaluation(run_dir):
+                    evaluate_run(run_dir)
+            except UserError as e:
+                print(f"iclab: error: {e}", flush=True)
+                return {"name": name, "status": "failed", "error": str(e)}
+            except Exception as e:  # a bug or a crash: keep the traceback in the log, report one line
+                traceback.print_exc()
+                return {"name": name, "status": "failed", "error": f"{type(e).__name__}: {e} (see {job['log']})"}
+    return {"name": name, "status": "done", "error": ""}
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    from .checkpoint import checkpoint_dirs
+
+    return bool(checkpoint_dirs(run_dir))
+
+
+class RequeueableJob:
+    """`run_job` for submitit: when SLURM pre-empts the job or its time limit nears, submitit calls `checkpoint`,
+    which requeues the same job; it resumes from the run's last checkpoint."""
+
+    def __call__(self, job: dict) -> dict:
+        return run_job(job)
+
+    def checkpoint(self, job: dict) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, job)
+
+
+def submitit_parameters(settings: dict) -> dict:
+    """The grid file's `slurm:` section as AutoExecutor parameters: shared ones (timeout_min, gpus_per_node, ...)
+    as they are, SLURM-specific ones (partition, account, qos, ...) prefixed with `slurm_`."""
+    from submitit import AutoExecutor, SlurmExecutor
+
+    shared = AutoExecutor._valid_parameters()
+    allowed = shared | SlurmExecutor._valid_parameters()
+    for key in settings:
+        if key not in allowed:
+            raise unknown_key_error(f"slurm.{key}", allowed, "submitit parameter")
+    for key in ("nodes", "tasks_per_node", "ntasks_per_node"):
+        if settings.get(key, 1) != 1:
+            raise UserError(
+                f"slurm.{key}: each sweep run is one process (one GPU); train a data-parallel run with torchrun instead"
+            )
+    return {(k if k in shared else f"slurm_{k}"): v for k, v in settings.items()}
+
+
+def check_engine(engine: str, slurm: dict) -> None:
+    """Everything about the engine that can be wrong, checked before any run starts."""
+    if engine not in ENGINES:
+        raise unknown_key_error(engine, ENGINES, "engine")
+    if engine in SUBMITIT_CLUSTERS:
+        if importlib.util.find_spec("submitit") is None:
+            raise UserError(f"--engine {engine} needs submitit: pip install submitit (or iclab[scale])")
+        submitit_parameters(slurm)
+    if engine == "slurm" and shutil.which("srun") is None:
+        raise UserError(
+            "--engine slurm: no SLURM here (srun not found); run on a cluster's login node, "
+            "or try the same setup on this machine with --engine submitit-local"
+        )
+    if engine == "dask" and importlib.util.find_spec("distributed") is None:
+        raise UserError("--engine dask needs Dask's scheduler: pip install distributed")
+
+
+def _submitit_executor(engine: str, out: Path, settings: dict) -> Any:
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=out / "submitit" / "%j", cluster=SUBMITIT_CLUSTERS[engine])
+    params = {"name": f"iclab-{out.name}", "timeout_min": 240} | submitit_parameters(settings)
+    try:
+        executor.update_parameters(**params)
+    except (NameError, AssertionError, ValueError) as e:
+        raise UserError(f"slurm settings: {str(e).splitlines()[0]}") from None
+    return executor
+
+
+def _dask_client(scheduler: str | None, workers: int) -> Any:
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="30s")
+        except OSError as e:
+            raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
+    # one single-threaded worker process per job, like the local engine; the runs set their own torch threads
+    return Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
+
+
+def execute(
+    jobs: list[dict],
+    engine: str,
+    out: Path,
+    workers: int = 1,
+    slurm: dict | None = None,
+    scheduler: str | None = None,
+    wait: bool = True,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Run `jobs` on `engine`; return each job's outcome by name (jobs still queued when `wait` is False are
+    reported as "submitted", with their job id)."""
+    check_engine(engine, slurm or {})
+    if not jobs:
+        return {}
+    with contextlib.ExitStack() as stack:
+        if engine == "local":
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            stack.callback(pool.shutdown, cancel_futures=True)
+            futures = {job["name"]: pool.submit(run_job, job) for job in jobs}
+        elif engine == "dask":
+            client = _dask_client(scheduler, workers)
+            stack.callback(_close_dask, client, owned=scheduler is None)
+            futures = {job["name"]: client.submit(run_job, job, pure=False, key=f"iclab-{job['name']}") for job in jobs}
+        else:
+            executor = _submitit_executor(engine, out, slurm or {})
+            with executor.batch():  # one job array: one scheduler request for the whole sweep
+                submitted = [executor.submit(RequeueableJob(), job) for job in jobs]
+            futures = {job["name"]: sub for job, sub in zip(jobs, submitted, strict=True)}
+            _record_job_ids(out, futures)
+            if not wait:
+                return {
+                    name: {"name": name, "status": "submitted", "error": f"job {f.job_id}"}
+                    for name, f in futures.items()
+                }
+        return _wait(futures, progress)
+
+
+def _close_dask(client: Any, owned: bool) -> None:
+    cluster = client.cluster if owned else None
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def _wait(futures: dict[str, Any], progress: bool) -> dict[str, dict]:
+    """Poll the engine's futures (all of them have done() and result()) until every job has finished."""
+    outcomes: dict[str, dict] = {}
+    pending = dict(futures)
+    with tqdm(total=len(futures), desc="sweep", unit="run", disable=not progress, dynamic_ncols=True) as bar:
+        while pending:
+            for name, future in list(pending.items()):
+                if future.done():
+                    outcomes[name] = _outcome(name, future)
+                    del pending[name]
+                    bar.update(1)
+                    if outcomes[name]["status"] != "done":
+                        tqdm.write(f"{name}: {outcomes[name]['status']}: {outcomes[name]['error']}")
+            if pending:
+                time.sleep(0.5)
+    return outcomes
+
+
+def _outcome(name: str, future: Any) -> dict:
+    """A job's result, or its crash (killed worker, SLURM failure) as a failed outcome."""
+    try:
+        return future.result()
+    except Exception as e:
+        return {"name": name, "status": "failed", "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"}
+
+
+def _record_job_ids(out: Path, futures: dict[str, Any]) -> None:
+    """Keep the scheduler's job ids beside the sweep, so that a user can find a run's job (squeue, sacct)."""
+    from .checkpoint import atomic_write_json
+
+    path = out / "jobs.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    atomic_write_json(path, known | {name: str(f.job_id) for name, f in futures.items()})
