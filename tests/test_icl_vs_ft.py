@@ -24,11 +24,11 @@ def adapter():
 
 
 def test_layout_lines_up_demonstrations_and_queries():
-    d = data()
-    assert d.icl.shape == (10, 1 + 3 * 6 + 4) and d.zsl.shape == (10, 5)
-    assert torch.equal(d.icl[:, -4:], d.zsl[:, 1:])  # the same query tokens end both sequences
+    d = data()  # full (N, tokens) tensors become a shared prefix and the queries' own tokens
+    assert d.icl.prefix.shape == (1, 1 + 3 * 6) and d.icl.queries.shape == (10, 4) and d.zsl.prefix.shape == (1, 1)
+    assert torch.equal(d.icl.queries, d.zsl.queries)  # the same query tokens end both sequences
     demo_tokens = torch.cat([x[0, 1:] for x in d.demos])
-    assert torch.equal(d.icl[0, d.demo_positions], demo_tokens)  # ICL's demonstrations are FT's training tokens
+    assert torch.equal(d.icl.full()[0, d.demo_positions], demo_tokens)  # ICL's demonstrations are FT's training tokens
 
 
 def test_finetuning_moves_only_key_and_value_rows(adapter):

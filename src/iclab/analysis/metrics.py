@@ -52,13 +52,24 @@ def simam(icl_scores: Tensor, other_scores: Tensor) -> LayerMeasure:
     return _summarise(cos.mean(dim=(1, 2)))
 
 
-def kendall_tau(a: Tensor, b: Tensor) -> Tensor:
-    """Kendall's tau-b between the last axes of a and b (ties handled), vectorised over leading axes."""
-    da = torch.sign(a.unsqueeze(-1) - a.unsqueeze(-2))
-    db = torch.sign(b.unsqueeze(-1) - b.unsqueeze(-2))
-    concord = (da * db).sum(dim=(-1, -2))
-    denom = torch.sqrt((da != 0).sum(dim=(-1, -2)).double() * (db != 0).sum(dim=(-1, -2)).double())
-    return torch.where(denom > 0, concord / denom.clamp(min=1), torch.zeros_like(concord, dtype=torch.float64))
+def kendall_tau(a: Tensor, b: Tensor, chunk: int = 2**24) -> Tensor:
+    """Kendall's tau-b between the last axes of a and b (ties handled), vectorised over leading axes.
+
+    Compares all n^2 pairs at once (in float32: values closer than its resolution count as ties), in chunks of
+    about `chunk` pairs: thousands of (layer, example) rows of 500 demonstration tokens would otherwise need
+    gigabytes."""
+    n = a.shape[-1]
+    exact = torch.float32 if n * n <= 2**24 else torch.float64  # pair counts stay exact integers
+    a2, b2 = a.reshape(-1, n).float().to(exact), b.reshape(-1, n).float().to(exact)
+    rows = max(1, chunk // (n * n))
+    out = []
+    for i in range(0, len(a2), rows):
+        da = torch.sign(a2[i : i + rows, :, None] - a2[i : i + rows, None, :])
+        db = torch.sign(b2[i : i + rows, :, None] - b2[i : i + rows, None, :])
+        concord = torch.einsum("rij,rij->r", da, db).double()
+        denom = torch.sqrt(da.abs().sum(dim=(-1, -2)).double() * db.abs().sum(dim=(-1, -2)).double())
+        out.append(torch.where(denom > 0, concord / denom.clamp(min=1), torch.zeros_like(denom)))
+    return torch.cat(out).view(a.shape[:-1])
 
 
 def kendall(icl_attn: Tensor, ft_attn: Tensor) -> LayerMeasure:

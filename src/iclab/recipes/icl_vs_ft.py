@@ -46,8 +46,8 @@ DIFFERENCES = (
     "Dai et al. used 1.3B/2.7B GPTs on six text-classification sets; here a 2-layer, width-64 token "
     "model pretrained for minutes on a synthetic keyword-classification world (label maps are random "
     "per instance, canonical half the time, so zero-shot sits near 75 %), 8 demonstrations, learning "
-    "rate picked per instance on validation queries. The engine talks to models through an adapter; "
-    "pointing it at pretrained causal LMs is planned, not yet in iclab."
+    "rate picked per instance on validation queries. The same engine runs on pretrained causal LMs "
+    "through `iclab lm run` (see the README)."
 )
 TASK = KeywordClassification(vocab=64, classes=2, keywords=4, length=4, noise=0.2, prior=0.5)
 MODEL = ModelConfig(layers=2, width=64, heads=2)

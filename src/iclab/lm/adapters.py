@@ -1,0 +1,163 @@
+"""The engine's `AttentionAdapter` for Hugging Face causal LMs, through forward hooks only.
+
+Three layouts of the attention projections cover the families iclab supports:
+  separate  q_proj, k_proj, v_proj (Llama and its kin such as SmolLM2, Mistral and Qwen2 with grouped-query
+            attention; OPT; XGLM, e.g. fairseq-dense)
+  gpt2      one Conv1D `c_attn` (weight: in x 3·width, columns Q | K | V)
+  gpt_neox  one Linear `query_key_value` whose rows are interleaved per head: [q_h, k_h, v_h] for each head h
+Every forward runs through a key/value cache that iclab owns: the keys of all tokens, rotary embeddings applied,
+are then in the cache, so a hook needs only the query of the last token to rebuild its pre-softmax scores. A
+demonstration prefix shared by all queries is encoded once and its cache reused by every batch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import Tensor, nn
+
+from ..analysis.adapter import AttentionAdapter, KVParameter
+from ..errors import UserError
+
+
+
+def _layout(module: nn.Module) -> str | None:
+    if hasattr(module, "c_attn"):
+        return "gpt2"
+    if hasattr(module, "query_key_value"):
+        return "gpt_neox"
+    if all(hasattr(module, p) for p in ("q_proj", "k_proj", "v_proj")):
+        return "separate"
+    return None
+
+
+class HFAdapter(AttentionAdapter):
+    """A Hugging Face causal LM (GPT-2, GPT-NeoX, Llama-like, OPT, XGLM families)."""
+
+    def __init__(self, model: nn.Module, reuse_prefix: bool = True):
+        self.model = model
+        self.reuse_prefix = reuse_prefix  # False: every prompt runs in full (the naive scoring, for comparison)
+        self._memo: tuple[tuple, list] | None = None  # (prefix tokens, per-layer keys and values)
+        self._cache = None
+        layers = self.attention_layers()
+        if not layers:
+            raise UserError(
+                f"no supported attention layers in {type(model).__name__} (model type "
+                f"'{getattr(model.config, 'model_type', '?')}'): iclab supports GPT-2, GPT-NeoX, Llama-like, OPT "
+                "and XGLM models (q/k/v_proj, c_attn or query_key_value projections)"
+            )
+        self.layout = _layout(layers[0])
+
+    def with_model(self, model):
+        other = super().with_model(model)
+        other._memo = None  # the cached prefix belongs to the original weights
+        return other
+
+    def context_length(self):
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def logits(self, ids):
+        return self.model(input_ids=ids.to(self.device), use_cache=False).logits
+
+    def attention_layers(self):
+        # decoder self-attention modules, in layer order (cross-attention of encoder-decoders is not supported)
+        return [m for m in self.model.modules() if _layout(m) and hasattr(m, "layer_idx")]
+
+    def kv_parameters(self):
+        names = {id(m): n for n, m in self.model.named_modules()}
+        out = []
+        for m in self.attention_layers():
+            name = names[id(m)]
+            if self.layout == "separate":
+                for proj in ("k_proj", "v_proj"):
+                    lin = getattr(m, proj)
+                    out += [KVParameter(f"{name}.{proj}.{k}", p) for k, p in lin.named_parameters(recurse=False)]
+                continue
+            fused = m.c_attn if self.layout == "gpt2" else m.query_key_value
+            for kind, p in fused.named_parameters(recurse=False):
+                out.append(
+                    KVParameter(
+                        f"{name}.{'c_attn' if self.layout == 'gpt2' else 'query_key_value'}.{kind}",
+                        p,
+                        self._kv_mask(m, p),
+                    )
+                )
+        return out
+
+    def _kv_mask(self, module: nn.Module, p: Tensor) -> Tensor:
+        """1 on the key/value entries of a fused QKV parameter."""
+        mask = torch.zeros_like(p)
+        if self.layout == "gpt2":  # Conv1D: weight (in, 3 * width), bias (3 * width); Q | K | V along the last axis
+            width = p.shape[-1] // 3
+            mask[..., width:] = 1
+        else:  # GPT-NeoX: output rows per head are [q (d), k (d), v (d)]
+            heads = self.model.config.num_attention_heads
+            d = p.shape[0] // (3 * heads)
+            mask.view(heads, 3, d, *p.shape[1:])[:, 1:] = 1
+        return mask
+
+    def _query(self, module: nn.Module, h: Tensor) -> Tensor:
+        """The attention query of hidden states h (batch, width), before rotary embeddings: (batch, heads * d)."""
+        if self.layout == "gpt2":
+            return module.c_attn(h)[..., : module.embed_dim]
+        if self.layout == "gpt_neox":
+            heads = self.model.config.num_attention_heads
+            qkv = module.query_key_value(h).view(len(h), heads, 3, -1)
+            return qkv[:, :, 0].reshape(len(h), -1)
+        return module.q_proj(h)
+
+    def _capture(self, module, args, kwargs, output, last):
+        h = args[0] if args else kwargs["hidden_states"]
+        rows = torch.arange(len(h), device=h.device)
+        keys = self._cache.layers[module.layer_idx].keys  # (batch, kv_heads, keys, d), rotary applied
+        d = keys.shape[-1]
+        q = self._query(module, h[rows, last]).view(len(h), -1, 1, d)  # (batch, heads, 1, d)
+        rotary = kwargs.get("position_embeddings")
+        if rotary is not None:  # rotate the query with the model's own function, at the token's position
+            cos, sin = (t.expand(len(h), *t.shape[1:])[rows, last].unsqueeze(1) for t in rotary)
+            q, _ = sys.modules[type(module).__module__].apply_rotary_pos_emb(q, q, cos, sin)
+        keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1)  # grouped-query attention
+        scores = torch.einsum("bhd,bhsd->bhs", q[:, :, 0].float(), keys.float()) * module.scaling
+        out = output[0] if isinstance(output, tuple) else output
+        return out, scores, h
+
+    def _prepare(self, prefix):
+        from transformers import DynamicCache
+
+        key = tuple(prefix[0].tolist())
+        if self.reuse_prefix and prefix.shape[1] and (self._memo is None or self._memo[0] != key):
+            cache = DynamicCache()
+            self.model(input_ids=prefix.to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
+            self._memo = (key, [(layer.keys, layer.values) for layer in cache.layers])
+
+    def _forward(self, prefix, ids, positions):
+        from transformers import DynamicCache
+
+        if not self.reuse_prefix:
+            ids = torch.cat((prefix.expand(len(ids), -1), ids), dim=1)
+            positions, prefix = positions + prefix.shape[1], prefix[:, :0]
+        if prefix.shape[1]:
+            self._prepare(prefix)
+            kv = [(k.expand(len(ids), -1, -1, -1), v.expand(len(ids), -1, -1, -1)) for k, v in self._memo[1]]
+            self._cache = DynamicCache(kv)
+        else:
+            self._cache = DynamicCache()
+        try:
+            out = self.model(
+                input_ids=ids.to(self.device),
+                cache=self._cache,
+                use_cache=True,
+                logits_to_keep=positions.to(self.device),
+            )
+            return out.logits.float().cpu()
+        finally:
+            self._cache = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def make_adapter(model: nn.Module) -> HFAdapter:
+    return HFAdapter(model)

@@ -1,0 +1,331 @@
+"""`iclab lm run`: Dai et al.'s ICL-vs-finetuning study on a pretrained causal LM and a text task.
+
+For each demonstration seed, the engine (analysis/icl_vs_ft.py) runs ZSL, ICL and K/V-only finetuning on the
+pretrained model and on an untrained model of the same architecture (Deutch et al. 2024's baseline), and records
+every measure beside a random-update baseline. Each (seed, model) result is saved in OUT/seed-S/ as soon as it is
+done, keyed by the settings that produced it: a re-run with the same settings reads it back instead of
+recomputing, so an interrupted run resumes where it stopped. OUT/results.json holds the per-seed numbers and
+their mean and standard deviation over seeds; OUT/results.md the same as tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..analysis.icl_vs_ft import StudyResult, study
+from ..checkpoint import atomic_write_json, atomic_write_text
+from ..errors import UserError
+
+KEYS = ["rec2ftp", "simaou", "simam_icl_ft", "simam_icl_zsl", "kendall"]
+CONDITIONS = ["zsl", "icl", "ft"]
+FORMAT = 1  # bump when a change makes cached (seed, model) results stale
+
+
+@dataclass
+class StudyConfig:
+    model: str
+    task: str
+    k: int = field(default=16, metadata={"min": 1})
+    seeds: list[int] = field(default_factory=lambda: [0])
+    limit: int = field(default=64, metadata={"min": 1})  # test queries
+    val: int = field(default=16, metadata={"min": 1})  # validation queries that pick FT's learning rate
+    lrs: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 0.1])
+    calibrate: bool = False  # contextual calibration (Zhao et al. 2021) for every prediction
+    separator: str = "eos"  # after each demonstration: the EOS token (Dai et al.) or a text such as "\n"
+    max_tokens: int = field(default=2048, metadata={"min": 8})  # token budget of a prompt (Dai et al.: 2,048)
+    batch: int = field(default=8, metadata={"min": 1})
+    untrained: bool = True  # also run the untrained-model baseline
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = field(default=1, metadata={"min": 0})  # torch threads; 0 keeps torch's default
+    train_file: str | None = None
+    test_file: str | None = None
+    trust_remote_code: bool = False
+    revision: str | None = None  # a hub model's branch, tag or commit
+
+    def check(self, prefix: str = "") -> None:
+        if not self.seeds:
+            raise UserError("give at least one demonstration seed")
+        if not self.lrs or any(lr <= 0 for lr in self.lrs):
+            raise UserError(f"finetuning learning rates must be positive numbers, got {self.lrs}")
+
+    def key(self) -> dict:
+        """What a cached (seed, model) result depends on."""
+        skip = {"seeds", "batch", "device", "threads", "untrained"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip} | {"format": FORMAT}
+
+
+def run_study(config: StudyConfig, out: Path, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from .adapters import HFAdapter
+    from .loading import load
+    from .prompts import build_layout
+    from .tasks import load_data, load_task
+
+    config.check()
+    out = Path(out)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    task = load_task(config.task, config.train_file, config.test_file)
+    data = load_data(task)
+    if config.k + config.val > len(data.train):  # before the model loads: a typo should cost no time
+        raise UserError(
+            f"k = {config.k} demonstrations + {config.val} validation queries need {config.k + config.val} training "
+            f"examples, but task '{task.name}' has {len(data.train)}: lower --k or --val"
+        )
+    started = time.perf_counter()
+    per_seed, loaded, untrained = {}, None, None
+    for seed in tqdm(config.seeds, desc="seeds", disable=not progress or len(config.seeds) == 1):
+        folder = out / f"seed-{seed}"
+        wanted = ["trained"] + (["untrained"] if config.untrained else [])
+        cached = {name: _read_part(folder / f"{name}.json", config, seed) for name in wanted}
+        if all(cached.values()):
+            per_seed[seed] = cached
+            continue
+        if loaded is None:
+            loaded = load(
+                config.model, config.device, config.dtype, config.trust_remote_code, progress, config.revision
+            )
+        adapter = HFAdapter(loaded.model)
+        budget = min(config.max_tokens, adapter.context_length() or config.max_tokens)
+        layout = build_layout(
+            loaded.tokenizer, task, data, config.k, seed, config.limit, config.val, budget, config.separator
+        )
+        info = {"k_used": layout.k, "prompt_tokens": layout.prompt_tokens, "test": len(layout.test)}
+        if layout.k < config.k and progress:
+            print(f"seed {seed}: {layout.k} of {config.k} demonstrations fit the {budget}-token budget")
+        for name in wanted:
+            if cached[name]:
+                continue
+            if name == "untrained" and untrained is None:
+                untrained = _untrained_like(loaded.model)
+            t0 = time.perf_counter()
+            result = study(
+                HFAdapter(loaded.model if name == "trained" else untrained),
+                layout.data,
+                config.lrs,
+                seed=seed,
+                batch=config.batch,
+                calibrated=config.calibrate,
+                progress=progress,
+            )
+            part = _part(result) | info | {"seconds": round(time.perf_counter() - t0, 1)}
+            atomic_write_json(folder / f"{name}.json", {"key": config.key(), "seed": seed, "result": part})
+            cached[name] = part
+            if progress:
+                acc = part["accuracy"]
+                print(f"seed {seed} {name}: " + ", ".join(f"{c.upper()} {_fmt(acc[c])}" for c in CONDITIONS))
+        per_seed[seed] = cached
+    results = summarise(config, task, per_seed)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    if loaded is not None:
+        results["model_info"] = {"source": loaded.source, "load_seconds": round(loaded.seconds, 1)}
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "results.md", "\n".join(markdown(results)) + "\n")
+    return results
+
+
+def _untrained_like(model: torch.nn.Module) -> torch.nn.Module:
+    """The same architecture with fresh random weights (one fixed seed: the same baseline for every demo seed)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(20240)
+    other = AutoModelForCausalLM.from_config(model.config, dtype=next(model.parameters()).dtype)
+    return other.to(next(model.parameters()).device).eval()
+
+
+def _part(r: StudyResult) -> dict:
+    return {
+        "accuracy": r.accuracy,
+        "measures": r.measures,
+        "random": r.random,
+        "ft_lr": r.ft_lr,
+        "ft_grid": r.ft_grid,
+        "per_layer": r.per_layer,
+        "scoring": r.scoring,
+    }
+
+
+def _read_part(path: Path, config: StudyConfig, seed: int) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # a damaged cache entry is recomputed, never trusted
+    if stored.get("key") != json.loads(json.dumps(config.key())) or stored.get("seed") != seed:
+        return None  # made with other settings: recompute (and overwrite)
+    return stored["result"]
+
+
+def _stats(values: list) -> dict | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "sd": sd, "n": len(values)}
+
+
+def summarise(config: StudyConfig, task, per_seed: dict[int, dict]) -> dict:
+    """Mean and standard deviation over seeds of every number; the top level repeats the means."""
+    seeds = list(per_seed)
+
+    def collect(model: str, *path) -> dict | None:
+        values = []
+        for s in seeds:
+            v = per_seed[s].get(model)
+            for p in path:
+                v = None if v is None else v.get(p)
+            values.append(v)
+        return _stats(values)
+
+    def means(model: str, part: str, keys) -> dict:
+        return {k: (collect(model, part, k) or {}).get("mean") for k in keys}
+
+    spread = {}
+    for model in ("trained", "untrained"):
+        if model == "untrained" and not config.untrained:
+            continue
+        spread[model] = {
+            "accuracy": {c: collect(model, "accuracy", c) for c in CONDITIONS},
+            "measures": {k: collect(model, "measures", k) for k in KEYS},
+            "random": {k: collect(model, "random", k) for k in KEYS},
+            "scoring": {
+                f"{c}.{mode}.{m}": collect(model, "scoring", c, mode, m)
+                for c in CONDITIONS
+                for mode in ("plain", "calibrated")
+                for m in ("accuracy", "top_label_share")
+            },
+        }
+    trained = spread["trained"]
+    results = {
+        "model": config.model,
+        "task": task.name,
+        "task_description": task.description,
+        "labels": task.words,
+        "k": config.k,
+        "k_used": sorted({per_seed[s]["trained"]["k_used"] for s in seeds}),
+        "seeds": seeds,
+        "test_queries": per_seed[seeds[0]]["trained"]["test"],
+        "scoring": "calibrated" if config.calibrate else "plain",
+        "accuracy": means("trained", "accuracy", CONDITIONS),
+    }
+    results |= {k: (trained["measures"][k] or {}).get("mean") for k in KEYS}
+    results["random"] = {k: (trained["random"][k] or {}).get("mean") for k in KEYS}
+    if config.untrained:
+        untrained = spread["untrained"]
+        results["untrained"] = {
+            "accuracy": means("untrained", "accuracy", CONDITIONS),
+            **{k: (untrained["measures"][k] or {}).get("mean") for k in KEYS},
+        }
+    results["spread"] = spread
+    results["per_seed"] = {str(s): per_seed[s] for s in seeds}
+    results["settings"] = dataclasses.asdict(config)
+    return results
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _cell(entry: dict | None, percent: bool = False) -> str:
+    if entry is None:
+        return "n/a"
+    scale = 100 if percent else 1
+    text = f"{entry['mean'] * scale:.1f}" if percent else f"{entry['mean']:.3f}"
+    if entry["n"] > 1:
+        text += f" ± {entry['sd'] * scale:.1f}" if percent else f" ± {entry['sd']:.3f}"
+    return text
+
+
+def markdown(results: dict) -> list[str]:
+    spread = results["spread"]
+    n = len(results["seeds"])
+    per = f"mean ± sd over {n} demonstration seeds" if n > 1 else f"demonstration seed {results['seeds'][0]}"
+    lines = [
+        f"# ICL vs finetuning: {results['model']} on {results['task']}",
+        "",
+        f"{results['task_description']}. k = {results['k']} demonstrations (used: "
+        f"{', '.join(map(str, results['k_used']))}), {results['test_queries']} test queries, {per}; "
+        f"predictions by {results['scoring']} scoring. Accuracy in %.",
+        "",
+        "| model | scoring | ZSL | ICL | FT |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for model in spread:
+        for mode in ("plain", "calibrated"):
+            cells = [_cell(spread[model]["scoring"][f"{c}.{mode}.accuracy"], True) for c in CONDITIONS]
+            if all(c == "n/a" for c in cells):
+                continue
+            lines.append(f"| {model} | {mode} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Share of predictions on the most predicted label (1.0: always the same label):",
+        "",
+        "| model | scoring | ZSL | ICL | FT |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for model in spread:
+        for mode in ("plain", "calibrated"):
+            cells = [_cell(spread[model]["scoring"][f"{c}.{mode}.top_label_share"]) for c in CONDITIONS]
+            if not all(c == "n/a" for c in cells):
+                lines.append(f"| {model} | {mode} | " + " | ".join(cells) + " |")
+    names = {
+        "rec2ftp": "Rec2FTP",
+        "simaou": "SimAOU",
+        "simam_icl_ft": "SimAM ICL-FT",
+        "simam_icl_zsl": "SimAM ICL-ZSL",
+        "kendall": "Kendall",
+    }
+    header = "| measure | trained | random update |" + (" untrained model |" if "untrained" in spread else "")
+    lines += ["", header, "|---|---:|---:|" + ("---:|" if "untrained" in spread else "")]
+    trained = spread["trained"]
+    for key in KEYS:
+        row = f"| {names[key]} | {_cell(trained['measures'][key])} | {_cell(trained['random'][key])} |"
+        if "untrained" in spread:
+            row += f" {_cell(spread['untrained']['measures'][key])} |"
+        lines.append(row)
+    lrs = [p["trained"]["ft_lr"] for p in results["per_seed"].values()]
+    chosen = ", ".join(_fmt_lr(x) for x in lrs)
+    lines += [
+        "",
+        f"FT learning rate chosen per seed from {results['settings']['lrs']}: {chosen}. "
+        f"Whole run {results.get('seconds', 0):.0f} s. Numbers: `results.json`.",
+    ]
+    return lines
+
+
+def _fmt_lr(lr) -> str:
+    return "all diverged" if lr is None else f"{lr:g}"
+
+
+def _with_baselines(trained: dict, untrained: dict | None, key: str) -> str:
+    text = f"{_cell(trained['measures'][key])} ({_cell(trained['random'][key])}"
+    return text + (f"; {_cell(untrained['measures'][key])})" if untrained else ")")
+
+
+def summary_table(runs: list[dict]) -> list[str]:
+    """One row per `lm run` folder: accuracies under both scorings and the measures beside their baselines."""
+    lines = [
+        "| task | model | seeds | ZSL | ICL | FT | ZSL cal. | ICL cal. | FT cal. | Rec2FTP "
+        "| SimAOU (random; untrained) | SimAM ICL-FT / ICL-ZSL | Kendall (random; untrained) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        t, u = r["spread"]["trained"], r["spread"].get("untrained")
+        acc = [_cell(t["scoring"][f"{c}.{m}.accuracy"], True) for m in ("plain", "calibrated") for c in CONDITIONS]
+        simaou, kendall = (_with_baselines(t, u, key) for key in ("simaou", "kendall"))
+        simam = f"{_cell(t['measures']['simam_icl_ft'])} / {_cell(t['measures']['simam_icl_zsl'])}"
+        separator = r["settings"]["separator"].replace("\n", "\\n")  # a newline shows as \n
+        task = r["task"] + ("" if separator == "eos" else f" (separator `{separator}`)")
+        cells = [task, Path(r["model"]).name, str(len(r["seeds"])), *acc, _cell(t["measures"]["rec2ftp"])]
+        lines.append("| " + " | ".join([*cells, simaou, simam, kendall]) + " |")
+    return lines

@@ -1,0 +1,109 @@
+"""Hugging Face adapters on tiny random models of every family: prefix-cached scoring equals full-prompt scoring,
+the hooks read the model's real attention, and finetuning moves only key/value weights."""
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from iclab.analysis.adapter import Prompts  # noqa: E402
+from iclab.analysis.icl_vs_ft import finetune, run  # noqa: E402
+from iclab.lm.adapters import HFAdapter  # noqa: E402
+from iclab.lm.prompts import build_layout  # noqa: E402
+from iclab.lm.tasks import load_data, load_task  # noqa: E402
+from iclab.lm.tiny import FAMILIES, tiny_model  # noqa: E402
+
+TASK = load_task("fortunes-topics")
+DATA = load_data(TASK)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    model, tokenizer = tiny_model(request.param)
+    layout = build_layout(tokenizer, TASK, DATA, k=4, seed=0, limit=7, n_val=4, budget=400)
+    return request.param, model, tokenizer, layout.data
+
+
+def test_prefix_cache_gives_the_full_prompt_scores_and_internals(family):
+    name, model, _, data = family
+    labels = data.candidates + [torch.tensor([17, 42, 99])]  # a three-token label too
+    cached, c_int = HFAdapter(model).score(data.icl, labels, batch=3)
+    full, f_int = HFAdapter(model, reuse_prefix=False).score(data.icl, labels, batch=4)
+    assert torch.equal(cached.argmax(-1), full.argmax(-1)), name  # identical predictions
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
+    for attr in ("attn_out", "inputs"):
+        torch.testing.assert_close(getattr(c_int, attr), getattr(f_int, attr), atol=1e-5, rtol=1e-5)
+    assert torch.equal(torch.isinf(c_int.scores), torch.isinf(f_int.scores))  # later positions masked alike
+    torch.testing.assert_close(
+        c_int.scores.nan_to_num(neginf=0), f_int.scores.nan_to_num(neginf=0), atol=1e-4, rtol=1e-5
+    )
+    layers = len(HFAdapter(model).attention_layers())
+    assert c_int.scores.shape[:3] == (layers, len(data.gold), 4)  # (layers, queries, heads, keys)
+
+
+def test_label_score_is_the_mean_log_probability_of_its_tokens(family):
+    _, model, _, data = family
+    label = torch.tensor([5, 11])
+    scores, _ = HFAdapter(model).score(data.icl, [label], batch=8)
+    row = 2
+    n = int(data.icl.lengths[row])
+    ids = torch.cat((data.icl.prefix[0], data.icl.queries[row, :n], label)).unsqueeze(0)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0].float(), -1)
+    at = ids.shape[1] - 3  # the position that predicts the label's first token
+    expected = (logp[at, 5] + logp[at + 1, 11]) / 2
+    assert float(scores[row, 0]) == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_captured_scores_are_the_attention_the_model_computes(family):
+    name, model, _, data = family
+    model.set_attn_implementation("eager")  # the one implementation that returns attention probabilities
+    try:
+        _, internals = HFAdapter(model).score(data.icl, data.candidates, batch=8)
+        row = 1
+        n = int(data.icl.lengths[row])
+        ids = torch.cat((data.icl.prefix[0], data.icl.queries[row, :n])).unsqueeze(0)
+        with torch.no_grad():
+            attentions = model(ids, output_attentions=True).attentions
+    finally:
+        model.set_attn_implementation("sdpa" if name != "xglm" else "eager")
+    keys = ids.shape[1]
+    for layer, probs in enumerate(attentions):
+        ours = torch.softmax(internals.scores[layer, row, :, :keys], dim=-1)
+        torch.testing.assert_close(ours, probs[0, :, -1].float(), atol=1e-5, rtol=1e-4)
+        assert torch.isinf(internals.scores[layer, row, :, keys:]).all()  # padding after the query
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gpt_neox", "llama"])
+def test_finetuning_moves_only_key_and_value_weights(name):
+    model, tokenizer = tiny_model(name)
+    layout = build_layout(tokenizer, TASK, DATA, k=2, seed=0, limit=2, n_val=2, budget=400)
+    adapter = HFAdapter(model)
+    tuned = finetune(adapter, layout.data.demos, lr=1.0)
+    before, after = model.state_dict(), tuned.model.state_dict()
+    kv = {p.name: p.mask for p in adapter.kv_parameters()}
+    width = model.config.hidden_size
+    for key in before:
+        changed = ~torch.isclose(before[key], after[key])
+        if key in kv:
+            mask = torch.ones_like(before[key], dtype=torch.bool) if kv[key] is None else kv[key].bool()
+            assert changed[mask].any() and not changed[~mask].any(), key
+        else:
+            assert not changed.any(), key
+    if name == "gpt_neox":  # fused rows interleaved per head: q_h, k_h, v_h
+        d = width // model.config.num_attention_heads
+        rows = kv["gpt_neox.layers.0.attention.query_key_value.weight"][:, 0]
+        assert rows[:d].sum() == 0 and rows[d : 3 * d].all() and rows[3 * d : 4 * d].sum() == 0
+    if name == "gpt2":  # Conv1D: (in, Q | K | V) columns
+        cols = kv["transformer.h.0.attn.c_attn.weight"][0]
+        assert cols[:width].sum() == 0 and cols[width:].all()
+
+
+def test_calibration_subtracts_the_content_free_scores(family):
+    _, model, _, data = family
+    adapter = HFAdapter(model)
+    c = run(adapter, data.icl, data.candidates, data.gold, content_free=data.content_free, calibrated=True)
+    direct, _ = adapter.score(Prompts(data.icl.prefix, data.content_free), data.candidates)
+    torch.testing.assert_close(c.content_free, direct[0])
+    assert torch.equal(c.predictions(), (c.scores - direct[0]).argmax(-1))
+    assert torch.equal(c.predictions(calibrated=False), c.scores.argmax(-1))

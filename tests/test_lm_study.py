@@ -1,0 +1,78 @@
+"""`iclab lm run` end to end on a tiny random model folder: results, Markdown, resume, and CLI errors."""
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from iclab.cli import main  # noqa: E402
+from iclab.lm.tiny import save_tiny  # noqa: E402
+
+FAST = ["--k", "4", "--limit", "8", "--val", "4", "--lrs", "0.01,0.1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return str(save_tiny("llama", tmp_path_factory.mktemp("tiny") / "llama"))
+
+
+def test_run_writes_every_measure_with_its_baselines_and_resumes(model_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    args = ["lm", "run", "--model", model_dir, "--task", "shakespeare-genre-ab", "--seed", "0,1", "--out", str(out)]
+    assert main(args + FAST) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["accuracy"]) == {"zsl", "icl", "ft"}
+    for key in ("rec2ftp", "simaou", "simam_icl_ft", "simam_icl_zsl", "kendall", "random", "untrained"):
+        assert key in results
+    assert results["seeds"] == [0, 1] and results["k_used"] == [4] and results["test_queries"] == 8
+    for name in ("trained", "untrained"):
+        assert (out / "seed-1" / f"{name}.json").is_file()
+    acc = results["spread"]["trained"]["accuracy"]["icl"]
+    per_seed = [results["per_seed"][s]["trained"]["accuracy"]["icl"] for s in ("0", "1")]
+    assert acc["mean"] == pytest.approx(sum(per_seed) / 2) and acc["n"] == 2
+    assert all(0 <= v <= 1 for v in per_seed)
+    calibrated = results["spread"]["trained"]["scoring"]["icl.calibrated.accuracy"]
+    assert calibrated is not None  # both scorings are always reported
+    md = (out / "results.md").read_text()
+    assert "| trained | plain |" in md and "| SimAOU |" in md and "mean ± sd over 2 demonstration seeds" in md
+
+    # a re-run with the same settings reads the stored results back instead of recomputing
+    import iclab.lm.study as lm_study
+
+    def no_recompute(*a, **k):
+        raise AssertionError("recomputed a cached result")
+
+    monkeypatch.setattr(lm_study, "study", no_recompute)
+    assert main(args + FAST) == 0
+    assert json.loads((out / "results.json").read_text())["accuracy"] == results["accuracy"]
+    with pytest.raises(AssertionError, match="recomputed"):  # other settings: computed anew
+        main(args + FAST + ["--calibrate"])
+    capsys.readouterr()
+    assert main(["lm", "summary", str(out)]) == 0
+    assert "| shakespeare-genre-ab | llama | 2 |" in capsys.readouterr().out
+
+
+def test_cli_errors_exit_2_with_one_line(model_dir, tmp_path, capsys):
+    base = ["lm", "run", "--out", str(tmp_path / "x")]
+    cases = [
+        (base + ["--model", model_dir, "--task", "nope"], "unknown task 'nope'"),
+        (base + ["--model", str(tmp_path / "missing"), "--task", "fortunes-topics"] + FAST, "cannot load model"),
+        (base + ["--model", model_dir, "--task", "sst2"], "without hub access give local files, --train FILE"),
+        (base + ["--model", model_dir, "--task", "cb", "--seed", "a,b"], "expected comma-separated numbers"),
+        (base + ["--model", model_dir, "--task", "cb", "--k", "0"], "must be >= 1"),
+        (base + ["--model", model_dir, "--task", "cb", "--lrs", "-1"], "must be positive"),
+        (base + ["--model", model_dir, "--task", "fortunes-topics", "--k", "400"] + FAST[2:], "has 320"),
+        (["lm", "convert", str(tmp_path / "model.bin"), "--out", str(tmp_path / "c")], "is not a .gguf file"),
+        (["lm", "summary", str(tmp_path)], "results.json does not exist"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_tasks_lists_the_packaged_tasks(capsys):
+    assert main(["lm", "tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "sst2" in out and "hub glue/sst2" in out and "fortunes-topics-ab" in out and "' A'" in out
