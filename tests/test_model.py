@@ -3,11 +3,14 @@ import torch
 
 from iclab.model import ICLTransformer, ModelConfig
 
+# every attention the model offers (momentum with its decay eta)
+ATTENTIONS = [{"attention": "softmax"}, {"attention": "linear"}, {"attention": "momentum", "momentum": 0.9}]
 
-@pytest.mark.parametrize("attention", ["softmax", "linear"])
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
 def test_prediction_at_k_ignores_later_tokens(attention, gen):
     torch.manual_seed(0)
-    model = ICLTransformer(ModelConfig(layers=2, width=32, heads=4, attention=attention), dims=4, max_points=9).eval()
+    model = ICLTransformer(ModelConfig(layers=2, width=32, heads=4, **attention), dims=4, max_points=9).eval()
     xs, ys = torch.randn(3, 9, 4, generator=gen), torch.randn(3, 9, generator=gen)
     base = model(xs, ys)
     for k in range(9):
@@ -51,9 +54,9 @@ def test_wrong_input_sizes_are_reported():
         model(torch.randn(1, 5, 3), torch.randn(1, 5))
 
 
-@pytest.mark.parametrize("attention", ["softmax", "linear"])
+@pytest.mark.parametrize("attention", ATTENTIONS)
 def test_x_only_last_block_equals_the_full_pass(attention, gen):
-    model = ICLTransformer(ModelConfig(layers=2, width=16, heads=2, attention=attention), dims=3, max_points=6)
+    model = ICLTransformer(ModelConfig(layers=2, width=16, heads=2, **attention), dims=3, max_points=6)
     xs, ys = torch.randn(4, 6, 3, generator=gen), torch.randn(4, 6, generator=gen)
     full = model.read_out(model.hidden(xs, ys)[:, 0::2]).squeeze(-1)
     assert torch.allclose(model(xs, ys), full, atol=1e-6)

@@ -145,9 +145,12 @@ def test_model_selection_tolerance():
 
 
 def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
-    from iclab.recipes import icl_vs_ft, lsa_gd
+    from test_momentum_recipe import TINY as MOMENTUM_TINY
+
+    from iclab.recipes import icl_vs_ft, lsa_gd, momentum
 
     monkeypatch.setitem(zoo.STEPS, "quick", 2)
+    monkeypatch.setitem(momentum.SIZES, "quick", MOMENTUM_TINY)
     monkeypatch.setitem(lsa_gd.SIZES, "quick", 5)
     monkeypatch.setitem(icl_vs_ft.SIZES, "quick", {"steps": 3, "instances": 2})
     summaries = recipes.reproduce("all", tmp_path, quick=True, progress=False)

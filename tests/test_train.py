@@ -9,6 +9,7 @@ from iclab.checkpoint import checkpoint_dirs, latest_checkpoint
 from iclab.config import load_config
 from iclab.errors import UserError
 from iclab.runs import load_model, read_metrics
+from iclab.tasks import sample_prompts
 from iclab.train import Trainer, learning_rate, resume, train
 
 
@@ -139,3 +140,20 @@ def test_compiled_training_matches_eager(tmp_path):
     eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
     assert [s for s, _ in compiled] == [s for s, _ in eager]
     assert all(abs(a - b) <= 1e-5 * abs(a) for (_, a), (_, b) in zip(eager, compiled, strict=True))
+
+
+def test_normalized_loss_weighs_each_prompt_by_its_class_scale(tmp_path):
+    """loss: normalized divides each prompt's squared error by its class's E[y^2]: on a mixture of linear (d = 3)
+    and sparse linear (nnz = 1) prompts it equals the mean of the per-prompt errors scaled by 1/3 and 1/1."""
+    mix = "task={name: mixture, components: [{name: linear, weight: 1}, {name: sparse_linear, nnz: 1, weight: 1}]}"
+    losses = {}
+    for kind in ("mse", "normalized"):
+        trainer = Trainer(load_config(None, TINY + [mix, f"train.loss={kind}"]), tmp_path / kind)
+        losses[kind] = trainer.batch_loss().item()
+    trainer.generator.manual_seed(trainer.config.seed + 1)  # the same first batch again, by hand
+    xs, ys, params = sample_prompts(trainer.task, trainer.inputs, 8, trainer.config.points, trainer.generator)
+    with torch.no_grad():
+        errors = (trainer.model(xs, ys) - ys).square().mean(1)
+    scale = torch.where(params["component"] == 0, 3.0, 1.0)
+    assert losses["mse"] == pytest.approx(errors.mean().item(), rel=1e-5)
+    assert losses["normalized"] == pytest.approx((errors / scale).mean().item(), rel=1e-5)

@@ -200,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_sweep)
 
-    p = sub.add_parser("reproduce", help="a paper figure end to end: model-selection, sparsity, convex, frequency, all")
-    p.add_argument("name")
+    p = sub.add_parser("reproduce", help="a paper figure end to end, checked against the paper's claim")
+    p.add_argument("name", help="model-selection, sparsity, convex, frequency, lsa-gd, icl-vs-ft, momentum or all")
     p.add_argument("--out", required=True, help="folder for models, curves, figures and report.md")
     p.add_argument("--quick", action="store_true", help="small models and few steps (the whole set in ~15 min)")
     p.add_argument("--pretrained", action="store_true", help="use the checkpoints shipped with iclab (seconds)")
@@ -212,9 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     # command groups that live beside their engines (each module imports only argparse at load time)
     from . import grid
     from .lm import cli as lm_cli
+    from .text import cli as text_cli
 
     grid.add_parser(sub)
     lm_cli.add_parser(sub)
+    text_cli.add_parser(sub)
 
     p = sub.add_parser("list", help="list task, input, shift and estimator names with their parameters")
     p.add_argument("kind", nargs="?", choices=["tasks", "inputs", "shifts", "estimators"])

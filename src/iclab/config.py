@@ -54,6 +54,9 @@ class TrainConfig:
     schedule: str = field(default="cosine", metadata={"choices": ["constant", "cosine", "linear"]})
     min_lr_ratio: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})  # final lr / lr for decays
     warmup: int = field(default=200, metadata={"min": 0})
+    # mse: squared error of y, as in Garg et al. normalized: each prompt's squared error divided by its class's
+    # E[y^2], the evaluation's metric, so that in a mixture a class with small outputs weighs as much as the rest
+    loss: str = field(default="mse", metadata={"choices": ["mse", "normalized"]})
     weight_decay: float = field(default=0.01, metadata={"min": 0.0})
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = field(default=1.0, metadata={"min": 0.0})  # 0 turns clipping off

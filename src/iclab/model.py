@@ -8,12 +8,16 @@ for y_{k+1} from the k examples before x_{k+1}: one pass evaluates every prefix 
 Parameters keep PyTorch's default initialisation (position embeddings start at zero): on the demo task it
 learned faster than GPT-2's N(0, 0.02) scheme (error at k = 2d 0.066 vs 0.080 after 2,500 steps, one seed each).
 There is no token-embedding table (the GPT-2 model of the Garg release carries an unused 50257 x width one).
+
+Momentum attention (Dai et al. 2023) adds to softmax attention an exponential moving average of the earlier value
+vectors, sum_{i<t} eta^(t-i) v_i, by analogy with gradient descent with momentum. `momentum_term` computes it for a
+whole sequence at once; its `carry` argument continues a sequence (a cached prefix, or one token at a time).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -29,21 +33,90 @@ class ModelConfig:
     heads: int = field(default=2, metadata={"min": 1})
     mlp_ratio: int = field(default=4, metadata={"min": 1})
     # softmax: standard attention. linear: un-normalised attention, scores (q.k)/sqrt(head_dim) without softmax,
-    # the "relaxed" attention of the dual form (Dai et al.; von Oswald et al.).
-    attention: str = field(default="softmax", metadata={"choices": ["softmax", "linear"]})
+    # the "relaxed" attention of the dual form (Dai et al.; von Oswald et al.). momentum: softmax attention plus
+    # sum_{i<t} eta^(t-i) v_i, an exponential moving average of earlier value vectors (Dai et al.).
+    attention: str = field(default="softmax", metadata={"choices": ["softmax", "linear", "momentum"]})
+    # eta of momentum attention, in [0, 1); eta = 0 is softmax attention exactly. Only with attention: momentum.
+    momentum: float | None = None
     # learned: a learned embedding per position (GPT-2, as in Garg et al.). type: only a learned x-token / y-token
     # embedding; order then comes from the causal mask alone, which suits prompts whose examples are exchangeable.
     positions: str = field(default="learned", metadata={"choices": ["learned", "type"]})
+    _prefix: InitVar[str | None] = None  # the config key of this section, so that errors name it
+
+    def __post_init__(self, _prefix: str | None) -> None:
+        self.check(_prefix or "model")  # also when built in Python, not only from a config file
 
     def check(self, prefix: str) -> None:
         if self.width % self.heads:
             raise key_error(f"{prefix}.width", f"must be divisible by heads ({self.heads}), got {self.width}")
+        if self.attention == "momentum" and self.momentum is None:
+            raise key_error(f"{prefix}.momentum", "attention: momentum needs the decay eta in [0, 1), e.g. 0.5")
+        if self.momentum is not None and self.attention != "momentum":
+            raise key_error(
+                f"{prefix}.momentum", f"applies only to attention: momentum (attention is {self.attention!r})"
+            )
+        if self.momentum is not None and not 0 <= self.momentum < 1:
+            raise key_error(f"{prefix}.momentum", f"eta must be in [0, 1), got {self.momentum}")
+
+    @property
+    def eta(self) -> float:
+        """The momentum decay; 0 (no momentum term) for the other attentions."""
+        return self.momentum or 0.0
+
+
+MOMENTUM_BLOCK = 64  # block length of momentum_term: cost O(tokens x block), not O(tokens^2)
+
+
+def _powers(base: float, exponents: Tensor, like: Tensor) -> Tensor:
+    """base ** exponents, taken in float64 and cast to like's dtype: with base < 1 and exponents >= 0 the powers
+    only shrink and underflow harmlessly to 0, so nothing overflows at any sequence length."""
+    return (torch.tensor(base, dtype=torch.float64, device=like.device) ** exponents).to(like.dtype)
+
+
+def momentum_weights(tokens: int, base: float, like: Tensor, shift: int = 0) -> Tensor:
+    """The (tokens, tokens) lower-triangular matrix W[t, i] = base^(t - i - shift) for i < t, 0 elsewhere: with
+    shift 0, (W @ v)[t] is the momentum term of position t."""
+    position = torch.arange(tokens, device=like.device)
+    lag = position[:, None] - position[None, :]
+    return torch.where(lag > 0, _powers(base, (lag - shift).clamp(min=0), like), 0.0)
+
+
+def momentum_term(v: Tensor, eta: float, carry: Tensor | None = None) -> Tensor:
+    """sum_{i<t} eta^(t-i) v_i for every position t of v (..., tokens, dim), batched, without a loop over positions.
+
+    Blocks of MOMENTUM_BLOCK tokens: inside a block, a matmul with the decay matrix; across blocks, each block's
+    sum decayed to the next block's start, carried by a small block-level decay matrix. Every power is <= 1, so
+    this is stable at any length, and costs O(tokens x block) instead of the O(tokens^2) of one big matrix.
+
+    `carry` (..., dim) is the term the first position receives from tokens before this chunk (a cached prefix);
+    `momentum_carry` gives the carry into the next chunk, so a sequence can also be processed in pieces, down to
+    one token at a time: the O(T) recurrence m_(t+1) = eta (m_t + v_t)."""
+    *batch, tokens, dim = v.shape
+    if tokens <= MOMENTUM_BLOCK and carry is None:  # one block: the decay matrix alone
+        return momentum_weights(tokens, eta, v) @ v
+    size = min(MOMENTUM_BLOCK, tokens)
+    blocks = -(-tokens // size)
+    vb = F.pad(v, (0, 0, 0, blocks * size - tokens)).reshape(*batch, blocks, size, dim)  # zeros after the end
+    inside = momentum_weights(size, eta, v) @ vb  # (..., blocks, size, dim)
+    powers = _powers(eta, torch.arange(size + 1, device=v.device), v).unsqueeze(-1)  # eta^0 .. eta^size
+    exits = (powers[1:].flip(0) * vb).sum(-2)  # each block's sum, decayed to the next block's start
+    carries = momentum_weights(blocks, eta**size, v, shift=1) @ exits  # (..., blocks, dim): the term at each start
+    if carry is not None:  # the prefix's term reaches the start of block b decayed by eta^(b * size)
+        starts = _powers(eta**size, torch.arange(blocks, device=v.device), v).unsqueeze(-1)
+        carries = carries + starts * carry.unsqueeze(-2)
+    term = inside + powers[:size] * carries.unsqueeze(-2)
+    return term.reshape(*batch, blocks * size, dim)[..., :tokens, :]
+
+
+def momentum_carry(term: Tensor, v: Tensor, eta: float) -> Tensor:
+    """The carry into the token after the chunk whose values are v and momentum terms `term`: eta (m_T + v_T)."""
+    return eta * (term[..., -1, :] + v[..., -1, :])
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, width: int, heads: int, attention: str):
+    def __init__(self, width: int, heads: int, attention: str, momentum: float = 0.0):
         super().__init__()
-        self.heads, self.attention = heads, attention
+        self.heads, self.attention, self.momentum = heads, attention, momentum
         self.qkv = nn.Linear(width, 3 * width)  # fused query, key and value projections
         self.proj = nn.Linear(width, width)
 
@@ -59,11 +132,14 @@ class CausalSelfAttention(nn.Module):
         causal = torch.ones(t, t, dtype=torch.bool, device=h.device).tril()
         if x_only:
             q, causal = q[:, :, 0::2], causal[0::2]
-        if self.attention == "softmax":
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal if x_only else None, is_causal=not x_only)
-        else:
+        if self.attention == "linear":
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
             out = scores.masked_fill(~causal, 0.0) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal if x_only else None, is_causal=not x_only)
+        if self.momentum:  # eta = 0 adds nothing, so it stays exactly softmax attention
+            term = momentum_term(v, self.momentum)
+            out = out + (term[:, :, 0::2] if x_only else term)
         b, _, tq, _ = out.shape
         return self.proj(out.transpose(1, 2).reshape(b, tq, -1))
 
@@ -72,7 +148,7 @@ class Block(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.ln1 = nn.LayerNorm(config.width)
-        self.attn = CausalSelfAttention(config.width, config.heads, config.attention)
+        self.attn = CausalSelfAttention(config.width, config.heads, config.attention, config.eta)
         self.ln2 = nn.LayerNorm(config.width)
         self.fc = nn.Linear(config.width, config.mlp_ratio * config.width)
         self.fc_out = nn.Linear(config.mlp_ratio * config.width, config.width)

@@ -77,11 +77,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
-def run_status(run_dir: Path) -> tuple[int, int] | None:
-    """(step reached, steps planned) of the run in `run_dir`, or None when it holds no run."""
+def run_status(run_dir: Path, read=read_config) -> tuple[int, int] | None:
+    """(step reached, steps planned) of the run in `run_dir` (its config read by `read`), or None when it holds
+    no run."""
     if not (Path(run_dir) / "config.json").is_file():
         return None
-    config = read_config(run_dir)
+    config = read(run_dir)
     try:
         step = read_state(latest_checkpoint(run_dir))["step"]
     except UserError:

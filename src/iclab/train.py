@@ -78,7 +78,14 @@ def join(config: Config) -> distributed.Context:
 
 
 class Trainer:
-    """Owns the model, optimizer and data stream of one run directory (this rank's share of it under torchrun)."""
+    """Owns the model, optimizer and data stream of one run directory (this rank's share of it under torchrun).
+
+    It trains the ICL transformer on prompts of the run's task. A subclass trains something else with the same
+    loop, logging, checkpoints, resume and data parallelism by overriding the four methods marked "subclasses"
+    and the run kind's `read_config` and `resume_command` (see text.train.TextTrainer)."""
+
+    read_config = staticmethod(read_config)  # reads a run folder's config.json
+    resume_command = "iclab train --resume"
 
     def __init__(self, config: Config, run_dir: Path):
         self.config, self.run_dir = config, Path(run_dir)
@@ -86,11 +93,9 @@ class Trainer:
         self.ctx = join(config)
         self.rows = distributed.batch_rows(config.train.batch_size, self.ctx)
         self.device, self.dtype = distributed.local_device(device_of(config), self.ctx), torch_dtype(config)
-        self.task = make_task(config.task, config.dims)
-        self.inputs = make_inputs(config.inputs, config.dims)
         with torch.random.fork_rng(devices=[]):  # initialise from the run's seed, leaving global RNG state alone
             torch.manual_seed(config.seed)
-            self.model = build_model(config)
+            self.model = self.build_model()
         self.model.to(self.device, self.dtype)
         self.optimizer = make_optimizer(self.model, config.train)
         # what a training step calls: the model, wrapped for gradient averaging and/or compiled on request;
@@ -104,9 +109,40 @@ class Trainer:
         # data stream: its own generator, saved in checkpoints so that resumed runs see the same prompts
         self.generator = torch.Generator(self.device).manual_seed(config.seed + 1)
         self.step, self.seconds = 0, 0.0
-        self.val = None
-        if config.train.eval_every and self.ctx.is_main:
-            self.val = make_eval_set(config, prompts=config.train.eval_prompts, seed=config.eval.seed + 1)
+        self.val = self.validation_set() if config.train.eval_every and self.ctx.is_main else None
+
+    def build_model(self) -> torch.nn.Module:
+        """The model to train (subclasses). Prompts come from the run's task and input distribution."""
+        self.task = make_task(self.config.task, self.config.dims)
+        self.inputs = make_inputs(self.config.inputs, self.config.dims)
+        return build_model(self.config)
+
+    def validation_set(self):
+        """What validation_curve scores, built once, on rank 0 (subclasses)."""
+        return make_eval_set(self.config, prompts=self.config.train.eval_prompts, seed=self.config.eval.seed + 1)
+
+    def batch_loss(self) -> torch.Tensor:
+        """The loss on this rank's rows of the next global batch (subclasses). Every rank draws the whole batch,
+        keeping the one generator in step, so any number of processes sees the same batches."""
+        cfg = self.config
+        dims = cfg.curriculum.dims.at(self.step) if cfg.curriculum.dims else None
+        points = cfg.curriculum.points.at(self.step) if cfg.curriculum.points else cfg.points
+        xs, ys, params = sample_prompts(self.task, self.inputs, cfg.train.batch_size, points, self.generator, dims)
+        xs, ys = xs[self.rows].to(self.dtype), ys[self.rows].to(self.dtype)
+        with self.autocast():
+            preds = self.forward(xs, ys)
+            if cfg.train.loss == "normalized":
+                scale = self.task.y_scale(params)[self.rows].to(preds).unsqueeze(1)
+                return ((preds - ys).square() / scale).mean()
+            return F.mse_loss(preds, ys)
+
+    @torch.no_grad()
+    def validation_curve(self) -> list[float]:
+        """Logged as `val_error` (subclasses): the error at every k on the validation prompts."""
+        self.model.eval()
+        preds = self.model(self.val.xs.to(self.dtype), self.val.ys.to(self.dtype))
+        self.model.train()
+        return prompt_errors(preds, self.val).mean(0).tolist()
 
     def restore(self) -> None:
         state = load_training_state(latest_checkpoint(self.run_dir), self.model, self.optimizer, self.generator)
@@ -130,30 +166,17 @@ class Trainer:
         return contextlib.nullcontext()
 
     def train_step(self) -> float:
-        cfg = self.config
-        dims = cfg.curriculum.dims.at(self.step) if cfg.curriculum.dims else None
-        points = cfg.curriculum.points.at(self.step) if cfg.curriculum.points else cfg.points
+        train = self.config.train
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(cfg.train, self.step)
-        # every rank draws the whole global batch (keeping the one generator in step) and trains on its rows
-        xs, ys, _ = sample_prompts(self.task, self.inputs, cfg.train.batch_size, points, self.generator, dims)
-        xs, ys = xs[self.rows].to(self.dtype), ys[self.rows].to(self.dtype)
-        with self.autocast():
-            loss = F.mse_loss(self.forward(xs, ys), ys)
+            group["lr"] = learning_rate(train, self.step)
+        loss = self.batch_loss()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+        if train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
         self.optimizer.step()
         self.step += 1
         return distributed.mean(loss, self.ctx)  # the loss of the global batch, the same on every rank
-
-    @torch.no_grad()
-    def validation_curve(self) -> list[float]:
-        self.model.eval()
-        preds = self.model(self.val.xs.to(self.dtype), self.val.ys.to(self.dtype))
-        self.model.train()
-        return prompt_errors(preds, self.val).mean(0).tolist()
 
     def log_row(self, loss: float) -> dict | None:
         """This step's line of metrics.jsonl: the loss every log_every steps, a validation curve every eval_every."""
@@ -211,7 +234,8 @@ class Trainer:
         except KeyboardInterrupt:
             self.save()
             raise UserError(
-                f"interrupted at step {self.step}; checkpoint saved, continue with: iclab train --resume {self.run_dir}"
+                f"interrupted at step {self.step}; checkpoint saved, continue with: "
+                f"{self.resume_command} {self.run_dir}"
             ) from None
         finally:
             bar.close()
@@ -220,22 +244,22 @@ class Trainer:
         return TrainResult(self.run_dir, self.step, loss, self.seconds, self.model.num_parameters())
 
 
-def _truncate_metrics(run_dir: Path, step: int) -> None:
+def truncate_metrics(run_dir: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from, so the log never holds a step twice."""
     rows = [r for r in read_metrics(run_dir) if r["step"] <= step]
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool = False) -> Path:
+def prepare_run_dir(run_dir: Path, overwrite: bool = False, kind: type[Trainer] = Trainer) -> Path:
     """The folder a new run should be written to. An existing run in `run_dir` is never touched unless
     `overwrite`; even then the new run goes to a staging folder beside it, and `finish_run_dir` swaps it in
     only once everything has succeeded, so a failed or interrupted run never costs a finished one."""
-    status = run_status(run_dir)
+    status = run_status(run_dir, kind.read_config)
     if status is not None and not overwrite:
         step, steps = status
         raise UserError(
             f"{run_dir} already holds a run (step {step} of {steps}); continue it with "
-            f"`iclab train --resume {run_dir}`, or choose another --out (or pass --overwrite)"
+            f"`{kind.resume_command} {run_dir}`, or choose another --out (or pass --overwrite)"
         )
     occupied = run_dir.exists() and any(run_dir.iterdir())
     if occupied and status is None and not overwrite:
@@ -253,9 +277,9 @@ def finish_run_dir(target: Path, run_dir: Path) -> None:
         replace_dir(target, run_dir)
 
 
-def train_in(config: Config, target: Path, progress: bool = True) -> TrainResult:
-    """Start a fresh run in the empty folder `target`."""
-    trainer = Trainer(config, target)
+def train_in(config: Config, target: Path, progress: bool = True, kind: type[Trainer] = Trainer, **data) -> TrainResult:
+    """Start a fresh run in the empty folder `target` (`data`: what a Trainer subclass takes besides the config)."""
+    trainer = kind(config, target, **data)
     if trainer.ctx.is_main:
         atomic_write_json(target / "config.json", config.to_dict())
         (target / "metrics.jsonl").unlink(missing_ok=True)
@@ -283,21 +307,23 @@ def replace_dir(new: Path, old: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def resume(run_dir: str | Path, progress: bool = True, steps: int | None = None) -> TrainResult:
+def resume(
+    run_dir: str | Path, progress: bool = True, steps: int | None = None, kind: type[Trainer] = Trainer, **data
+) -> TrainResult:
     """Continue the run in `run_dir` from its latest checkpoint (optionally to a new total of `steps`).
 
     The number of processes may differ from the one the checkpoint was written under: the data stream is one
     generator whatever the number of processes."""
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
+    config = kind.read_config(run_dir)
     if steps is not None:
         config.train.steps = steps
-    trainer = Trainer(config, run_dir)
+    trainer = kind(config, run_dir, **data)
     trainer.restore()  # every rank reads the checkpoint; only rank 0 writes below
     if trainer.ctx.is_main:
         if steps is not None:
             atomic_write_json(run_dir / "config.json", config.to_dict())
-        _truncate_metrics(run_dir, trainer.step)
+        truncate_metrics(run_dir, trainer.step)
         if trainer.step >= config.train.steps:
             print(f"{run_dir} is complete ({trainer.step} of {config.train.steps} steps); nothing to do")
     return trainer.run(progress)

@@ -21,7 +21,6 @@ from ..analysis.adapter import AttentionAdapter, KVParameter
 from ..errors import UserError
 
 
-
 def _layout(module: nn.Module) -> str | None:
     if hasattr(module, "c_attn"):
         return "gpt2"

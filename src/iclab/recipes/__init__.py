@@ -18,7 +18,7 @@ from ..errors import UserError
 from ..evaluate import read_curves
 from ..spec import unknown_key_error
 from ..sweeps import write_sweep
-from . import convex, frequency, icl_vs_ft, lsa_gd, model_selection, sparsity
+from . import convex, frequency, icl_vs_ft, lsa_gd, model_selection, momentum, sparsity
 from .models import PRETRAINED, STEPS, ensure_model
 
 
@@ -58,7 +58,7 @@ class SweepRecipe:
 
 
 SWEEPS = [SweepRecipe(m) for m in (model_selection, sparsity, convex, frequency)]
-RECIPES = {r.NAME: r for r in [*SWEEPS, lsa_gd.RECIPE, icl_vs_ft.RECIPE]}
+RECIPES = {r.NAME: r for r in [*SWEEPS, lsa_gd.RECIPE, icl_vs_ft.RECIPE, momentum.RECIPE]}
 
 
 def recipe_names(name: str) -> list[str]:
