@@ -125,6 +125,18 @@ def test_frequency_check_names_the_failing_side():
     assert checks[0]["passed"] and "far above only above the range" in checks[0]["detail"]
 
 
+def test_sparsity_check_wants_a_rise_from_the_sparse_to_the_dense_level():
+    from iclab.recipes import sparsity
+
+    setting = {"dims": 4, "nnz": 1}
+    levels = {f"nnz={s}": v for s, v in zip(range(1, 5), [0.20, 0.25, 0.27, 0.30], strict=True)}
+    series = {"dense_sparse": levels, "sparse": {"nnz=1": 0.19}, "dense": {"nnz=4": 0.29}, "lasso_cv": levels}
+    assert all(c["passed"] for c in sparsity.check_rows(rows_for(series, k=3), setting))
+    flat = {k: 0.25 for k in levels}
+    checks = sparsity.check_rows(rows_for(series | {"dense_sparse": flat}, k=3), setting)
+    assert [c["passed"] for c in checks] == [False, True, False]  # above the sparse level, no rise
+
+
 def test_model_selection_tolerance():
     ks = range(6)
     rows = []
@@ -138,10 +150,11 @@ def test_model_selection_tolerance():
             },
             k,
         )
-    checks = model_selection.check_rows(rows)
+    setting = {"dims": 5, "nnz": 1}
+    checks = model_selection.check_rows(rows, setting)
     assert checks[0]["passed"] and checks[1]["passed"] and checks[2]["passed"]  # 0.56 <= 0.5 * 1.15
     rows = [r | {"mean": 0.6} if r["run"] == "dense_sparse" and r["sweep"] == "class=dense" else r for r in rows]
-    assert not model_selection.check_rows(rows)[0]["passed"]
+    assert not model_selection.check_rows(rows, setting)[0]["passed"]
 
 
 def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
@@ -149,7 +162,7 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
 
     from iclab.recipes import icl_vs_ft, lsa_gd, momentum
 
-    monkeypatch.setitem(zoo.STEPS, "quick", 2)
+    monkeypatch.setitem(zoo.SETTINGS, "quick", {"dims": 3, "steps": {"linear": 2, "scalar": 2}})
     monkeypatch.setitem(momentum.SIZES, "quick", MOMENTUM_TINY)
     monkeypatch.setitem(lsa_gd.SIZES, "quick", 5)
     monkeypatch.setitem(icl_vs_ft.SIZES, "quick", {"steps": 3, "instances": 2})

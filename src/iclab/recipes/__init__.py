@@ -19,7 +19,7 @@ from ..evaluate import read_curves
 from ..spec import unknown_key_error
 from ..sweeps import write_sweep
 from . import convex, frequency, icl_vs_ft, lsa_gd, model_selection, momentum, sparsity
-from .models import PRETRAINED, STEPS, ensure_model
+from .models import PRETRAINED, ensure_model, setting
 
 
 class SweepRecipe:
@@ -33,25 +33,27 @@ class SweepRecipe:
     def run(self, out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
         models = {m: ensure_model(m, out, mode, pretrained, progress) for m in self.MODELS}
         started = time.perf_counter()
-        rows = self.module.compute(models, progress)
+        chosen = setting(mode)
+        rows = self.module.compute(models, chosen, progress)
         folder = out / self.NAME
         write_sweep(folder / "curves.csv", rows)
-        self.module.draw(rows, folder)
+        self.module.draw(rows, folder, chosen)
         return {
-            "checks": self.module.check_rows(rows),
+            "checks": self.module.check_rows(rows, chosen),
             "seconds": round(time.perf_counter() - started, 1),
             "models": {m: _model_info(p) for m, p in models.items()},
+            "setting": chosen,
         }
 
     def section(self, folder: Path, stored: dict) -> list[str]:
         rows = read_curves(folder / "curves.csv")
-        figures = self.module.draw(rows, folder)
+        figures = self.module.draw(rows, folder, stored["setting"])
         models = ", ".join(f"{m} ({i['steps']} steps, {i['train_seconds']:.0f} s)" for m, i in stored["models"].items())
         return section_lines(
             self,
             folder,
             figures,
-            self.module.check_rows(rows),
+            self.module.check_rows(rows, stored["setting"]),
             stored,
             f"Models: {models}; sweep and checks {stored['seconds']:.0f} s. Numbers: `{folder.name}/curves.csv`.",
         )
@@ -138,4 +140,4 @@ def render_recipes(out: Path) -> Path:
     return path
 
 
-__all__ = ["RECIPES", "STEPS", "render_recipes", "reproduce"]
+__all__ = ["RECIPES", "render_recipes", "reproduce"]

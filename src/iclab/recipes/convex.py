@@ -24,12 +24,12 @@ DIFFERENCES = (
 MODELS = ["line", "sine", "line_sine"]
 
 
-def compute(models: dict[str, Path], progress: bool = False) -> list[dict]:
+def compute(models: dict[str, Path], setting: dict, progress: bool = False) -> list[dict]:
     runs = [models[m] for m in ("line_sine", "line", "sine")]
     return run_sweep("convex", runs, ["least_squares", "knn"], progress)
 
 
-def check_rows(rows: list[dict]) -> list[dict]:
+def check_rows(rows: list[dict], setting: dict | None = None) -> list[dict]:
     k = ks(rows)[-1]
     ends = value(rows, "line_sine", "alpha=0", k), value(rows, "line_sine", "alpha=1", k)
     mid = value(rows, "line_sine", "alpha=0.5", k)
@@ -43,6 +43,6 @@ def check_rows(rows: list[dict]) -> list[dict]:
     ]
 
 
-def draw(rows: list[dict], out: Path) -> list[Path]:
+def draw(rows: list[dict], out: Path, setting: dict | None = None) -> list[Path]:
     k = ks(rows)[-1]
     return [plot_sweep(rows, k, out / "convex.png", "alpha * linear + (1 - alpha) * sinusoid", "alpha")]

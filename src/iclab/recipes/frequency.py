@@ -25,7 +25,7 @@ MODELS = ["sine", "line_sine"]
 FAR = 2.0  # "far above": at least twice the mean error inside the range
 
 
-def compute(models: dict[str, Path], progress: bool = False) -> list[dict]:
+def compute(models: dict[str, Path], setting: dict, progress: bool = False) -> list[dict]:
     return run_sweep("frequency", [models["sine"], models["line_sine"]], ["knn"], progress)
 
 
@@ -34,7 +34,7 @@ def _mean(rows, series, freqs, k):
     return sum(vals) / len(vals)
 
 
-def check_rows(rows: list[dict]) -> list[dict]:
+def check_rows(rows: list[dict], setting: dict | None = None) -> list[dict]:
     k = ks(rows)[-1]
     freqs = sorted({sweep_value(r["sweep"]) for r in rows})
     lo, hi = SINE["freq_min"], SINE["freq_max"]
@@ -61,7 +61,7 @@ def check_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-def draw(rows: list[dict], out: Path) -> list[Path]:
+def draw(rows: list[dict], out: Path, setting: dict | None = None) -> list[Path]:
     k = ks(rows)[-1]
     return [
         plot_sweep(

@@ -18,29 +18,38 @@ CLAIM = (
     "at almost no cost (Yadlowsky et al. 2023, finding 1)."
 )
 DIFFERENCES = (
-    "The paper trains 12-layer, width-256 GPT-2 models in d = 20; here 3 layers, width 64, d = 5, "
-    "sparse class nnz = 2, 11 points per prompt and minutes of CPU training, so absolute errors are "
-    "higher than the paper's and the specialists themselves are not yet at the Bayes-optimal level."
+    "The paper trains 12-layer, width-256 GPT-2 models in d = 20; here 3 layers, width 64, d = 5 (d = 4 in "
+    "quick mode), a sparse class with one non-zero weight, 2d + 1 points per prompt and minutes of CPU training "
+    "with the loss normalised per prompt by its class's E[y^2] (models.py says why). So absolute errors are "
+    "higher than the paper's: the models stay well above the Bayes-optimal oracle and, at k >= d, above least "
+    "squares, which is exact there."
 )
 MODELS = ["dense", "sparse", "dense_sparse"]
-CLASSES = {"class=dense": "linear", "class=sparse": "sparse_linear:nnz=2"}
-ORACLE = "bayes:nnz=[5,2],weights=[0.5,0.5]"
-BASELINES = ["least_squares", "lasso_cv", ORACLE]
 
 
-def compute(models: dict[str, Path], progress: bool = False) -> list[dict]:
+def classes(setting: dict) -> dict[str, str]:
+    return {"class=dense": "linear", "class=sparse": f"sparse_linear:nnz={setting['nnz']}"}
+
+
+def oracle(setting: dict) -> str:
+    """The Bayes-optimal estimator for the pretraining mixture (dense and sparse, half each)."""
+    return f"bayes:nnz=[{setting['dims']},{setting['nnz']}],weights=[0.5,0.5]"
+
+
+def compute(models: dict[str, Path], setting: dict, progress: bool = False) -> list[dict]:
     rows = []
-    for label, task in CLASSES.items():
+    for label, task in classes(setting).items():
         for name in MODELS:
             config = read_config(models[name])
             model, _ = load_model(models[name], config)
             rows += [{"run": name, "sweep": label} | r for r in evaluate(model, config, task, baselines=[])]
         config = read_config(models["dense_sparse"])
-        rows += [{"run": "", "sweep": label} | r for r in evaluate(None, config, task, baselines=BASELINES)]
+        baselines = ["least_squares", "lasso_cv", oracle(setting)]
+        rows += [{"run": "", "sweep": label} | r for r in evaluate(None, config, task, baselines=baselines)]
     return rows
 
 
-def check_rows(rows: list[dict]) -> list[dict]:
+def check_rows(rows: list[dict], setting: dict) -> list[dict]:
     out = []
     for label, specialist in (("class=dense", "dense"), ("class=sparse", "sparse")):
         gaps = [(k, value(rows, "dense_sparse", label, k), value(rows, specialist, label, k)) for k in ks(rows)]
@@ -54,14 +63,14 @@ def check_rows(rows: list[dict]) -> list[dict]:
                 f"specialist {worst[2]:.3f})",
             )
         )
-    d = 5
+    d = setting["dims"]
     under = [
         (k, value(rows, "dense_sparse", "class=sparse", k), value(rows, "least_squares", "class=sparse", k))
         for k in range(1, d)
     ]
     out.append(
         check(
-            "on sparse prompts with 1 <= k < d the mixture model beats least squares",
+            f"on sparse prompts with 1 <= k < d = {d} the mixture model beats least squares",
             all(m < ls for _, m, ls in under),
             "; ".join(f"k={k}: {m:.3f} vs {ls:.3f}" for k, m, ls in under),
         )
@@ -69,10 +78,13 @@ def check_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-def draw(rows: list[dict], out: Path) -> list[Path]:
+def draw(rows: list[dict], out: Path, setting: dict) -> list[Path]:
     return [
         plot_sweep_curves(
-            [r for r in rows if r["sweep"] == label], out / f"{label[6:]}.png", f"{label[6:]} prompts (d = 5)"
+            [r for r in rows if r["sweep"] == label],
+            out / f"{label[6:]}.png",
+            f"{label[6:]} prompts (d = {setting['dims']})",
+            setting["dims"],
         )
-        for label in CLASSES
+        for label in classes(setting)
     ]

