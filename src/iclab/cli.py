@@ -13,27 +13,46 @@ from pathlib import Path
 
 from .errors import UserError
 
+OVERRIDES = {"action": "append", "default": [], "metavar": "KEY=VALUE", "help": "override a config key"}
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .train import resume, train
 
+def run_training(args: argparse.Namespace, load, train, resume, require_config: bool = True):
+    """A `train` command (see add_train_arguments): a new run from `load(--config, overrides)` or --resume of a
+    stored one; prints one summary line (on the main process of a torchrun job) and returns the TrainResult."""
     if args.resume:
         if args.config or args.out or args.set:
             raise UserError("--resume takes only the run directory (and optionally --steps): its config is stored")
         result = resume(args.resume, progress=not args.quiet, steps=args.steps)
     else:
-        if not args.config or not args.out:
-            raise UserError("give --config FILE and --out RUN_DIR (or --resume RUN_DIR)")
+        if not args.out or (require_config and not args.config):
+            need = "--config FILE and --out RUN_DIR" if require_config else "--out RUN_DIR (and optionally --config)"
+            raise UserError(f"give {need}, or --resume RUN_DIR")
         overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
-        config = load_config(args.config, overrides)
-        result = train(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
-    if not _is_main_process():
-        return 0
-    print(
-        f"trained {result.run_dir}: {result.parameters:,} parameters, step {result.step}, loss {result.loss:.4f}, "
-        f"{result.seconds:.0f} s"
-    )
+        result = train(load(args.config, overrides), args.out, overwrite=args.overwrite, progress=not args.quiet)
+    if _is_main_process():
+        print(
+            f"trained {result.run_dir}: {result.parameters:,} parameters, step {result.step}, "
+            f"loss {result.loss:.4f}, {result.seconds:.0f} s"
+        )
+    return result
+
+
+def add_train_arguments(p: argparse.ArgumentParser, config_help: str) -> None:
+    """The arguments of a `train` command: a new run from a config, or --resume of a stored one."""
+    p.add_argument("--config", help=config_help)
+    p.add_argument("--out", help="run directory to create")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    p.add_argument("--steps", type=int, help="total number of steps (overrides train.steps; extends a resumed run)")
+    p.add_argument("--set", **OVERRIDES)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out once this one finishes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import resume, train
+
+    run_training(args, load_config, train, resume)
     return 0
 
 
@@ -161,16 +180,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iclab", description="In-context learning laboratory.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    overrides = {"action": "append", "default": [], "metavar": "KEY=VALUE", "help": "override a config key"}
 
     p = sub.add_parser("train", help="train a run from a YAML config, or resume one")
-    p.add_argument("--config", help="YAML config file (see configs/ and `iclab config`)")
-    p.add_argument("--out", help="run directory to create")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
-    p.add_argument("--steps", type=int, help="total number of steps (overrides train.steps; extends a resumed run)")
-    p.add_argument("--set", **overrides)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out once this one finishes")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_train_arguments(p, "YAML config file (see configs/ and `iclab config`)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="error curves of a trained run and the baselines -> RUN_DIR/eval/curves.csv")
@@ -183,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the CPU default: train d=5 linear regression, evaluate, check, report")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--set", **overrides)
+    p.add_argument("--set", **OVERRIDES)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)
 
@@ -224,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print a resolved config (a packaged one by name, or the defaults)")
     p.add_argument("name", nargs="?", help="packaged config name, e.g. demo")
-    p.add_argument("--set", **overrides)
+    p.add_argument("--set", **OVERRIDES)
     p.set_defaults(func=_cmd_config)
     return parser
 
