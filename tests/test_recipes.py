@@ -181,3 +181,5 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
         recipes.reproduce("sparsity", tmp_path, quick=True, pretrained=True)
     with pytest.raises(UserError, match="unknown recipe 'sparse'"):
         recipes.reproduce("sparse", tmp_path, quick=True)
+    with pytest.raises(UserError, match="no models for 'momentum' ship with iclab"):
+        recipes.reproduce("momentum", tmp_path, pretrained=True)

@@ -25,6 +25,8 @@ from .models import PRETRAINED, ensure_model, setting
 class SweepRecipe:
     """A Yadlowsky et al. figure: shared models (recipes.models), a sweep, shape checks on its rows."""
 
+    SHIPPED = True  # its full-size models ship with iclab (--pretrained)
+
     def __init__(self, module):
         self.module = module
         self.NAME, self.TITLE, self.CLAIM = module.NAME, module.TITLE, module.CLAIM
@@ -77,8 +79,16 @@ def reproduce(name: str, out: Path, quick: bool = False, pretrained: bool = Fals
         raise UserError("--pretrained loads the shipped full-size models; it cannot be combined with --quick")
     out = Path(out)
     mode = PRETRAINED if pretrained else ("quick" if quick else "full")
+    names = recipe_names(name)
+    if pretrained:  # only recipes whose models ship with iclab (or train in seconds) render in seconds
+        unshipped = [n for n in names if not getattr(RECIPES[n], "SHIPPED", False)]
+        if unshipped and name != "all":
+            raise UserError(f"no models for '{name}' ship with iclab; run it without --pretrained to train them")
+        if unshipped:
+            print(f"skipping {', '.join(unshipped)}: no shipped models (run without --pretrained)", flush=True)
+        names = [n for n in names if n not in unshipped]
     summaries = []
-    for n in recipe_names(name):
+    for n in names:
         summary = RECIPES[n].run(out, mode, pretrained, progress)
         summary = {"recipe": n, "mode": mode + (" (shipped checkpoints)" if pretrained else "")} | summary
         summary["passed"] = all(c["passed"] for c in summary["checks"])

@@ -306,6 +306,7 @@ def section(folder: Path, stored: dict) -> list[str]:
 
 class _Recipe:
     NAME, TITLE, CLAIM, DIFFERENCES = NAME, TITLE, CLAIM, DIFFERENCES
+    SHIPPED = True  # the keywords LM ships with iclab
     run = staticmethod(run)
     section = staticmethod(section)
 
