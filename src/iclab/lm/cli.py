@@ -21,6 +21,7 @@ def _quiet_transformers() -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
     from ..spec import build
     from .study import StudyConfig, run_study
 
@@ -47,6 +48,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     }
     if args.lrs:
         values["lrs"] = _numbers(args.lrs)
+    if args.momentum is not None:
+        eta = _numbers(args.momentum)
+        if len(eta) != 1:
+            raise UserError(f"--momentum takes one eta in [0, 1), got {args.momentum!r}")
+        values["momentum"] = eta[0]
     config = build(StudyConfig, values, prefix="lm run")
     results = run_study(config, args.out, progress=not args.quiet)
     print("\n".join(results_lines(results)))
@@ -57,7 +63,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def results_lines(results: dict) -> list[str]:
     acc = results["accuracy"]
     fmt = {k: "n/a" if v is None else f"{100 * v:.1f}" for k, v in acc.items()}
-    lines = [f"accuracy % ({results['scoring']}): ZSL {fmt['zsl']}, ICL {fmt['icl']}, FT {fmt['ft']}"]
+    scoring = results["scoring"]
+    if results.get("momentum") is not None:
+        scoring += f", momentum eta {results['momentum']:g}"
+    lines = [f"accuracy % ({scoring}): ZSL {fmt['zsl']}, ICL {fmt['icl']}, FT {fmt['ft']}"]
     for key in ("rec2ftp", "simaou", "simam_icl_ft", "simam_icl_zsl", "kendall"):
         value, base = results[key], results["random"].get(key)
         text = f"  {key:<14} {'n/a' if value is None else f'{value:.3f}'}"
@@ -134,6 +143,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--separator", default="eos", help="after each demonstration: eos (default, Dai et al.) or a text")
     p.add_argument("--max-tokens", type=int, default=2048, help="token budget of a prompt (default 2048)")
     p.add_argument("--batch", type=int, default=8, help="queries per forward pass (default 8)")
+    p.add_argument(
+        "--momentum",
+        metavar="ETA",
+        help="patch momentum attention into the model at inference: + sum_{i<t} ETA^(t-i) v_i, ETA in [0, 1) (off)",
+    )
     p.add_argument("--no-untrained", action="store_true", help="skip the untrained-model baseline (halves the time)")
     p.add_argument("--train", help="local train file (CSV/JSONL/JSON/parquet) in place of the task's data")
     p.add_argument("--test", help="local test file in place of the task's data")

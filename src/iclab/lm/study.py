@@ -6,6 +6,10 @@ every measure beside a random-update baseline. Each (seed, model) result is save
 done, keyed by the settings that produced it: a re-run with the same settings reads it back instead of
 recomputing, so an interrupted run resumes where it stopped. OUT/results.json holds the per-seed numbers and
 their mean and standard deviation over seeds; OUT/results.md the same as tables.
+
+With `momentum` (eta in [0, 1)) both models run with momentum attention patched in at inference (lm/momentum.py):
+ZSL, ICL and finetuning all see it, and a cached result is reused only for the same eta. Without it nothing is
+patched and the study is exactly the plain one.
 """
 
 from __future__ import annotations
@@ -14,14 +18,19 @@ import dataclasses
 import json
 import statistics
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..analysis.icl_vs_ft import StudyResult, study
 from ..checkpoint import atomic_write_json, atomic_write_text
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .loading import Loaded
 
 KEYS = ["rec2ftp", "simaou", "simam_icl_ft", "simam_icl_zsl", "kendall"]
 CONDITIONS = ["zsl", "icl", "ft"]
@@ -49,24 +58,33 @@ class StudyConfig:
     test_file: str | None = None
     trust_remote_code: bool = False
     revision: str | None = None  # a hub model's branch, tag or commit
+    momentum: float | None = None  # eta of momentum attention patched into the model at inference; None: off
 
     def check(self, prefix: str = "") -> None:
         if not self.seeds:
             raise UserError("give at least one demonstration seed")
         if not self.lrs or any(lr <= 0 for lr in self.lrs):
             raise UserError(f"finetuning learning rates must be positive numbers, got {self.lrs}")
+        if self.momentum is not None:
+            from .momentum import check_eta
+
+            check_eta(self.momentum)
 
     def key(self) -> dict:
         """What a cached (seed, model) result depends on."""
         skip = {"seeds", "batch", "device", "threads", "untrained"}
+        if not self.momentum:  # off, or eta = 0, which leaves every output exactly unchanged: the plain study's key
+            skip.add("momentum")
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip} | {"format": FORMAT}
 
 
-def run_study(config: StudyConfig, out: Path, progress: bool = True) -> dict:
+def run_study(config: StudyConfig, out: Path, progress: bool = True, loaded: Loaded | None = None) -> dict:
+    """Run (or resume) the study into `out`; `loaded` reuses a model already in memory (loaded only if needed)."""
     from tqdm import tqdm
 
     from .adapters import HFAdapter
     from .loading import load
+    from .momentum import patch_momentum
     from .prompts import build_layout
     from .tasks import load_data, load_task
 
@@ -82,48 +100,57 @@ def run_study(config: StudyConfig, out: Path, progress: bool = True) -> dict:
             f"examples, but task '{task.name}' has {len(data.train)}: lower --k or --val"
         )
     started = time.perf_counter()
-    per_seed, loaded, untrained = {}, None, None
-    for seed in tqdm(config.seeds, desc="seeds", disable=not progress or len(config.seeds) == 1):
-        folder = out / f"seed-{seed}"
-        wanted = ["trained"] + (["untrained"] if config.untrained else [])
-        cached = {name: _read_part(folder / f"{name}.json", config, seed) for name in wanted}
-        if all(cached.values()):
-            per_seed[seed] = cached
-            continue
-        if loaded is None:
-            loaded = load(
-                config.model, config.device, config.dtype, config.trust_remote_code, progress, config.revision
-            )
-        adapter = HFAdapter(loaded.model)
-        budget = min(config.max_tokens, adapter.context_length() or config.max_tokens)
-        layout = build_layout(
-            loaded.tokenizer, task, data, config.k, seed, config.limit, config.val, budget, config.separator
-        )
-        info = {"k_used": layout.k, "prompt_tokens": layout.prompt_tokens, "test": len(layout.test)}
-        if layout.k < config.k and progress:
-            print(f"seed {seed}: {layout.k} of {config.k} demonstrations fit the {budget}-token budget")
-        for name in wanted:
-            if cached[name]:
+    per_seed, model, untrained = {}, None, None
+    with ExitStack() as patches:  # momentum patches come off when the study ends, also on an error
+
+        def prepared(m: torch.nn.Module) -> torch.nn.Module:
+            if config.momentum is not None:
+                patches.enter_context(patch_momentum(m, config.momentum))
+            return m
+
+        for seed in tqdm(config.seeds, desc="seeds", disable=not progress or len(config.seeds) == 1):
+            folder = out / f"seed-{seed}"
+            wanted = ["trained"] + (["untrained"] if config.untrained else [])
+            cached = {name: _read_part(folder / f"{name}.json", config, seed) for name in wanted}
+            if all(cached.values()):
+                per_seed[seed] = cached
                 continue
-            if name == "untrained" and untrained is None:
-                untrained = _untrained_like(loaded.model)
-            t0 = time.perf_counter()
-            result = study(
-                HFAdapter(loaded.model if name == "trained" else untrained),
-                layout.data,
-                config.lrs,
-                seed=seed,
-                batch=config.batch,
-                calibrated=config.calibrate,
-                progress=progress,
+            if loaded is None:
+                loaded = load(
+                    config.model, config.device, config.dtype, config.trust_remote_code, progress, config.revision
+                )
+            if model is None:
+                model = prepared(loaded.model)
+            adapter = HFAdapter(model)
+            budget = min(config.max_tokens, adapter.context_length() or config.max_tokens)
+            layout = build_layout(
+                loaded.tokenizer, task, data, config.k, seed, config.limit, config.val, budget, config.separator
             )
-            part = _part(result) | info | {"seconds": round(time.perf_counter() - t0, 1)}
-            atomic_write_json(folder / f"{name}.json", {"key": config.key(), "seed": seed, "result": part})
-            cached[name] = part
-            if progress:
-                acc = part["accuracy"]
-                print(f"seed {seed} {name}: " + ", ".join(f"{c.upper()} {_fmt(acc[c])}" for c in CONDITIONS))
-        per_seed[seed] = cached
+            info = {"k_used": layout.k, "prompt_tokens": layout.prompt_tokens, "test": len(layout.test)}
+            if layout.k < config.k and progress:
+                print(f"seed {seed}: {layout.k} of {config.k} demonstrations fit the {budget}-token budget")
+            for name in wanted:
+                if cached[name]:
+                    continue
+                if name == "untrained" and untrained is None:
+                    untrained = prepared(_untrained_like(model))
+                t0 = time.perf_counter()
+                result = study(
+                    HFAdapter(model if name == "trained" else untrained),
+                    layout.data,
+                    config.lrs,
+                    seed=seed,
+                    batch=config.batch,
+                    calibrated=config.calibrate,
+                    progress=progress,
+                )
+                part = _part(result) | info | {"seconds": round(time.perf_counter() - t0, 1)}
+                atomic_write_json(folder / f"{name}.json", {"key": config.key(), "seed": seed, "result": part})
+                cached[name] = part
+                if progress:
+                    acc = part["accuracy"]
+                    print(f"seed {seed} {name}: " + ", ".join(f"{c.upper()} {_fmt(acc[c])}" for c in CONDITIONS))
+            per_seed[seed] = cached
     results = summarise(config, task, per_seed)
     results["seconds"] = round(time.perf_counter() - started, 1)
     if loaded is not None:
@@ -131,6 +158,12 @@ def run_study(config: StudyConfig, out: Path, progress: bool = True) -> dict:
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", "\n".join(markdown(results)) + "\n")
     return results
+
+
+def finished(config: StudyConfig, out: Path) -> bool:
+    """Whether `out` holds every (seed, model) result of `config` already: run_study would only read them back."""
+    wanted = ["trained"] + (["untrained"] if config.untrained else [])
+    return all(_read_part(Path(out) / f"seed-{s}" / f"{n}.json", config, s) for s in config.seeds for n in wanted)
 
 
 def _untrained_like(model: torch.nn.Module) -> torch.nn.Module:
@@ -216,6 +249,7 @@ def summarise(config: StudyConfig, task, per_seed: dict[int, dict]) -> dict:
         "seeds": seeds,
         "test_queries": per_seed[seeds[0]]["trained"]["test"],
         "scoring": "calibrated" if config.calibrate else "plain",
+        "momentum": config.momentum,
         "accuracy": means("trained", "accuracy", CONDITIONS),
     }
     results |= {k: (trained["measures"][k] or {}).get("mean") for k in KEYS}
@@ -250,13 +284,19 @@ def markdown(results: dict) -> list[str]:
     spread = results["spread"]
     n = len(results["seeds"])
     per = f"mean ± sd over {n} demonstration seeds" if n > 1 else f"demonstration seed {results['seeds'][0]}"
+    momentum = results.get("momentum")
+    title = f"# ICL vs finetuning: {results['model']} on {results['task']}"
     lines = [
-        f"# ICL vs finetuning: {results['model']} on {results['task']}",
+        title + (f", momentum attention eta = {momentum:g}" if momentum is not None else ""),
         "",
         f"{results['task_description']}. k = {results['k']} demonstrations (used: "
         f"{', '.join(map(str, results['k_used']))}), {results['test_queries']} test queries, {per}; "
         f"predictions by {results['scoring']} scoring. Accuracy in %.",
         "",
+    ]
+    if momentum is not None:
+        lines += [momentum_note(momentum), ""]
+    lines += [
         "| model | scoring | ZSL | ICL | FT |",
         "|---|---|---:|---:|---:|",
     ]
@@ -303,6 +343,15 @@ def markdown(results: dict) -> list[str]:
     return lines
 
 
+def momentum_note(eta: float) -> str:
+    return (
+        f"Momentum attention (Dai et al. 2023) patched in at inference with eta = {eta:g}: every layer adds "
+        "sum_{i<t} eta^(t-i) v_i to its attention output, in ZSL, ICL and finetuning alike, for the trained and the "
+        "untrained model. The model was trained without this term (Dai et al. trained with it), so this measures "
+        "what adding it does to a model that never saw it."
+    )
+
+
 def _fmt_lr(lr) -> str:
     return "all diverged" if lr is None else f"{lr:g}"
 
@@ -325,7 +374,10 @@ def summary_table(runs: list[dict]) -> list[str]:
         simaou, kendall = (_with_baselines(t, u, key) for key in ("simaou", "kendall"))
         simam = f"{_cell(t['measures']['simam_icl_ft'])} / {_cell(t['measures']['simam_icl_zsl'])}"
         separator = r["settings"]["separator"].replace("\n", "\\n")  # a newline shows as \n
-        task = r["task"] + ("" if separator == "eos" else f" (separator `{separator}`)")
+        notes = [] if separator == "eos" else [f"separator `{separator}`"]
+        if r.get("momentum") is not None:
+            notes.append(f"momentum η = {r['momentum']:g}")
+        task = r["task"] + (f" ({', '.join(notes)})" if notes else "")
         cells = [task, Path(r["model"]).name, str(len(r["seeds"])), *acc, _cell(t["measures"]["rec2ftp"])]
         lines.append("| " + " | ".join([*cells, simaou, simam, kendall]) + " |")
     return lines

@@ -321,10 +321,15 @@ def spread(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), sd / math.sqrt(len(values))
 
 
-def paired(values: dict[float, dict[int, float]], eta: float) -> tuple[float, float]:
-    """Mean and standard error over seeds of (value at eta) - (value of standard attention), seed by seed."""
+def paired(values: dict[float, dict[int, float]], eta: float, queries: int | None = None) -> tuple[float, float]:
+    """Mean and standard error over seeds of (value at eta) - (value of standard attention), seed by seed.
+
+    For accuracies on the same `queries` test queries in every run, the standard error is at least sqrt(|d| / n):
+    a net change d of the accuracy means at least |d| n queries changed answer (McNemar), and the seeds' spread
+    alone misses that sampling error (a seed-independent ZSL accuracy has none)."""
     base = values[0.0]
-    return spread([values[eta][s] - base[s] for s in base])
+    diff, se = spread([values[eta][s] - base[s] for s in base])
+    return diff, max(se, math.sqrt(abs(diff) / queries)) if queries else se
 
 
 def lm_values(results: dict, length_index: int = -1) -> dict[float, dict[int, float]]:
@@ -337,13 +342,16 @@ def icl_values(results: dict) -> dict[float, dict[int, float]]:
 
 
 def best_against_standard(
-    values: dict[float, dict[int, float]], higher_is_better: bool = False, scale: float = 1.0
+    values: dict[float, dict[int, float]],
+    higher_is_better: bool = False,
+    scale: float = 1.0,
+    queries: int | None = None,
 ) -> tuple[bool, str]:
     """Does the best eta beat standard attention by more than 2 standard errors of the paired difference?
-    `scale` only changes how the numbers read (100: accuracies in %)."""
+    `scale` only changes how the numbers read (100: accuracies in %); `queries`: see `paired`."""
     sign = -1 if higher_is_better else 1
     etas = [e for e in values if e != 0.0]
-    diffs = {e: paired(values, e) for e in etas}
+    diffs = {e: paired(values, e, queries) for e in etas}
     best = min(etas, key=lambda e: sign * diffs[e][0])
     parts = [
         f"eta={e:g}: {scale * statistics.fmean(values[e].values()):.4g} "
@@ -351,7 +359,8 @@ def best_against_standard(
         for e in etas
     ]
     standard = scale * statistics.fmean(values[0.0].values())
-    detail = f"standard {standard:.4g}; " + "; ".join(parts) + f" (difference ± s.e. over {len(values[0.0])} seeds)"
+    spread_of = f"s.e. over {len(values[0.0])} seeds" + (", at least the queries' sampling error" if queries else "")
+    detail = f"standard {standard:.4g}; " + "; ".join(parts) + f" (difference ± {spread_of})"
     return sign * diffs[best][0] < -2 * diffs[best][1], detail
 
 
@@ -404,7 +413,8 @@ def pretrained_lm_checks(results: dict) -> list[dict]:
         return []
     checks = []
     for task in part["tasks"]:
-        ok, detail = best_against_standard(lm_accuracy_values(part, task), higher_is_better=True, scale=100)
+        values = lm_accuracy_values(part, task)
+        ok, detail = best_against_standard(values, higher_is_better=True, scale=100, queries=part["test_queries"])
         checks.append(
             check(
                 f"momentum patched into {Path(part['model']).name} at inference raises its ICL accuracy on {task}: "
@@ -543,7 +553,8 @@ def pretrained_lm_table(results: dict) -> list[str]:
         f"queries per task, demonstration seeds {', '.join(map(str, part['seeds']))}; accuracy in %, mean ± s.e. "
         "over seeds; eta = 0 is the unpatched model; FT is K/V finetuning of the patched model. Every run scores "
         "the same test queries, so the ± (over demonstration draws) leaves out their sampling error, about "
-        f"{100 * math.sqrt(0.25 / part['test_queries']):.0f} points for one accuracy near 50 %.",
+        f"{100 * math.sqrt(0.25 / part['test_queries']):.0f} points for one accuracy near 50 % (ZSL does not "
+        "depend on the demonstrations: ± 0).",
         "",
         "| task (chance) | attention | " + " | ".join(name for _, name in columns) + " | ICL top-label share |",
         "|---|---|" + "---:|" * (len(columns) + 1),
@@ -555,20 +566,26 @@ def pretrained_lm_table(results: dict) -> list[str]:
             share = statistics.fmean(r["icl_top_label_share"] for r in runs)
             name = f"{task} ({100 * part['chance'][task]:.0f} %)"
             lines.append(f"| {name} | {label(eta)} | " + " | ".join(cells) + f" | {share:.2f} |")
-    lines += ["", "Eta by eta against the unpatched model (paired by demonstration seed; ± is 2 s.e.):", ""]
+    lines += [
+        "",
+        "Eta by eta against the unpatched model (paired by demonstration seed; ± is 2 s.e., at least the sampling "
+        "error of the queries that must have changed answer; a change counts beyond it):",
+        "",
+    ]
     for task in part["tasks"]:
-        icl, gain = lm_accuracy_values(part, task), lm_accuracy_values(part, task, "gain")
+        zsl, icl, gain = (lm_accuracy_values(part, task, key) for key in ("zsl", "icl", "gain"))
+        n = part["test_queries"]
         for eta in part["etas"][1:]:
             lines.append(
-                f"- {task}, eta = {eta:g}: ICL accuracy {describe_points(icl, eta)}; ICL's gain over ZSL "
-                f"{describe_points(gain, eta)}."
+                f"- {task}, eta = {eta:g}: ZSL accuracy {describe_points(zsl, eta, n)}; ICL accuracy "
+                f"{describe_points(icl, eta, n)}; ICL's gain over ZSL {describe_points(gain, eta, n)}."
             )
     return lines + [""]
 
 
-def describe_points(values: dict[float, dict[int, float]], eta: float) -> str:
-    """A paired change of an accuracy, in percentage points."""
-    diff, se = paired(values, eta)
+def describe_points(values: dict[float, dict[int, float]], eta: float, queries: int) -> str:
+    """A paired change of an accuracy on `queries` test queries, in percentage points."""
+    diff, se = paired(values, eta, queries)
     change = f"{100 * diff:+.1f} points (± {200 * se:.1f})"
     if diff < -2 * se:
         return f"**lower**: {change}"
