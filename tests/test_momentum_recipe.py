@@ -10,6 +10,8 @@ import pytest
 from iclab import recipes
 from iclab.errors import UserError
 from iclab.recipes import momentum
+from iclab.recipes.common import ensure_run
+from iclab.runs import run_status
 
 TINY = {
     "etas": [0.0, 0.5],
@@ -74,17 +76,17 @@ def test_an_interrupted_run_is_resumed_and_other_settings_refused(tiny, tmp_path
     short = momentum.lm_config({**size, "lm": size["lm"] + ["train.steps=2"]}, 0.5, 0)
     train_text(short, run_dir, data, progress=False)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict()))  # as if stopped at step 2 of 3
-    momentum.ensure_run(
+    ensure_run(
         run_dir,
         config,
-        read_text_config,
         lambda: pytest.fail("must not start over"),
         lambda: resume_text(run_dir, data, progress=False),
+        read_text_config,
     )
-    assert momentum.progress_of(run_dir, read_text_config) == (3, 3)
+    assert run_status(run_dir, read_text_config) == (3, 3)
     other = momentum.lm_config(size, 0.3, 0)
     with pytest.raises(UserError, match="was trained with other settings"):
-        momentum.ensure_run(run_dir, other, read_text_config, None, None)
+        ensure_run(run_dir, other, None, None, read_text_config)
 
 
 def results_with(lm: dict[float, list[float]], icl: dict[float, list[float]]) -> dict:

@@ -12,6 +12,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+# the measures of the ICL-vs-finetuning study, in table order, with their names in Dai et al.
+MEASURES = {
+    "rec2ftp": "Rec2FTP",
+    "simaou": "SimAOU",
+    "simam_icl_ft": "SimAM ICL-FT",
+    "simam_icl_zsl": "SimAM ICL-ZSL",
+    "kendall": "Kendall",
+}
+
 
 @dataclass
 class LayerMeasure:

@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..analysis.icl_vs_ft import StudyResult, study
+from ..analysis.metrics import MEASURES
 from ..checkpoint import atomic_write_json, atomic_write_text
 from ..errors import UserError
 
 if TYPE_CHECKING:
     from .loading import Loaded
 
-KEYS = ["rec2ftp", "simaou", "simam_icl_ft", "simam_icl_zsl", "kendall"]
+KEYS = list(MEASURES)
 CONDITIONS = ["zsl", "icl", "ft"]
 FORMAT = 1  # bump when a change makes cached (seed, model) results stale
 
@@ -318,18 +319,11 @@ def markdown(results: dict) -> list[str]:
             cells = [_cell(spread[model]["scoring"][f"{c}.{mode}.top_label_share"]) for c in CONDITIONS]
             if not all(c == "n/a" for c in cells):
                 lines.append(f"| {model} | {mode} | " + " | ".join(cells) + " |")
-    names = {
-        "rec2ftp": "Rec2FTP",
-        "simaou": "SimAOU",
-        "simam_icl_ft": "SimAM ICL-FT",
-        "simam_icl_zsl": "SimAM ICL-ZSL",
-        "kendall": "Kendall",
-    }
     header = "| measure | trained | random update |" + (" untrained model |" if "untrained" in spread else "")
     lines += ["", header, "|---|---:|---:|" + ("---:|" if "untrained" in spread else "")]
     trained = spread["trained"]
     for key in KEYS:
-        row = f"| {names[key]} | {_cell(trained['measures'][key])} | {_cell(trained['random'][key])} |"
+        row = f"| {MEASURES[key]} | {_cell(trained['measures'][key])} | {_cell(trained['random'][key])} |"
         if "untrained" in spread:
             row += f" {_cell(spread['untrained']['measures'][key])} |"
         lines.append(row)

@@ -1,10 +1,14 @@
 """Paper figures as one-command recipes: `iclab reproduce NAME --out DIR [--quick | --pretrained]`.
 
-A recipe module states the paper's claim (CLAIM), how our setting differs (DIFFERENCES), the models it needs
-(MODELS, from recipes.models), and three functions: `compute(models) -> rows` (sweep rows, see sweeps.py),
-`check_rows(rows) -> checks` (the claim's qualitative shape as PASS/FAIL lines with numbers) and
-`draw(rows, folder) -> PNGs`. Results land in DIR/NAME/ (curves.csv, checks.json, figures) and DIR/report.md,
-which `iclab report DIR` re-renders from those files alone.
+Every recipe states NAME, TITLE, the paper's CLAIM and how our setting DIFFERS, and checks the claim's shape as
+PASS/FAIL lines with numbers. Two kinds:
+- a sweep recipe (model_selection, sparsity, convex, frequency) names the MODELS it needs (recipes.models) and
+  defines `compute(models, setting) -> rows` (sweep rows, see sweeps.py), `check_rows(rows, setting)` and
+  `draw(rows, folder, setting) -> PNGs`; SweepRecipe runs it;
+- a study recipe (lsa_gd, icl_vs_ft, momentum) is a module with `run(out, mode, pretrained, progress) -> summary`
+  and `section(folder, stored) -> Markdown lines`.
+SHIPPED = True marks recipes that --pretrained renders in seconds. Results land in DIR/NAME/ (curves or
+results, checks.json, figures) and DIR/report.md, which `iclab report DIR` re-renders from those files alone.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ class SweepRecipe:
         figures = self.module.draw(rows, folder, stored["setting"])
         models = ", ".join(f"{m} ({i['steps']} steps, {i['train_seconds']:.0f} s)" for m, i in stored["models"].items())
         return section_lines(
-            self,
+            self.NAME,
             folder,
             figures,
             self.module.check_rows(rows, stored["setting"]),
@@ -62,7 +66,7 @@ class SweepRecipe:
 
 
 SWEEPS = [SweepRecipe(m) for m in (model_selection, sparsity, convex, frequency)]
-RECIPES = {r.NAME: r for r in [*SWEEPS, lsa_gd.RECIPE, icl_vs_ft.RECIPE, momentum.RECIPE]}
+RECIPES = {r.NAME: r for r in [*SWEEPS, lsa_gd, icl_vs_ft, momentum]}
 
 
 def recipe_names(name: str) -> list[str]:
@@ -104,8 +108,10 @@ def _model_info(run_dir: Path) -> dict:
 
 
 def section_lines(
-    recipe, folder: Path, figures: list[Path], checks: list[dict], stored: dict, footer: str
+    name: str, folder: Path, figures: list[Path], checks: list[dict], stored: dict, footer: str
 ) -> list[str]:
+    """A recipe's report section: its claim, figures, PASS/FAIL checks, tables, how our setting differs."""
+    recipe = RECIPES[name]
     verdict = "supports" if all(c["passed"] for c in checks) else "does not fully support"
     lines = [f"## {recipe.TITLE}", "", f"**The paper's claim.** {recipe.CLAIM}", ""]
     lines += [f"![{folder.name}]({folder.name}/{f.name})" for f in figures] + [""]

@@ -1,8 +1,14 @@
-"""Helpers the paper recipes share: reading values off sweep rows and phrasing checks."""
+"""Helpers the paper recipes share: training their runs once, reading values off sweep rows, phrasing checks."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import UserError
 from ..report import series_name
+from ..runs import read_config, run_status
 
 REL_TOLERANCE, ABS_TOLERANCE = 0.15, 0.02  # "within 15 % (or 0.02 absolute)"
 
@@ -26,3 +32,35 @@ def close_to(candidate: float, reference: float) -> bool:
 
 def check(claim: str, passed: bool, detail: str) -> dict:
     return {"claim": claim, "passed": bool(passed), "detail": detail}
+
+
+def same_settings(a, b) -> bool:
+    """Whether two configs train the same model: execution settings (threads, device) may differ."""
+    ignore = {"threads", "device"}
+    return {k: v for k, v in a.to_dict().items() if k not in ignore} == {
+        k: v for k, v in b.to_dict().items() if k not in ignore
+    }
+
+
+def ensure_run(
+    run_dir: Path,
+    config,
+    start: Callable[[], object],
+    cont: Callable[[], object],
+    read: Callable[[Path], object] = read_config,
+    name: str = "",
+) -> None:
+    """Reuse a finished run of `config` in `run_dir`, resume an interrupted one, or train it from scratch
+    (`start`/`cont` train or resume it; `read` reads a run's config; `name` labels the messages)."""
+    status = run_status(run_dir, read)
+    if status is not None and not same_settings(read(run_dir), config):
+        raise UserError(f"{run_dir} was trained with other settings; remove it or choose another --out")
+    label = f"{name} " if name else ""
+    if status is None or status[0] == 0:
+        shutil.rmtree(run_dir, ignore_errors=True)  # an attempt that never reached its first checkpoint
+        if name:
+            print(f"training {label}({config.train.steps} steps) into {run_dir}", flush=True)
+        start()
+    elif status[0] < status[1]:
+        print(f"resuming {label}in {run_dir} from step {status[0]}", flush=True)
+        cont()

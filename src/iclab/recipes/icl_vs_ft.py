@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from ..analysis.adapter import IclabLMAdapter
 from ..analysis.icl_vs_ft import StudyData, study
+from ..analysis.metrics import MEASURES
 from ..checkpoint import atomic_write_json
 from ..errors import UserError
 from ..model import ModelConfig, TokenLM
@@ -34,6 +35,7 @@ from .common import check
 from .models import pretrained_dir
 
 NAME = "icl-vs-ft"
+SHIPPED = True  # the keywords LM ships with iclab
 TITLE = "ICL as implicit finetuning: ZSL, ICL and K/V finetuning on iclab's own token model"
 CLAIM = (
     "In-context learning behaves like finetuning: of the examples finetuning fixes, ICL gets most right "
@@ -55,7 +57,7 @@ TRAIN_DEMOS, DEMOS = 12, 8
 MODEL_NAME = "keywords_lm"  # its folder under DIR/models/MODE/ and in the package's pretrained/
 SIZES = {"quick": {"steps": 600, "instances": 16}, "full": {"steps": 2000, "instances": 64}}
 LRS = [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
-KEYS = ["rec2ftp", "simaou", "simam_icl_ft", "simam_icl_zsl", "kendall"]
+KEYS = list(MEASURES)
 
 
 def max_tokens() -> int:
@@ -228,16 +230,9 @@ def tables(summary: dict, results: dict) -> list[str]:
         a = summary[name]["accuracy"]
         lines.append(f"| {name} | {cell(a['zsl'])} | {cell(a['ft'])} | {cell(a['icl'])} |")
     lines += ["", "| measure | trained | random update | untrained model |", "|---|---:|---:|---:|"]
-    names = {
-        "rec2ftp": "Rec2FTP",
-        "simaou": "SimAOU",
-        "simam_icl_ft": "SimAM ICL-FT",
-        "simam_icl_zsl": "SimAM ICL-ZSL",
-        "kendall": "Kendall",
-    }
     for key in KEYS:
         lines.append(
-            f"| {names[key]} | {cell(summary['trained']['measures'][key])} | "
+            f"| {MEASURES[key]} | {cell(summary['trained']['measures'][key])} | "
             f"{cell(summary['trained']['random'][key])} | {cell(summary['untrained']['measures'][key])} |"
         )
     similar = check_summary(summary)[4:]
@@ -301,14 +296,4 @@ def section(folder: Path, stored: dict) -> list[str]:
         f"Model: {model['parameters']:,} parameters, {model['steps']} pretraining steps "
         f"({model['train_seconds']:.0f} s); study {stored['seconds']:.0f} s. Numbers: `{folder.name}/results.json`."
     )
-    return section_lines(RECIPE, folder, [figure], checks, stored, footer)
-
-
-class _Recipe:
-    NAME, TITLE, CLAIM, DIFFERENCES = NAME, TITLE, CLAIM, DIFFERENCES
-    SHIPPED = True  # the keywords LM ships with iclab
-    run = staticmethod(run)
-    section = staticmethod(section)
-
-
-RECIPE = _Recipe()
+    return section_lines(NAME, folder, [figure], checks, stored, footer)

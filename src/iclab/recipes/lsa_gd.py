@@ -17,6 +17,7 @@ from ..report import _save
 from .common import check
 
 NAME = "lsa-gd"
+SHIPPED = True  # trains in seconds, nothing to ship
 TITLE = "The dual form in practice: a trained linear-attention layer against one step of gradient descent"
 CLAIM = (
     "Trained on in-context linear regression, a single linear self-attention layer implements one step of "
@@ -118,14 +119,4 @@ def section(folder: Path, stored: dict) -> list[str]:
 
     r = json.loads((folder / "results.json").read_text())
     footer = f"{r['steps']} training steps, {r['seconds']:.0f} s. Numbers: `{folder.name}/results.json`."
-    return section_lines(RECIPE, folder, [draw(r, folder)], check_results(r), stored, footer)
-
-
-class _Recipe:
-    NAME, TITLE, CLAIM, DIFFERENCES = NAME, TITLE, CLAIM, DIFFERENCES
-    SHIPPED = True  # trains in seconds, nothing to ship
-    run = staticmethod(run)
-    section = staticmethod(section)
-
-
-RECIPE = _Recipe()
+    return section_lines(NAME, folder, [draw(r, folder)], check_results(r), stored, footer)

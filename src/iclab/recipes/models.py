@@ -21,9 +21,9 @@ from pathlib import Path
 from ..checkpoint import checkpoint_dirs
 from ..config import Config, load_config, packaged_config
 from ..errors import UserError
-from ..runs import read_config, run_status
 from ..spec import unknown_key_error
 from ..train import resume, train
+from .common import ensure_run
 
 SINE = {"name": "sinusoid", "freq_min": 0.5, "freq_max": 2.0}
 SPARSE = {"name": "sparse_linear", "nnz": 1}
@@ -71,14 +71,6 @@ def model_config(name: str, mode: str) -> Config:
     return load_config(base=base)
 
 
-def same_settings(a: Config, b: Config) -> bool:
-    """Whether two configs train the same model: execution settings (threads, device) may differ."""
-    ignore = {"threads", "device"}
-    return {k: v for k, v in a.to_dict().items() if k not in ignore} == {
-        k: v for k, v in b.to_dict().items() if k not in ignore
-    }
-
-
 def pretrained_dir(name: str) -> Path:
     return Path(str(resources.files("iclab") / "pretrained" / name))
 
@@ -92,18 +84,13 @@ def ensure_model(name: str, root: Path, mode: str, pretrained: bool, progress: b
             raise UserError(f"no pretrained checkpoint ships for '{name}'; run without --pretrained to train it")
         return path
     run_dir = root / "models" / mode / name
-    wanted = model_config(name, mode)
-    status = run_status(run_dir)
-    if status is not None and not same_settings(read_config(run_dir), wanted):
-        raise UserError(f"{run_dir} was trained with other settings; remove it or choose another --out")
-    if status is None:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # an attempt that never reached its first checkpoint
-        print(f"training {name} ({wanted.train.steps} steps) into {run_dir}", flush=True)
-        train(wanted, run_dir, progress=progress)
-    elif status[0] < status[1]:
-        print(f"resuming {name} in {run_dir} from step {status[0]}", flush=True)
-        resume(run_dir, progress=progress)
+    ensure_run(
+        run_dir,
+        model_config(name, mode),
+        lambda: train(model_config(name, mode), run_dir, progress=progress),
+        lambda: resume(run_dir, progress=progress),
+        name=name,
+    )
     return run_dir
 
 

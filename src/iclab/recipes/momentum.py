@@ -20,25 +20,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from ..checkpoint import atomic_write_json, latest_checkpoint, read_state
+from ..checkpoint import atomic_write_json
 from ..config import Config, load_config, packaged_config
 from ..errors import UserError
 from ..evaluate import evaluate, write_curves
 from ..report import _save
-from ..runs import load_model, read_config
+from ..runs import load_model
 from ..text import load_text_config, prepare_data, read_text_config, resume_text, train_text
 from ..text.tokenizer import save_tokenizer
 from ..text.train import evaluate_run
 from ..train import resume, train
-from .common import check
+from .common import check, ensure_run
 
 NAME = "momentum"
 TITLE = "Momentum attention: softmax attention plus a moving average of earlier values, on text and in context"
@@ -116,28 +115,13 @@ def icl_config(size: dict, eta: float, seed: int) -> Config:
     return load_config(packaged_config("demo"), overrides + ["eval.baselines=[least_squares]"])
 
 
-def progress_of(run_dir: Path, read: Callable[[Path], object]) -> tuple[int, int] | None:
-    """(step reached, steps planned) of the run in `run_dir`, or None when it holds none."""
-    if not (run_dir / "config.json").is_file():
-        return None
-    try:
-        step = read_state(latest_checkpoint(run_dir))["step"]
-    except UserError:
-        step = 0
-    return step, read(run_dir).train.steps
-
-
-def ensure_run(run_dir: Path, config, read: Callable, start: Callable, cont: Callable) -> None:
-    """Reuse a finished run of `config` in `run_dir`, resume an interrupted one, or train it from scratch."""
-    status = progress_of(run_dir, read)
-    if status is not None and read(run_dir).to_dict() != config.to_dict():
-        raise UserError(f"{run_dir} was trained with other settings; remove it or choose another --out")
-    if status is None or status[0] == 0:
-        shutil.rmtree(run_dir, ignore_errors=True)  # an attempt that never reached its first checkpoint
-        start()
-    elif status[0] < status[1]:
-        print(f"resuming {run_dir} from step {status[0]}", flush=True)
-        cont()
+def grid(size: dict, root: Path, make_config: Callable, what: str, progress: bool) -> Iterator[tuple]:
+    """(eta, seed, config, run folder) for every point of the study's grid, announced as it comes."""
+    for eta in size["etas"]:
+        for seed in range(size["seeds"]):
+            if progress:
+                print(f"{what}: {label(eta)}, seed {seed}", flush=True)
+            yield eta, seed, make_config(size, eta, seed), root / f"eta={eta:g}" / f"seed={seed}"
 
 
 def lm_study(size: dict, root: Path, progress: bool) -> dict:
@@ -150,24 +134,20 @@ def lm_study(size: dict, root: Path, progress: bool) -> dict:
     save_tokenizer(data.tokenizer, root / "tokenizer.json")
     atomic_write_json(stored, dataclasses.asdict(corpus))
     runs = []
-    for eta in size["etas"]:
-        for seed in range(size["seeds"]):
-            config, run_dir = lm_config(size, eta, seed), root / f"eta={eta:g}" / f"seed={seed}"
-            if progress:
-                print(f"language model: {label(eta)}, seed {seed}", flush=True)
-            ensure_run(
-                run_dir,
-                config,
-                read_text_config,
-                lambda c=config, r=run_dir: train_text(c, r, data, progress=progress),
-                lambda r=run_dir: resume_text(r, data, progress=progress),
-            )
-            scored = run_dir / "perplexity.json"
-            result = json.loads(scored.read_text()) if scored.is_file() else {}
-            if result.get("steps") != config.train.steps:  # not scored yet, or scored before a resume
-                result = evaluate_run(run_dir, data, progress)
-            runs.append({"eta": eta, "seed": seed} | {k: result[k] for k in ("perplexity", "loss_by_position")})
-            runs[-1] |= {k: result[k] for k in ("train_seconds", "eval_seconds", "steps")}
+    for eta, seed, config, run_dir in grid(size, root, lm_config, "language model", progress):
+        ensure_run(
+            run_dir,
+            config,
+            lambda c=config, r=run_dir: train_text(c, r, data, progress=progress),
+            lambda r=run_dir: resume_text(r, data, progress=progress),
+            read_text_config,
+        )
+        scored = run_dir / "perplexity.json"
+        result = json.loads(scored.read_text()) if scored.is_file() else {}
+        if result.get("steps") != config.train.steps:  # not scored yet, or scored before a resume
+            result = evaluate_run(run_dir, data, progress)
+        runs.append({"eta": eta, "seed": seed} | {k: result[k] for k in ("perplexity", "loss_by_position")})
+        runs[-1] |= {k: result[k] for k in ("train_seconds", "eval_seconds", "steps")}
     return {
         "lengths": config.eval.lengths,
         "runs": runs,
@@ -186,23 +166,18 @@ def lm_study(size: dict, root: Path, progress: bool) -> dict:
 def icl_study(size: dict, root: Path, progress: bool) -> dict:
     """Train (or reuse) every ICL transformer of the grid; error curves on one fixed prompt set."""
     runs, curves = [], []
-    for eta in size["etas"]:
-        for seed in range(size["seeds"]):
-            config, run_dir = icl_config(size, eta, seed), root / f"eta={eta:g}" / f"seed={seed}"
-            if progress:
-                print(f"in-context regression: {label(eta)}, seed {seed}", flush=True)
-            ensure_run(
-                run_dir,
-                config,
-                read_config,
-                lambda c=config, r=run_dir: train(c, r, progress=progress),
-                lambda r=run_dir: resume(r, progress=progress),
-            )
-            model, state = load_model(run_dir, config)
-            rows = evaluate(model, config, baselines=[])
-            curves += [r | {"run": f"eta={eta:g}/seed={seed}"} for r in rows]
-            errors = [r["mean"] for r in sorted(rows, key=lambda r: r["k"])]
-            runs.append({"eta": eta, "seed": seed, "error": errors, "train_seconds": state["elapsed_seconds"]})
+    for eta, seed, config, run_dir in grid(size, root, icl_config, "in-context regression", progress):
+        ensure_run(
+            run_dir,
+            config,
+            lambda c=config, r=run_dir: train(c, r, progress=progress),
+            lambda r=run_dir: resume(r, progress=progress),
+        )
+        model, state = load_model(run_dir, config)
+        rows = evaluate(model, config, baselines=[])
+        curves += [r | {"run": f"eta={eta:g}/seed={seed}"} for r in rows]
+        errors = [r["mean"] for r in sorted(rows, key=lambda r: r["k"])]
+        runs.append({"eta": eta, "seed": seed, "error": errors, "train_seconds": state["elapsed_seconds"]})
     baselines = evaluate(None, config, baselines=config.eval.baselines)
     curves += [r | {"run": ""} for r in baselines]
     return {
@@ -679,13 +654,4 @@ def section(folder: Path, stored: dict) -> list[str]:
             "results.json and results.md are in the output's models/ folder, under pretrained-lm/TASK/eta=E/."
         )
     stored = stored | {"tables": tables(results)}
-    return section_lines(RECIPE, folder, draw(results, folder), check_results(results), stored, footer)
-
-
-class _Recipe:
-    NAME, TITLE, CLAIM, DIFFERENCES = NAME, TITLE, CLAIM, DIFFERENCES
-    run = staticmethod(run)
-    section = staticmethod(section)
-
-
-RECIPE = _Recipe()
+    return section_lines(NAME, folder, draw(results, folder), check_results(results), stored, footer)
