@@ -183,3 +183,24 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
         recipes.reproduce("sparse", tmp_path, quick=True)
     with pytest.raises(UserError, match="no models for 'momentum' ship with iclab"):
         recipes.reproduce("momentum", tmp_path, pretrained=True)
+
+
+def test_models_train_in_parallel_jobs_and_are_then_reused(tmp_path, monkeypatch, capsys):
+    from iclab.runs import read_config, run_status
+
+    monkeypatch.setitem(zoo.SETTINGS, "quick", {"dims": 3, "steps": {"linear": 2, "scalar": 2}})
+    zoo.train_models(["dense", "sparse", "dense"], tmp_path, "quick", jobs=2, threads=1, progress=False)
+    root = tmp_path / "models" / "quick"
+    for name in ("dense", "sparse"):
+        assert run_status(root / name) == (2, 2)
+        assert read_config(root / name).threads == 1  # the job's share of the threads
+        assert (root / "logs" / f"{name}.log").is_file()
+    capsys.readouterr()
+    zoo.train_models(["dense", "sparse"], tmp_path, "quick", jobs=2, threads=1, progress=False)
+    assert zoo.ensure_model("dense", tmp_path, "quick", False, False) == root / "dense"
+    assert capsys.readouterr().out == ""  # finished models are neither retrained nor resumed
+    monkeypatch.setitem(zoo.SETTINGS, "quick", {"dims": 4, "steps": {"linear": 2, "scalar": 2}})
+    with pytest.raises(UserError, match="was trained with other settings"):
+        zoo.train_models(["dense"], tmp_path, "quick", jobs=2, threads=1, progress=False)
+    with pytest.raises(UserError, match="--jobs must be >= 1"):
+        recipes.reproduce("sparsity", tmp_path, quick=True, jobs=0)

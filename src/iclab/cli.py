@@ -138,7 +138,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    summaries = reproduce(args.name, Path(args.out), args.quick, args.pretrained, progress=not args.quiet)
+    summaries = reproduce(args.name, Path(args.out), args.quick, args.pretrained, not args.quiet, args.jobs)
     for s in summaries:
         for c in s["checks"]:
             print(f"{s['recipe']:<16} {'PASS' if c['passed'] else 'FAIL'}  {c['claim']}: {c['detail']}")
@@ -218,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small models and few steps (the whole set in ~15 min)")
     p.add_argument("--pretrained", action="store_true", help="use the checkpoints shipped with iclab (seconds)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    p.add_argument("--jobs", type=int, default=1, help="train the sweep recipes' models N at a time (default 1)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_reproduce)
 

@@ -71,6 +71,17 @@ def _held(log: Path) -> Iterator[Any]:
         yield f
 
 
+def make_job(name: str, run_dir: Path, config: dict, log: Path, evaluate: bool = False) -> dict:
+    """A job for `run_job`: bring run `name` in `run_dir` (trained from `config`) to completion, logging to `log`."""
+    return {
+        "name": name,
+        "run_dir": str(Path(run_dir).resolve()),
+        "config": config,
+        "evaluate": evaluate,
+        "log": str(Path(log).resolve()),
+    }
+
+
 def run_job(job: dict) -> dict:
     """Bring one run to completion: train it (or resume it), then evaluate it if asked. Output goes to the job's
     log file. Returns {"name", "status": done|busy|failed, "error"}; a failure is reported, not raised, so one

@@ -344,7 +344,7 @@ def sweep_run(
 ) -> dict:
     """Expand, plan, execute and collect a sweep; returns {"runs", "outcomes", "rows"}."""
     from .checkpoint import atomic_write_json
-    from .engines import check_engine, execute
+    from .engines import check_engine, execute, make_job
     from .errors import UserError
 
     if jobs < 1:
@@ -373,14 +373,7 @@ def sweep_run(
     interrupted = False
     if not collect_only and todo:
         job_list = [
-            {
-                "name": r.name,
-                "run_dir": str(r.run_dir.resolve()),
-                "config": r.config,
-                "evaluate": grid.collect.evaluate,
-                "log": str((out / "logs" / f"{r.name}.log").resolve()),
-            }
-            for r in todo
+            make_job(r.name, r.run_dir, r.config, out / "logs" / f"{r.name}.log", grid.collect.evaluate) for r in todo
         ]
         started = time.perf_counter()
         try:

@@ -7,8 +7,9 @@ PASS/FAIL lines with numbers. Two kinds:
   `draw(rows, folder, setting) -> PNGs`; SweepRecipe runs it;
 - a study recipe (lsa_gd, icl_vs_ft, momentum) is a module with `run(out, mode, pretrained, progress) -> summary`
   and `section(folder, stored) -> Markdown lines`.
-SHIPPED = True marks recipes that --pretrained renders in seconds. Results land in DIR/NAME/ (curves or
-results, checks.json, figures) and DIR/report.md, which `iclab report DIR` re-renders from those files alone.
+SHIPPED = True marks recipes that --pretrained renders in seconds; `--jobs N` trains the sweep recipes' models N
+at a time before any recipe runs. Results land in DIR/NAME/ (curves or results, checks.json, figures) and
+DIR/report.md, which `iclab report DIR` re-renders from those files alone.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..evaluate import read_curves
 from ..spec import unknown_key_error
 from ..sweeps import write_sweep
 from . import convex, frequency, icl_vs_ft, lsa_gd, model_selection, momentum, sparsity
-from .models import PRETRAINED, ensure_model, setting
+from .models import PRETRAINED, ensure_model, setting, train_models
 
 
 class SweepRecipe:
@@ -77,10 +78,16 @@ def recipe_names(name: str) -> list[str]:
     return [name]
 
 
-def reproduce(name: str, out: Path, quick: bool = False, pretrained: bool = False, progress: bool = True) -> list[dict]:
-    """Train (or load) the models, run each recipe, check its claim's shape, write figures and the report."""
+def reproduce(
+    name: str, out: Path, quick: bool = False, pretrained: bool = False, progress: bool = True, jobs: int = 1
+) -> list[dict]:
+    """Train (or load) the models, run each recipe, check its claim's shape, write figures and the report.
+    With `jobs` > 1 the sweep recipes' models train that many at a time first, each process on its share of the
+    caller's torch threads."""
     if quick and pretrained:
         raise UserError("--pretrained loads the shipped full-size models; it cannot be combined with --quick")
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
     out = Path(out)
     mode = PRETRAINED if pretrained else ("quick" if quick else "full")
     names = recipe_names(name)
@@ -91,6 +98,11 @@ def reproduce(name: str, out: Path, quick: bool = False, pretrained: bool = Fals
         if unshipped:
             print(f"skipping {', '.join(unshipped)}: no shipped models (run without --pretrained)", flush=True)
         names = [n for n in names if n not in unshipped]
+    if jobs > 1 and not pretrained:
+        import torch
+
+        needed = [m for n in names for m in getattr(RECIPES[n], "MODELS", [])]
+        train_models(needed, out, mode, jobs, max(1, torch.get_num_threads() // jobs), progress)
     summaries = []
     for n in names:
         summary = RECIPES[n].run(out, mode, pretrained, progress)

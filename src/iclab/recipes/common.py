@@ -42,6 +42,15 @@ def same_settings(a, b) -> bool:
     }
 
 
+def status_of(run_dir: Path, config, read: Callable[[Path], object] = read_config) -> tuple[int, int] | None:
+    """(step reached, steps planned) of the run of `config` in `run_dir`, None if there is none; refuses a run
+    trained with other settings."""
+    status = run_status(run_dir, read)
+    if status is not None and not same_settings(read(run_dir), config):
+        raise UserError(f"{run_dir} was trained with other settings; remove it or choose another --out")
+    return status
+
+
 def ensure_run(
     run_dir: Path,
     config,
@@ -52,9 +61,7 @@ def ensure_run(
 ) -> None:
     """Reuse a finished run of `config` in `run_dir`, resume an interrupted one, or train it from scratch
     (`start`/`cont` train or resume it; `read` reads a run's config; `name` labels the messages)."""
-    status = run_status(run_dir, read)
-    if status is not None and not same_settings(read(run_dir), config):
-        raise UserError(f"{run_dir} was trained with other settings; remove it or choose another --out")
+    status = status_of(run_dir, config, read)
     label = f"{name} " if name else ""
     if status is None or status[0] == 0:
         shutil.rmtree(run_dir, ignore_errors=True)  # an attempt that never reached its first checkpoint

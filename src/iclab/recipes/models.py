@@ -23,7 +23,7 @@ from ..config import Config, load_config, packaged_config
 from ..errors import UserError
 from ..spec import unknown_key_error
 from ..train import resume, train
-from .common import ensure_run
+from .common import ensure_run, status_of
 
 SINE = {"name": "sinusoid", "freq_min": 0.5, "freq_max": 2.0}
 SPARSE = {"name": "sparse_linear", "nnz": 1}
@@ -92,6 +92,34 @@ def ensure_model(name: str, root: Path, mode: str, pretrained: bool, progress: b
         name=name,
     )
     return run_dir
+
+
+def train_models(names: list[str], root: Path, mode: str, jobs: int, threads: int, progress: bool) -> None:
+    """Train (or resume) the models `names` that are not finished yet, `jobs` at a time in local worker
+    processes of `threads` torch threads each: on a 2-core machine two one-thread runs beat one two-thread run
+    (benchmarks/ddp.py). The recipes then find them finished."""
+    from ..engines import execute, make_job
+
+    todo = []
+    for name in dict.fromkeys(names):  # each model once, in the order given
+        run_dir, config = root / "models" / mode / name, model_config(name, mode)
+        status = status_of(run_dir, config)
+        if status is None or status[0] < status[1]:
+            todo.append((name, run_dir, config))
+    if not todo:
+        return
+    # longest first, so that the last runs to finish are short ones
+    todo.sort(key=lambda t: -t[2].train.steps * t[2].points)
+    logs = root / "models" / mode / "logs"
+    print(f"training {', '.join(n for n, _, _ in todo)}: {jobs} at a time; logs in {logs}", flush=True)
+    job_list = [
+        make_job(name, run_dir, config.to_dict() | {"threads": threads}, logs / f"{name}.log")
+        for name, run_dir, config in todo
+    ]
+    outcomes = execute(job_list, "local", root, workers=jobs, progress=progress)
+    failed = [f"{n}: {o['error']}" for n, o in outcomes.items() if o["status"] != "done"]
+    if failed:
+        raise UserError("training failed for " + "; ".join(failed))
 
 
 def export_pretrained(run_dir: Path, name: str, dest_root: Path) -> Path:
