@@ -204,3 +204,10 @@ def test_models_train_in_parallel_jobs_and_are_then_reused(tmp_path, monkeypatch
         zoo.train_models(["dense"], tmp_path, "quick", jobs=2, threads=1, progress=False)
     with pytest.raises(UserError, match="--jobs must be >= 1"):
         recipes.reproduce("sparsity", tmp_path, quick=True, jobs=0)
+
+
+def test_recipe_names():
+    assert recipes.recipe_names("all") == list(recipes.RECIPES)
+    assert recipes.recipe_names("sparsity, convex,sparsity") == ["sparsity", "convex"]
+    with pytest.raises(UserError, match="unknown recipe 'convx'"):
+        recipes.recipe_names("sparsity,convx")

@@ -213,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("reproduce", help="a paper figure end to end, checked against the paper's claim")
-    p.add_argument("name", help="model-selection, sparsity, convex, frequency, lsa-gd, icl-vs-ft, momentum or all")
+    p.add_argument(
+        "name",
+        help="model-selection, sparsity, convex, frequency, lsa-gd, icl-vs-ft, momentum, several of them "
+        "separated by commas, or all",
+    )
     p.add_argument("--out", required=True, help="folder for models, curves, figures and report.md")
     p.add_argument("--quick", action="store_true", help="small models and few steps (the whole set in ~15 min)")
     p.add_argument("--pretrained", action="store_true", help="use the checkpoints shipped with iclab (seconds)")

@@ -71,11 +71,14 @@ RECIPES = {r.NAME: r for r in [*SWEEPS, lsa_gd, icl_vs_ft, momentum]}
 
 
 def recipe_names(name: str) -> list[str]:
+    """The recipes `name` stands for: one recipe, several separated by commas, or all."""
     if name == "all":
         return list(RECIPES)
-    if name not in RECIPES:
-        raise unknown_key_error(name, [*RECIPES, "all"], "recipe")
-    return [name]
+    names = [n.strip() for n in name.split(",")]
+    for n in names:
+        if n not in RECIPES:
+            raise unknown_key_error(n, [*RECIPES, "all"], "recipe")
+    return list(dict.fromkeys(names))
 
 
 def reproduce(
@@ -94,7 +97,8 @@ def reproduce(
     if pretrained:  # only recipes whose models ship with iclab (or train in seconds) render in seconds
         unshipped = [n for n in names if not getattr(RECIPES[n], "SHIPPED", False)]
         if unshipped and name != "all":
-            raise UserError(f"no models for '{name}' ship with iclab; run it without --pretrained to train them")
+            which = ", ".join(unshipped)
+            raise UserError(f"no models for '{which}' ship with iclab; run it without --pretrained to train them")
         if unshipped:
             print(f"skipping {', '.join(unshipped)}: no shipped models (run without --pretrained)", flush=True)
         names = [n for n in names if n not in unshipped]
