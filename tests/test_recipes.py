@@ -193,7 +193,7 @@ def test_models_train_in_parallel_jobs_and_are_then_reused(tmp_path, monkeypatch
     root = tmp_path / "models" / "quick"
     for name in ("dense", "sparse"):
         assert run_status(root / name) == (2, 2)
-        assert read_config(root / name).threads == 1  # the job's share of the threads
+        assert read_config(root / name).threads == 0  # the worker's threads, set by the job: a resume keeps them
         assert (root / "logs" / f"{name}.log").is_file()
     capsys.readouterr()
     zoo.train_models(["dense", "sparse"], tmp_path, "quick", jobs=2, threads=1, progress=False)

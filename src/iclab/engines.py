@@ -71,14 +71,16 @@ def _held(log: Path) -> Iterator[Any]:
         yield f
 
 
-def make_job(name: str, run_dir: Path, config: dict, log: Path, evaluate: bool = False) -> dict:
-    """A job for `run_job`: bring run `name` in `run_dir` (trained from `config`) to completion, logging to `log`."""
+def make_job(name: str, run_dir: Path, config: dict, log: Path, evaluate: bool = False, threads: int = 0) -> dict:
+    """A job for `run_job`: bring run `name` in `run_dir` (trained from `config`) to completion, logging to `log`;
+    `threads` > 0 sets the worker's torch threads first (what a config with threads: 0 then keeps)."""
     return {
         "name": name,
         "run_dir": str(Path(run_dir).resolve()),
         "config": config,
         "evaluate": evaluate,
         "log": str(Path(log).resolve()),
+        "threads": threads,
     }
 
 
@@ -97,6 +99,10 @@ def run_job(job: dict) -> dict:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {name}", flush=True)
             try:
+                if job.get("threads"):
+                    import torch
+
+                    torch.set_num_threads(job["threads"])
                 status = run_status(run_dir)
                 if status is None or not _has_checkpoint(run_dir):
                     # a fresh run; an attempt that died before its first checkpoint is replaced

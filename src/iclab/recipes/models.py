@@ -113,7 +113,7 @@ def train_models(names: list[str], root: Path, mode: str, jobs: int, threads: in
     logs = root / "models" / mode / "logs"
     print(f"training {', '.join(n for n, _, _ in todo)}: {jobs} at a time; logs in {logs}", flush=True)
     job_list = [
-        make_job(name, run_dir, config.to_dict() | {"threads": threads}, logs / f"{name}.log")
+        make_job(name, run_dir, config.to_dict(), logs / f"{name}.log", threads=threads)
         for name, run_dir, config in todo
     ]
     outcomes = execute(job_list, "local", root, workers=jobs, progress=progress)
