@@ -25,9 +25,17 @@ def ks(rows: list[dict]) -> list[int]:
     return sorted({r["k"] for r in rows})
 
 
+def tolerance(reference: float) -> float:
+    """How much worse than `reference` still counts as close: 15 % of it or 0.02 absolute, whichever is larger."""
+    return max(REL_TOLERANCE * reference, ABS_TOLERANCE)
+
+
+def excess_over_tolerance(candidate: float, reference: float) -> float:
+    return candidate - reference - tolerance(reference)
+
+
 def close_to(candidate: float, reference: float) -> bool:
-    """No worse than the reference by more than 15 % of it or 0.02 absolute, whichever is larger."""
-    return candidate - reference <= max(REL_TOLERANCE * reference, ABS_TOLERANCE)
+    return excess_over_tolerance(candidate, reference) <= 0
 
 
 def check(claim: str, passed: bool, detail: str) -> dict:

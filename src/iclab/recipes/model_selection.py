@@ -8,7 +8,7 @@ from pathlib import Path
 from ..evaluate import evaluate
 from ..report import plot_sweep_curves
 from ..runs import load_model, read_config
-from .common import check, close_to, ks, value
+from .common import check, close_to, excess_over_tolerance, ks, tolerance, value
 
 NAME = "model-selection"
 TITLE = "Model selection: a dense + sparse mixture model against its specialists"
@@ -20,7 +20,8 @@ CLAIM = (
 DIFFERENCES = (
     "The paper trains 12-layer, width-256 GPT-2 models in d = 20; here 3 layers, width 64, d = 5 (d = 4 in "
     "quick mode), a sparse class with one non-zero weight, 2d + 1 points per prompt and minutes of CPU training "
-    "with the loss normalised per prompt by its class's E[y^2] (models.py says why). So absolute errors are "
+    "with the loss normalised per prompt by its class's E[y^2], the mixture for twice the specialists' steps "
+    "(models.py says why). So absolute errors are "
     "higher than the paper's: the models stay well above the Bayes-optimal oracle and, at k >= d, above least "
     "squares, which is exact there."
 )
@@ -53,14 +54,14 @@ def check_rows(rows: list[dict], setting: dict) -> list[dict]:
     out = []
     for label, specialist in (("class=dense", "dense"), ("class=sparse", "sparse")):
         gaps = [(k, value(rows, "dense_sparse", label, k), value(rows, specialist, label, k)) for k in ks(rows)]
-        worst = max(gaps, key=lambda g: g[1] - g[2])
+        worst = max(gaps, key=lambda g: excess_over_tolerance(g[1], g[2]))
         out.append(
             check(
                 f"on {label[6:]} prompts the mixture model is within 15 % (or 0.02) of the {specialist} specialist "
                 f"at every k",
                 all(close_to(m, s) for _, m, s in gaps),
-                f"largest excess {worst[1] - worst[2]:+.3f} at k = {worst[0]} (mixture {worst[1]:.3f}, "
-                f"specialist {worst[2]:.3f})",
+                f"closest to the limit at k = {worst[0]}: mixture {worst[1]:.3f}, specialist {worst[2]:.3f} "
+                f"(excess {worst[1] - worst[2]:+.3f}, allowed {tolerance(worst[2]):.3f})",
             )
         )
     d = setting["dims"]

@@ -9,7 +9,9 @@ squares): a model does not learn to exploit sparsity within CPU minutes with nnz
 specialist was still at least squares' level after 6,000 steps), nor with plain squared-error training of the
 mixture, where sparse prompts (E[y^2] = 1) weigh a fifth of dense ones (E[y^2] = 5). With nnz = 1, the loss
 normalised per prompt by its class's E[y^2] (train.loss: normalized, the metric the evaluation reports) and
-lr 3e-3, the mixture beat least squares at every k < d after 4,000 steps in d = 4 and after 10,000 in d = 5.
+lr 3e-3, the mixture beat least squares at every k < d after 4,000 steps in d = 4 and after 10,000 in d = 5, and
+matched the specialists within the model-selection check's tolerance once it trained twice as long as they did
+(MIXTURE_STEPS).
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ SETTINGS = {
     "full": {"dims": 5, "steps": {"linear": 10000, "scalar": 4000}},
 }
 TRAIN = {"linear": {"lr": 3e-3, "loss": "normalized"}, "scalar": {}}  # besides the demo's optimiser settings
+# The linear mixture sees each class half as often as a specialist, so it trains twice as long: as many sparse
+# prompts as the sparse specialist. At equal steps it stayed well above that specialist on sparse prompts
+# (d = 5: 0.42 against 0.29 at k = 2). The scalar mixture passes its checks without it.
+MIXTURE_STEPS = {"linear": 2, "scalar": 1}
 PRETRAINED = "full"  # the mode whose models ship with the package
 
 
@@ -65,7 +71,8 @@ def model_config(name: str, mode: str) -> Config:
     base |= {"dims": dims, "task": task}
     if family == "linear":
         base["points"] = 2 * dims + 1
-    base["train"] |= {"steps": SETTINGS[mode]["steps"][family], "checkpoint_every": 1000} | TRAIN[family]
+    steps = SETTINGS[mode]["steps"][family] * (MIXTURE_STEPS[family] if task["name"] == "mixture" else 1)
+    base["train"] |= {"steps": steps, "checkpoint_every": 1000} | TRAIN[family]
     base["eval"]["baselines"] = ["least_squares"]
     base["threads"] = 0  # the caller's torch thread count (`iclab reproduce --threads N`)
     return load_config(base=base)
