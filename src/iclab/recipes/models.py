@@ -46,7 +46,7 @@ MODELS: dict[str, tuple[str, dict]] = {
 }
 # per mode: the linear family's dimension and each family's training steps
 SETTINGS = {
-    "quick": {"dims": 4, "steps": {"linear": 4000, "scalar": 1500}},
+    "quick": {"dims": 4, "steps": {"linear": 4000, "scalar": 1000}},
     "full": {"dims": 5, "steps": {"linear": 10000, "scalar": 4000}},
 }
 TRAIN = {"linear": {"lr": 3e-3, "loss": "normalized"}, "scalar": {}}  # besides the demo's optimiser settings
