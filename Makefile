@@ -24,7 +24,7 @@ demo: install  ## train, evaluate and report the CPU default into runs/demo
 test: install  ## the test suite (minutes; slow scientific checks excluded)
 	$(BIN)/python -m pytest -q
 
-test-slow: install  ## the slow scientific checks: the demo and the quick recipes (about 25 min)
+test-slow: install  ## the slow scientific checks: the demo and the quick recipes (about 20 min)
 	$(BIN)/python -m pytest -q -m slow
 
 lm-demo: install  ## SmolLM2-135M: ICL vs finetuning on the offline fortunes-topics set, 3 demo seeds -> runs/lm-demo
