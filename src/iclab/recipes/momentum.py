@@ -558,15 +558,21 @@ def pretrained_lm_table(results: dict) -> list[str]:
     return lines + [""]
 
 
+def direction(diff: float, se: float) -> str | None:
+    """ "lower" or "higher" when a paired difference lies beyond 2 standard errors, else None."""
+    if diff < -2 * se:
+        return "lower"
+    if diff > 2 * se:
+        return "higher"
+    return None
+
+
 def describe_points(values: dict[float, dict[int, float]], eta: float, queries: int) -> str:
     """A paired change of an accuracy on `queries` test queries, in percentage points."""
     diff, se = paired(values, eta, queries)
     change = f"{100 * diff:+.1f} points (± {200 * se:.1f})"
-    if diff < -2 * se:
-        return f"**lower**: {change}"
-    if diff > 2 * se:
-        return f"**higher**: {change}"
-    return f"no clear change: {change}"
+    way = direction(diff, se)
+    return f"**{way}**: {change}" if way else f"no clear change: {change}"
 
 
 def tables(results: dict) -> list[str]:
@@ -619,11 +625,9 @@ def tables(results: dict) -> list[str]:
 def describe(values: dict[float, dict[int, float]], eta: float) -> str:
     diff, se = paired(values, eta)
     base = statistics.fmean(values[0.0].values())
-    change = f"{100 * abs(diff) / base:.1f} % (± {200 * se / base:.1f} %)"
-    if diff < -2 * se:
-        return f"**lower** by {change}"
-    if diff > 2 * se:
-        return f"**higher** by {change}"
+    way = direction(diff, se)
+    if way:
+        return f"**{way}** by {100 * abs(diff) / base:.1f} % (± {200 * se / base:.1f} %)"
     return f"no clear change ({100 * diff / base:+.1f} % ± {200 * se / base:.1f} %)"
 
 
