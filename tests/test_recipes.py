@@ -211,3 +211,6 @@ def test_recipe_names():
     assert recipes.recipe_names("sparsity, convex,sparsity") == ["sparsity", "convex"]
     with pytest.raises(UserError, match="unknown recipe 'convx'"):
         recipes.recipe_names("sparsity,convx")
+    assert recipes.recipe_names("sparsity,all") == ["sparsity"] + [n for n in recipes.RECIPES if n != "sparsity"]
+    with pytest.raises(UserError, match="empty recipe name"):
+        recipes.recipe_names("sparsity,")

@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "separated by commas, or all",
     )
     p.add_argument("--out", required=True, help="folder for models, curves, figures and report.md")
-    p.add_argument("--quick", action="store_true", help="small models and few steps (the whole set in ~15 min)")
+    p.add_argument("--quick", action="store_true", help="small models, few steps (Yadlowsky set: 13 min, --jobs 2)")
     p.add_argument("--pretrained", action="store_true", help="use the checkpoints shipped with iclab (seconds)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     p.add_argument("--jobs", type=int, default=1, help="train the sweep recipes' models N at a time (default 1)")

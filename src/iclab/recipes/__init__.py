@@ -72,12 +72,16 @@ RECIPES = {r.NAME: r for r in [*SWEEPS, lsa_gd, icl_vs_ft, momentum]}
 
 def recipe_names(name: str) -> list[str]:
     """The recipes `name` stands for: one recipe, several separated by commas, or all."""
-    if name == "all":
-        return list(RECIPES)
-    names = [n.strip() for n in name.split(",")]
-    for n in names:
-        if n not in RECIPES:
-            raise unknown_key_error(n, [*RECIPES, "all"], "recipe")
+    names = []
+    for part in (n.strip() for n in name.split(",")):
+        if part == "all":
+            names += RECIPES
+        elif not part:
+            raise UserError(f"empty recipe name in '{name}'; separate names by single commas")
+        elif part not in RECIPES:
+            raise unknown_key_error(part, [*RECIPES, "all"], "recipe")
+        else:
+            names.append(part)
     return list(dict.fromkeys(names))
 
 

@@ -124,7 +124,7 @@ def train_models(names: list[str], root: Path, mode: str, jobs: int, threads: in
         for name, run_dir, config in todo
     ]
     outcomes = execute(job_list, "local", root, workers=jobs, progress=progress)
-    failed = [f"{n}: {o['error']}" for n, o in outcomes.items() if o["status"] != "done"]
+    failed = [f"{n} ({o['status']}): {o['error']}" for n, o in outcomes.items() if o["status"] != "done"]
     if failed:
         raise UserError("training failed for " + "; ".join(failed))
 
