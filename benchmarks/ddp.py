@@ -35,9 +35,9 @@ def worker(size: int, threads: int, steps: int) -> None:
     """Run under torchrun: time `steps` training steps after two warm-up steps; rank 0 prints one JSON line."""
     import torch
 
-    from iclab import distributed
     from iclab.config import load_config
-    from iclab.train import Trainer
+    from iclab.training import distributed
+    from iclab.training.trainer import Trainer
 
     name, layers, width, heads, dims, points, batch, _ = SIZES[size]
     overrides = [

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from iclab.evaluate import evaluate, write_curves
+from iclab.evaluation.curves import evaluate, write_curves
 from iclab.recipes import icl_vs_ft
 from iclab.recipes.models import MODELS, ensure_model, export_pretrained
-from iclab.runs import load_model, read_config
+from iclab.training.runs import load_model, read_config
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "iclab" / "pretrained"
 

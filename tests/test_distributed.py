@@ -17,12 +17,12 @@ import pytest
 import torch
 from conftest import TINY
 
-from iclab import distributed
-from iclab.checkpoint import checkpoint_dirs, read_state
 from iclab.config import load_config
 from iclab.errors import UserError
-from iclab.runs import load_model, read_metrics
-from iclab.train import resume, train
+from iclab.training import distributed
+from iclab.training.checkpoint import checkpoint_dirs, read_state
+from iclab.training.runs import load_model, read_metrics
+from iclab.training.trainer import resume, train
 
 RTOL = 1e-5
 STEPS = 20

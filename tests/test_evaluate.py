@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from iclab.config import load_config
-from iclab.evaluate import bootstrap_band, evaluate, make_eval_set, prompt_errors
+from iclab.evaluation.curves import bootstrap_band, evaluate, make_eval_set, prompt_errors
 
 
 def test_bootstrap_band_of_constant_errors_is_a_point():

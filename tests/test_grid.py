@@ -11,13 +11,13 @@ import sys
 import pytest
 from conftest import TINY
 
-from iclab.checkpoint import checkpoint_dirs
 from iclab.config import load_config
-from iclab.engines import run_job
 from iclab.errors import UserError
-from iclab.grid import expand, read_grid, run_name, sweep_run
-from iclab.runs import read_metrics
-from iclab.train import train
+from iclab.experiments.engines import run_job
+from iclab.experiments.grid import expand, read_grid, run_name, sweep_run
+from iclab.training.checkpoint import checkpoint_dirs
+from iclab.training.runs import read_metrics
+from iclab.training.trainer import train
 
 BASE = "\n".join(f"{k}: {v}" for k, v in (item.split("=", 1) for item in TINY if "." not in item.split("=")[0]))
 # TINY as YAML: the dotted keys go under `set:` of the grid file

@@ -157,8 +157,8 @@ def test_python_api_validates_too():
 
 
 def test_momentum_runs_train_and_store_eta(tmp_path):
-    from iclab.runs import load_model, read_config
-    from iclab.train import train
+    from iclab.training.runs import load_model, read_config
+    from iclab.training.trainer import train
 
     config = load_config(None, TINY + ["train.steps=3", "model.attention=momentum", "model.momentum=0.5"])
     train(config, tmp_path / "run", progress=False)

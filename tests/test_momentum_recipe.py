@@ -11,7 +11,7 @@ from iclab import recipes
 from iclab.errors import UserError
 from iclab.recipes import momentum
 from iclab.recipes.common import ensure_run
-from iclab.runs import run_status
+from iclab.training.runs import run_status
 
 TINY = {
     "etas": [0.0, 0.5],

@@ -11,12 +11,12 @@ import torch
 
 from iclab.errors import UserError
 from iclab.model import ModelConfig, TokenLM
-from iclab.runs import read_metrics
 from iclab.text import CorpusConfig, evaluate_run, load_text_config, prepare_data, resume_text, train_text
 from iclab.text.corpus import clean, load_split, split_document
 from iclab.text.data import sample_windows, validation_windows
 from iclab.text.perplexity import mean_loss_at, perplexities, position_loss
 from iclab.text.tokenizer import END_OF_TEXT, load_tokenizer, save_tokenizer, train_tokenizer
+from iclab.training.runs import read_metrics
 
 WORDS = "the king queen lord lady speaks sings rides walks home away now then fair dark night day".split()
 
@@ -184,7 +184,7 @@ def run_text_command(*argv: str) -> int:
     """`iclab text ...` as cli.main runs it: a UserError becomes one line and exit status 2."""
     import argparse
 
-    from iclab.text import cli
+    from iclab.cli import text as cli
 
     parser = argparse.ArgumentParser(prog="iclab")
     cli.add_parser(parser.add_subparsers(dest="command", required=True))

@@ -2,9 +2,9 @@
 
 import pytest
 
-from iclab.evaluate import evaluate, read_curves
+from iclab.evaluation.curves import evaluate, read_curves
 from iclab.recipes.models import MODELS, pretrained_dir
-from iclab.runs import load_model, read_config
+from iclab.training.runs import load_model, read_config
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -11,11 +11,11 @@ from conftest import TINY
 from iclab import recipes
 from iclab.config import load_config
 from iclab.errors import UserError
+from iclab.evaluation.sweeps import run_sweep, sweep_points
 from iclab.recipes import convex, frequency, model_selection
 from iclab.recipes import models as zoo
 from iclab.spec import parse_named
-from iclab.sweeps import run_sweep, sweep_points
-from iclab.train import train
+from iclab.training.trainer import train
 
 MIX = "task={name: mixture, components: [{name: linear, weight: 1}, {name: sinusoid, weight: 1}]}"
 
@@ -186,7 +186,7 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
 
 
 def test_models_train_in_parallel_jobs_and_are_then_reused(tmp_path, monkeypatch, capsys):
-    from iclab.runs import read_config, run_status
+    from iclab.training.runs import read_config, run_status
 
     monkeypatch.setitem(zoo.SETTINGS, "quick", {"dims": 3, "steps": {"linear": 2, "scalar": 2}})
     zoo.train_models(["dense", "sparse", "dense"], tmp_path, "quick", jobs=2, threads=1, progress=False)

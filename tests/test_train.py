@@ -5,12 +5,12 @@ import pytest
 import torch
 from conftest import TINY
 
-from iclab.checkpoint import checkpoint_dirs, latest_checkpoint
 from iclab.config import load_config
 from iclab.errors import UserError
-from iclab.runs import load_model, read_metrics
 from iclab.tasks import sample_prompts
-from iclab.train import Trainer, learning_rate, resume, train
+from iclab.training.checkpoint import checkpoint_dirs, latest_checkpoint
+from iclab.training.runs import load_model, read_metrics
+from iclab.training.trainer import Trainer, learning_rate, resume, train
 
 
 def losses(run_dir):

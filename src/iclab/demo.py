@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .checkpoint import atomic_write_json
 from .config import load_config, packaged_config
-from .evaluate import curve_value, evaluate, merge_curves
-from .report import render_report
-from .runs import load_model, read_metrics
-from .train import finish_run_dir, prepare_run_dir, train_in
+from .evaluation.curves import curve_value, evaluate, merge_curves
+from .evaluation.report import render_report
+from .training.checkpoint import atomic_write_json
+from .training.runs import load_model, read_metrics
+from .training.trainer import finish_run_dir, prepare_run_dir, train_in
 
 QUALITY = 0.1  # error at k = 2d
 GAP_TO_LEAST_SQUARES = 0.05

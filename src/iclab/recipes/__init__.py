@@ -18,11 +18,11 @@ import json
 import time
 from pathlib import Path
 
-from ..checkpoint import atomic_write_json, atomic_write_text, latest_checkpoint, read_state
 from ..errors import UserError
-from ..evaluate import read_curves
+from ..evaluation.curves import read_curves
+from ..evaluation.sweeps import write_sweep
 from ..spec import unknown_key_error
-from ..sweeps import write_sweep
+from ..training.checkpoint import atomic_write_json, atomic_write_text, latest_checkpoint, read_state
 from . import convex, frequency, icl_vs_ft, lsa_gd, model_selection, momentum, sparsity
 from .models import PRETRAINED, ensure_model, setting, train_models
 

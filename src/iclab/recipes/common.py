@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UserError
-from ..report import series_name
-from ..runs import read_config, run_status
+from ..evaluation.report import series_name
+from ..training.runs import read_config, run_status
 
 REL_TOLERANCE, ABS_TOLERANCE = 0.15, 0.02  # "within 15 % (or 0.02 absolute)"
 

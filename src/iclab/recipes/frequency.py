@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..report import plot_sweep, sweep_value
-from ..sweeps import run_sweep
+from ..evaluation.report import plot_sweep, sweep_value
+from ..evaluation.sweeps import run_sweep
 from .common import check, ks
 from .models import SINE
 

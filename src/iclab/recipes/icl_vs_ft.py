@@ -26,11 +26,11 @@ from tqdm import tqdm
 from ..analysis.adapter import IclabLMAdapter
 from ..analysis.icl_vs_ft import StudyData, study
 from ..analysis.metrics import MEASURES
-from ..checkpoint import atomic_write_json
 from ..errors import UserError
+from ..evaluation.report import _save
 from ..model import ModelConfig, TokenLM
-from ..report import _save
 from ..tasks.keywords import KeywordClassification
+from ..training.checkpoint import atomic_write_json
 from .common import check
 from .models import pretrained_dir
 

@@ -12,8 +12,8 @@ import torch
 from tqdm import tqdm
 
 from ..analysis.dual import LSARegressor, best_gd_step, gd_step
-from ..checkpoint import atomic_write_json
-from ..report import _save
+from ..evaluation.report import _save
+from ..training.checkpoint import atomic_write_json
 from .common import check
 
 NAME = "lsa-gd"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..evaluate import evaluate
-from ..report import plot_sweep_curves
-from ..runs import load_model, read_config
+from ..evaluation.curves import evaluate
+from ..evaluation.report import plot_sweep_curves
+from ..training.runs import load_model, read_config
 from .common import check, close_to, excess_over_tolerance, ks, tolerance, value
 
 NAME = "model-selection"

@@ -20,11 +20,11 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-from ..checkpoint import checkpoint_dirs
 from ..config import Config, load_config, packaged_config
 from ..errors import UserError
 from ..spec import unknown_key_error
-from ..train import resume, train
+from ..training.checkpoint import checkpoint_dirs
+from ..training.trainer import resume, train
 from .common import ensure_run, status_of
 
 SINE = {"name": "sinusoid", "freq_min": 0.5, "freq_max": 2.0}
@@ -105,7 +105,7 @@ def train_models(names: list[str], root: Path, mode: str, jobs: int, threads: in
     """Train (or resume) the models `names` that are not finished yet, `jobs` at a time in local worker
     processes of `threads` torch threads each: on a 2-core machine two one-thread runs beat one two-thread run
     (benchmarks/ddp.py). The recipes then find them finished."""
-    from ..engines import execute, make_job
+    from ..experiments.engines import execute, make_job
 
     todo = []
     for name in dict.fromkeys(names):  # each model once, in the order given

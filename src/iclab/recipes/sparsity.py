@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..report import plot_sweep
-from ..sweeps import run_sweep
+from ..evaluation.report import plot_sweep
+from ..evaluation.sweeps import run_sweep
 from .common import check, close_to, value
 from .model_selection import oracle
 

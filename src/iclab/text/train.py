@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import distributed
-from ..checkpoint import atomic_write_json, latest_checkpoint, load_model_weights, read_state
 from ..errors import UserError
 from ..model import TokenLM
-from ..runs import device_of, set_threads, torch_dtype
-from ..train import Trainer, TrainResult, finish_run_dir, prepare_run_dir, resume, train_in
+from ..training import distributed
+from ..training.checkpoint import atomic_write_json, latest_checkpoint, load_model_weights, read_state
+from ..training.runs import device_of, set_threads, torch_dtype
+from ..training.trainer import Trainer, TrainResult, finish_run_dir, prepare_run_dir, resume, train_in
 from .config import TextConfig, read_text_config
 from .data import TokenData, prepare_data, sample_windows, validation_windows
 from .perplexity import mean_loss_at, perplexities, position_loss

@@ -63,9 +63,9 @@ class Run:
 
 def read_grid(path: str | Path) -> GridFile:
     """Parse a grid file, or a packaged grid by name (e.g. `demo-lr`)."""
-    from .config import read_yaml
-    from .errors import UserError
-    from .spec import build
+    from ..config import read_yaml
+    from ..errors import UserError
+    from ..spec import build
 
     path = Path(path)
     if not path.is_file() and path.suffix == "" and "/" not in str(path):
@@ -87,7 +87,7 @@ def read_grid(path: str | Path) -> GridFile:
 def _packaged_grid(name: str) -> Path:
     import importlib.resources
 
-    from .spec import unknown_key_error
+    from ..spec import unknown_key_error
 
     folder = Path(str(importlib.resources.files("iclab") / "configs" / "grids"))
     path = folder / f"{name}.yaml"
@@ -97,7 +97,7 @@ def _packaged_grid(name: str) -> Path:
 
 
 def _base_config(base: Any, where: Path) -> dict:
-    from .config import packaged_config, read_yaml
+    from ..config import packaged_config, read_yaml
 
     if base is None:
         return {}
@@ -110,7 +110,7 @@ def _base_config(base: Any, where: Path) -> dict:
 def run_name(values: dict) -> str:
     """`lr=0.001_seed=0`: each grid key by its last part (its full name where two keys share one), and its value;
     a task-like mapping reads as `sparse_linear:nnz=2`."""
-    from .report import slug
+    from ..evaluation.report import slug
 
     last = [key.rsplit(".", 1)[-1] for key in values]
     parts = []
@@ -121,7 +121,7 @@ def run_name(values: dict) -> str:
 
 def label(value: Any) -> str:
     """A grid value as text: `sparse_linear:nnz=2` for a named mapping, `[5,2]` for a list, `0.001` for a number."""
-    from .spec import format_named
+    from ..spec import format_named
 
     if isinstance(value, dict):
         if "name" in value:
@@ -134,9 +134,9 @@ def label(value: Any) -> str:
 
 def expand(grid: GridFile, out: Path, overrides: list[str] | None = None) -> list[Run]:
     """Every combination of the grid's values, as validated configs; a bad key or value stops here, naming it."""
-    from .config import Config, apply_overrides, set_key
-    from .errors import UserError
-    from .spec import build
+    from ..config import Config, apply_overrides, set_key
+    from ..errors import UserError
+    from ..spec import build
 
     fixed = _base_config(grid.base, grid.path.parent)
     for key, value in grid.set.items():
@@ -166,9 +166,9 @@ def expand(grid: GridFile, out: Path, overrides: list[str] | None = None) -> lis
 
 def plan(runs: list[Run], evaluate: bool) -> list[Run]:
     """Set each run's state from its folder; a folder trained with other settings is an error before any work."""
-    from .checkpoint import checkpoint_dirs
-    from .errors import UserError
-    from .runs import read_config, run_status
+    from ..errors import UserError
+    from ..training.checkpoint import checkpoint_dirs
+    from ..training.runs import read_config, run_status
 
     for run in runs:
         status = run_status(run.run_dir)
@@ -214,8 +214,8 @@ def default_ks(config: dict) -> list[int]:
 def run_result(run: Run, ks: list[int]) -> dict:
     """One row of the results table, read from the run's files: progress, final loss, error at each k (from
     eval/curves.csv after a full evaluation, else from the last validation curve of the training log)."""
-    from .evaluate import read_curves
-    from .runs import read_metrics, run_status
+    from ..evaluation.curves import read_curves
+    from ..training.runs import read_metrics, run_status
 
     row: dict[str, Any] = {"run": run.name} | {key: label(v) for key, v in run.values.items()}
     status = run_status(run.run_dir)
@@ -246,8 +246,8 @@ def run_result(run: Run, ks: list[int]) -> dict:
 def curve_rows(run: Run) -> list[dict]:
     """The run's transformer error curve as sweep rows (for the figure): eval curves with bands, else the last
     validation curve."""
-    from .evaluate import read_curves
-    from .runs import read_metrics
+    from ..evaluation.curves import read_curves
+    from ..training.runs import read_metrics
 
     curve = [r for r in read_curves(run.run_dir / "eval" / "curves.csv") if r["estimator"] == "transformer"]
     if curve:
@@ -291,9 +291,9 @@ def _table(rows: list[dict]) -> list[str]:
 def write_results(out: Path, runs: list[Run], keys: list[str], ks: list[int], outcomes: dict[str, dict]) -> list[dict]:
     """OUT/results.csv (one row per run), OUT/results.md (tables, the figure, problems) and OUT/results.png.
     `outcomes` of this invocation's jobs mark runs that failed, were busy elsewhere or are still queued."""
-    from .checkpoint import atomic_write_text
-    from .evaluate import write_curves
-    from .report import plot_sweep_curves
+    from ..evaluation.curves import write_curves
+    from ..evaluation.report import plot_sweep_curves
+    from ..training.checkpoint import atomic_write_text
 
     rows = [run_result(run, ks) for run in runs]
     notes = []
@@ -343,9 +343,9 @@ def sweep_run(
     progress: bool = True,
 ) -> dict:
     """Expand, plan, execute and collect a sweep; returns {"runs", "outcomes", "rows"}."""
-    from .checkpoint import atomic_write_json
+    from ..errors import UserError
+    from ..training.checkpoint import atomic_write_json
     from .engines import check_engine, execute, make_job
-    from .errors import UserError
 
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")

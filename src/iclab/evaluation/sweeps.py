@@ -15,13 +15,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
-from .errors import UserError
-from .evaluate import evaluate, write_curves
-from .runs import load_model, read_config
-from .spec import unknown_key_error
-from .tasks import make_task
-from .tasks.functions import ConvexCombination, Linear, Mixture, Sinusoid
+from ..config import Config
+from ..errors import UserError
+from ..spec import unknown_key_error
+from ..tasks import make_task
+from ..tasks.functions import ConvexCombination, Linear, Mixture, Sinusoid
+from ..training.runs import load_model, read_config
+from .curves import evaluate, write_curves
 
 SWEEP_COLUMNS = ["run", "sweep", "task", "estimator", "k", "mean", "lo", "hi"]
 DEFAULT_BASELINES = {

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
+from ..config import Config, config_from_json
+from ..errors import UserError
+from ..model import ICLTransformer
 from .checkpoint import latest_checkpoint, load_model_weights, read_state
-from .config import Config, config_from_json
-from .errors import UserError
-from .model import ICLTransformer
 
 
 def build_model(config: Config) -> ICLTransformer:

@@ -25,6 +25,10 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..config import Config, TrainConfig
+from ..errors import UserError
+from ..evaluation.curves import make_eval_set, prompt_errors
+from ..tasks import make_inputs, make_task, sample_prompts
 from . import distributed
 from .checkpoint import (
     atomic_write_json,
@@ -33,11 +37,7 @@ from .checkpoint import (
     load_training_state,
     save_checkpoint,
 )
-from .config import Config, TrainConfig
-from .errors import UserError
-from .evaluate import make_eval_set, prompt_errors
 from .runs import build_model, device_of, read_config, read_metrics, run_status, set_threads, torch_dtype
-from .tasks import make_inputs, make_task, sample_prompts
 
 
 @dataclass

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 OVERRIDES = {"action": "append", "default": [], "metavar": "KEY=VALUE", "help": "override a config key"}
 
@@ -49,17 +49,17 @@ def add_train_arguments(p: argparse.ArgumentParser, config_help: str) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .train import resume, train
+    from ..config import load_config
+    from ..training.trainer import resume, train
 
     run_training(args, load_config, train, resume)
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, merge_curves
-    from .report import plot_curves, plot_path, render_report
-    from .runs import load_model, read_config
+    from ..evaluation.curves import evaluate, merge_curves
+    from ..evaluation.report import plot_curves, plot_path, render_report
+    from ..training.runs import load_model, read_config
 
     run_dir = Path(args.run_dir)
     config = read_config(run_dir)
@@ -86,7 +86,7 @@ def _print_summary(rows: list[dict], dims: int) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     summary = run_demo(args.out, args.set, progress=not args.quiet)
     for c in summary["checks"]:
@@ -100,8 +100,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .recipes import render_recipes
-    from .report import render_report
+    from ..evaluation.report import render_report
+    from ..recipes import render_recipes
 
     folder = Path(args.run_dir)
     path = render_report(folder) if (folder / "config.json").is_file() else render_recipes(folder)
@@ -110,9 +110,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .report import plot_sweep
-    from .runs import read_config
-    from .sweeps import run_sweep, write_sweep
+    from ..evaluation.report import plot_sweep
+    from ..evaluation.sweeps import run_sweep, write_sweep
+    from ..training.runs import read_config
 
     runs = [Path(r) for r in args.runs]
     baselines = None if args.baselines is None else [b for b in args.baselines.split(",") if b.strip()]
@@ -131,7 +131,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     import torch
 
-    from .recipes import reproduce
+    from ..recipes import reproduce
 
     if args.threads is not None:
         if args.threads < 1:
@@ -157,8 +157,8 @@ def _describe(cls: type) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .baselines import ESTIMATORS
-    from .tasks import FUNCTION_CLASSES, INPUT_DISTRIBUTIONS, SHIFTS
+    from ..baselines import ESTIMATORS
+    from ..tasks import FUNCTION_CLASSES, INPUT_DISTRIBUTIONS, SHIFTS
 
     registries = {"tasks": FUNCTION_CLASSES, "inputs": INPUT_DISTRIBUTIONS, "shifts": SHIFTS, "estimators": ESTIMATORS}
     for kind in [args.kind] if args.kind else list(registries):
@@ -169,7 +169,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from .config import load_config, packaged_config
+    from ..config import load_config, packaged_config
 
     path = packaged_config(args.name) if args.name else None
     config = load_config(path, args.set)
@@ -227,9 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_reproduce)
 
     # command groups that live beside their engines (each module imports only argparse at load time)
-    from . import grid
-    from .lm import cli as lm_cli
-    from .text import cli as text_cli
+    from ..experiments import grid
+    from . import lm as lm_cli
+    from . import text as text_cli
 
     grid.add_parser(sub)
     lm_cli.add_parser(sub)
@@ -263,6 +263,3 @@ def main(argv: list[str] | None = None) -> int:
         print("iclab: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,8 +22,8 @@ def _quiet_transformers() -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ..errors import UserError
+    from ..lm.study import StudyConfig, run_study
     from ..spec import build
-    from .study import StudyConfig, run_study
 
     _quiet_transformers()
     values = {
@@ -81,7 +81,7 @@ def results_lines(results: dict) -> list[str]:
 def _cmd_convert(args: argparse.Namespace) -> int:
     import time
 
-    from .loading import convert
+    from ..lm.loading import convert
 
     _quiet_transformers()
     started = time.perf_counter()
@@ -91,7 +91,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
-    from .tasks import load_task, packaged_tasks
+    from ..lm.tasks import load_task, packaged_tasks
 
     for name in packaged_tasks():
         task = load_task(name)
@@ -105,9 +105,9 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from ..checkpoint import atomic_write_text
     from ..errors import UserError
-    from .study import summary_table
+    from ..lm.study import summary_table
+    from ..training.checkpoint import atomic_write_text
 
     results = []
     for folder in args.runs:

@@ -11,10 +11,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .checkpoint import atomic_write_text, latest_checkpoint, read_state  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .evaluate import read_curves  # noqa: E402
-from .runs import build_model, read_config, read_metrics  # noqa: E402
+from ..errors import UserError  # noqa: E402
+from ..training.checkpoint import atomic_write_text, latest_checkpoint, read_state  # noqa: E402
+from ..training.runs import build_model, read_config, read_metrics  # noqa: E402
+from .curves import read_curves  # noqa: E402
 
 
 def slug(text: str) -> str:

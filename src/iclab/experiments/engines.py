@@ -29,8 +29,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .errors import UserError
-from .spec import unknown_key_error
+from ..errors import UserError
+from ..spec import unknown_key_error
 
 ENGINES = ["local", "slurm", "submitit-local", "dask"]
 SUBMITIT_CLUSTERS = {"slurm": "slurm", "submitit-local": "local"}
@@ -38,7 +38,7 @@ SUBMITIT_CLUSTERS = {"slurm": "slurm", "submitit-local": "local"}
 
 def needs_evaluation(run_dir: Path) -> bool:
     """True unless eval/curves.csv is newer than the run's latest checkpoint."""
-    from .checkpoint import latest_checkpoint
+    from ..training.checkpoint import latest_checkpoint
 
     curves = Path(run_dir) / "eval" / "curves.csv"
     if not curves.is_file():
@@ -48,9 +48,9 @@ def needs_evaluation(run_dir: Path) -> bool:
 
 def evaluate_run(run_dir: Path) -> None:
     """What `iclab eval RUN_DIR` does with the run's own task and baselines: curves.csv, plots, report.md."""
-    from .evaluate import evaluate, merge_curves
-    from .report import render_report
-    from .runs import load_model, read_config
+    from ..evaluation.curves import evaluate, merge_curves
+    from ..evaluation.report import render_report
+    from ..training.runs import load_model, read_config
 
     config = read_config(run_dir)
     model, _ = load_model(run_dir, config)
@@ -88,9 +88,9 @@ def run_job(job: dict) -> dict:
     """Bring one run to completion: train it (or resume it), then evaluate it if asked. Output goes to the job's
     log file. Returns {"name", "status": done|busy|failed, "error"}; a failure is reported, not raised, so one
     bad run does not stop the others."""
-    from .config import load_config
-    from .runs import run_status
-    from .train import resume, train
+    from ..config import load_config
+    from ..training.runs import run_status
+    from ..training.trainer import resume, train
 
     run_dir, name = Path(job["run_dir"]), job["name"]
     with _held(Path(job["log"])) as log:
@@ -121,7 +121,7 @@ def run_job(job: dict) -> dict:
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
-    from .checkpoint import checkpoint_dirs
+    from ..training.checkpoint import checkpoint_dirs
 
     return bool(checkpoint_dirs(run_dir))
 
@@ -271,7 +271,7 @@ def _outcome(name: str, future: Any) -> dict:
 
 def _record_job_ids(out: Path, futures: dict[str, Any]) -> None:
     """Keep the scheduler's job ids beside the sweep, so that a user can find a run's job (squeue, sacct)."""
-    from .checkpoint import atomic_write_json
+    from ..training.checkpoint import atomic_write_json
 
     path = out / "jobs.json"
     known = json.loads(path.read_text()) if path.is_file() else {}
