@@ -12,7 +12,8 @@ pytest.importorskip("transformers")
 
 from iclab.analysis.icl_vs_ft import finetune  # noqa: E402
 from iclab.errors import UserError  # noqa: E402
-from iclab.lm.adapters import HFAdapter, attention_modules  # noqa: E402
+from iclab.lm.adapters import HFAdapter  # noqa: E402
+from iclab.lm.layouts import attention_modules  # noqa: E402
 from iclab.lm.momentum import OUTPUT_PROJECTIONS, momentum_of, patch_momentum  # noqa: E402
 from iclab.lm.prompts import build_layout  # noqa: E402
 from iclab.lm.tasks import load_data, load_task  # noqa: E402

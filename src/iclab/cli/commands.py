@@ -6,46 +6,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from ..errors import UserError
-
-OVERRIDES = {"action": "append", "default": [], "metavar": "KEY=VALUE", "help": "override a config key"}
-
-
-def run_training(args: argparse.Namespace, load, train, resume, require_config: bool = True):
-    """A `train` command (see add_train_arguments): a new run from `load(--config, overrides)` or --resume of a
-    stored one; prints one summary line (on the main process of a torchrun job) and returns the TrainResult."""
-    if args.resume:
-        if args.config or args.out or args.set:
-            raise UserError("--resume takes only the run directory (and optionally --steps): its config is stored")
-        result = resume(args.resume, progress=not args.quiet, steps=args.steps)
-    else:
-        if not args.out or (require_config and not args.config):
-            need = "--config FILE and --out RUN_DIR" if require_config else "--out RUN_DIR (and optionally --config)"
-            raise UserError(f"give {need}, or --resume RUN_DIR")
-        overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
-        result = train(load(args.config, overrides), args.out, overwrite=args.overwrite, progress=not args.quiet)
-    if _is_main_process():
-        print(
-            f"trained {result.run_dir}: {result.parameters:,} parameters, step {result.step}, "
-            f"loss {result.loss:.4f}, {result.seconds:.0f} s"
-        )
-    return result
-
-
-def add_train_arguments(p: argparse.ArgumentParser, config_help: str) -> None:
-    """The arguments of a `train` command: a new run from a config, or --resume of a stored one."""
-    p.add_argument("--config", help=config_help)
-    p.add_argument("--out", help="run directory to create")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
-    p.add_argument("--steps", type=int, help="total number of steps (overrides train.steps; extends a resumed run)")
-    p.add_argument("--set", **OVERRIDES)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out once this one finishes")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+from .shared import OVERRIDES, add_train_arguments, is_main_process, run_training
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -228,12 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # command groups that live beside their engines (each module imports only argparse at load time)
     from ..experiments import grid
-    from . import lm as lm_cli
-    from . import text as text_cli
+    from .lm import add_parser as add_lm_parser
+    from .text import add_parser as add_text_parser
 
     grid.add_parser(sub)
-    lm_cli.add_parser(sub)
-    text_cli.add_parser(sub)
+    add_lm_parser(sub)
+    add_text_parser(sub)
 
     p = sub.add_parser("list", help="list task, input, shift and estimator names with their parameters")
     p.add_argument("kind", nargs="?", choices=["tasks", "inputs", "shifts", "estimators"])
@@ -246,17 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_main_process() -> bool:
-    """False on the other ranks of a torchrun job, which stay quiet so that a message shows once."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except UserError as e:
-        if _is_main_process():
+        if is_main_process():
             print(f"iclab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

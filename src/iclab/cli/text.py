@@ -16,7 +16,7 @@ def _print_perplexity(result: dict) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from ..text.config import load_text_config
     from ..text.train import evaluate_run, resume_text, train_text
-    from .commands import run_training
+    from .shared import run_training
 
     result = run_training(args, load_text_config, train_text, resume_text, require_config=False)
     _print_perplexity(evaluate_run(result.run_dir, progress=not args.quiet))
@@ -41,7 +41,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `iclab text train|eval|config`."""
-    from .commands import OVERRIDES, add_train_arguments
+    from .shared import OVERRIDES, add_train_arguments
 
     text = sub.add_parser("text", help="language models on text: train (softmax, linear or momentum attention), eval")
     commands = text.add_subparsers(dest="text_command", required=True, metavar="COMMAND")

@@ -21,22 +21,8 @@ from torch import Tensor, nn
 
 from ..analysis.adapter import AttentionAdapter, KVParameter
 from ..errors import UserError
-
-
-def layout_of(module: nn.Module) -> str | None:
-    """'gpt2', 'gpt_neox' or 'separate' (see above) for an attention module; None for any other module."""
-    if hasattr(module, "c_attn"):
-        return "gpt2"
-    if hasattr(module, "query_key_value"):
-        return "gpt_neox"
-    if all(hasattr(module, p) for p in ("q_proj", "k_proj", "v_proj")):
-        return "separate"
-    return None
-
-
-def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The decoder self-attention modules, in layer order (cross-attention of encoder-decoders is not supported)."""
-    return [m for m in model.modules() if layout_of(m) and hasattr(m, "layer_idx")]
+from .layouts import attention_modules, layout_of
+from .momentum import momentum_of
 
 
 class HFAdapter(AttentionAdapter):
@@ -132,7 +118,6 @@ class HFAdapter(AttentionAdapter):
     def _prepare(self, prefix):
         from transformers import DynamicCache
 
-        from .momentum import momentum_of
 
         momentum = momentum_of(self.model)
         key = (tuple(prefix[0].tolist()), momentum.eta if momentum else None)
@@ -146,7 +131,6 @@ class HFAdapter(AttentionAdapter):
     def _forward(self, prefix, ids, positions):
         from transformers import DynamicCache
 
-        from .momentum import momentum_of
 
         if not self.reuse_prefix:
             ids = torch.cat((prefix.expand(len(ids), -1), ids), dim=1)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..model import momentum_carry, momentum_term
-from .adapters import attention_modules, layout_of
+from .layouts import attention_modules, layout_of
 
 # model types whose attention modules were checked against the transformers source (values per head, in head
 # order, straight into the output projection); others are refused rather than patched by guesswork

@@ -24,6 +24,7 @@ from ..evaluation.sweeps import write_sweep
 from ..spec import unknown_key_error
 from ..training.checkpoint import atomic_write_json, atomic_write_text, latest_checkpoint, read_state
 from . import convex, frequency, icl_vs_ft, lsa_gd, model_selection, momentum, sparsity
+from .common import section_lines
 from .models import PRETRAINED, ensure_model, setting, train_models
 
 
@@ -57,7 +58,7 @@ class SweepRecipe:
         figures = self.module.draw(rows, folder, stored["setting"])
         models = ", ".join(f"{m} ({i['steps']} steps, {i['train_seconds']:.0f} s)" for m, i in stored["models"].items())
         return section_lines(
-            self.NAME,
+            self.module,
             folder,
             figures,
             self.module.check_rows(rows, stored["setting"]),
@@ -125,20 +126,6 @@ def reproduce(
 def _model_info(run_dir: Path) -> dict:
     state = read_state(latest_checkpoint(run_dir))
     return {"path": str(run_dir), "steps": state["step"], "train_seconds": round(state["elapsed_seconds"], 1)}
-
-
-def section_lines(
-    name: str, folder: Path, figures: list[Path], checks: list[dict], stored: dict, footer: str
-) -> list[str]:
-    """A recipe's report section: its claim, figures, PASS/FAIL checks, tables, how our setting differs."""
-    recipe = RECIPES[name]
-    verdict = "supports" if all(c["passed"] for c in checks) else "does not fully support"
-    lines = [f"## {recipe.TITLE}", "", f"**The paper's claim.** {recipe.CLAIM}", ""]
-    lines += [f"![{folder.name}]({folder.name}/{f.name})" for f in figures] + [""]
-    lines += [f"**What we measured** ({stored['mode']} mode): our run {verdict} the claim.", ""]
-    lines += [f"- **{'PASS' if c['passed'] else 'FAIL'}** {c['claim']}: {c['detail']}" for c in checks] + [""]
-    lines += stored.get("tables", [])
-    return lines + [f"**Where our setting differs.** {recipe.DIFFERENCES}", "", footer, ""]
 
 
 def recipe_folders(out: Path) -> list[Path]:

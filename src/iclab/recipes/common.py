@@ -79,3 +79,17 @@ def ensure_run(
     elif status[0] < status[1]:
         print(f"resuming {label}in {run_dir} from step {status[0]}", flush=True)
         cont()
+
+
+def section_lines(
+    recipe, folder: Path, figures: list[Path], checks: list[dict], stored: dict, footer: str
+) -> list[str]:
+    """The report section of `recipe` (a module with TITLE, CLAIM and DIFFERENCES): its claim, figures,
+    PASS/FAIL checks, tables, how our setting differs."""
+    verdict = "supports" if all(c["passed"] for c in checks) else "does not fully support"
+    lines = [f"## {recipe.TITLE}", "", f"**The paper's claim.** {recipe.CLAIM}", ""]
+    lines += [f"![{folder.name}]({folder.name}/{f.name})" for f in figures] + [""]
+    lines += [f"**What we measured** ({stored['mode']} mode): our run {verdict} the claim.", ""]
+    lines += [f"- **{'PASS' if c['passed'] else 'FAIL'}** {c['claim']}: {c['detail']}" for c in checks] + [""]
+    lines += stored.get("tables", [])
+    return lines + [f"**Where our setting differs.** {recipe.DIFFERENCES}", "", footer, ""]

@@ -14,6 +14,7 @@ import json
 import math
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from ..evaluation.report import _save
 from ..model import ModelConfig, TokenLM
 from ..tasks.keywords import KeywordClassification
 from ..training.checkpoint import atomic_write_json
-from .common import check
+from .common import check, section_lines
 from .models import pretrained_dir
 
 NAME = "icl-vs-ft"
@@ -284,7 +285,6 @@ def _draw(summary: dict, folder: Path) -> Path:
 
 
 def section(folder: Path, stored: dict) -> list[str]:
-    from . import section_lines
 
     results = json.loads((folder / "results.json").read_text())
     summary = {k: results[k] for k in ("trained", "untrained")}
@@ -296,4 +296,4 @@ def section(folder: Path, stored: dict) -> list[str]:
         f"Model: {model['parameters']:,} parameters, {model['steps']} pretraining steps "
         f"({model['train_seconds']:.0f} s); study {stored['seconds']:.0f} s. Numbers: `{folder.name}/results.json`."
     )
-    return section_lines(NAME, folder, [figure], checks, stored, footer)
+    return section_lines(sys.modules[__name__], folder, [figure], checks, stored, footer)

@@ -4,6 +4,7 @@ one step of gradient descent on the in-context least-squares loss."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tqdm import tqdm
 from ..analysis.dual import LSARegressor, best_gd_step, gd_step
 from ..evaluation.report import _save
 from ..training.checkpoint import atomic_write_json
-from .common import check
+from .common import check, section_lines
 
 NAME = "lsa-gd"
 SHIPPED = True  # trains in seconds, nothing to ship
@@ -115,8 +116,7 @@ def draw(r: dict, folder: Path) -> Path:
 
 
 def section(folder: Path, stored: dict) -> list[str]:
-    from . import section_lines
 
     r = json.loads((folder / "results.json").read_text())
     footer = f"{r['steps']} training steps, {r['seconds']:.0f} s. Numbers: `{folder.name}/results.json`."
-    return section_lines(NAME, folder, [draw(r, folder)], check_results(r), stored, footer)
+    return section_lines(sys.modules[__name__], folder, [draw(r, folder)], check_results(r), stored, footer)

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,7 +38,7 @@ from ..text.train import evaluate_run
 from ..training.checkpoint import atomic_write_json
 from ..training.runs import load_model
 from ..training.trainer import resume, train
-from .common import check, ensure_run
+from .common import check, ensure_run, section_lines
 
 NAME = "momentum"
 TITLE = "Momentum attention: softmax attention plus a moving average of earlier values, on text and in context"
@@ -632,7 +633,6 @@ def describe(values: dict[float, dict[int, float]], eta: float) -> str:
 
 
 def section(folder: Path, stored: dict) -> list[str]:
-    from . import section_lines
 
     results = json.loads((folder / "results.json").read_text())
     lm, icl = results["lm"], results["icl"]
@@ -658,4 +658,4 @@ def section(folder: Path, stored: dict) -> list[str]:
             "results.json and results.md are in the output's models/ folder, under pretrained-lm/TASK/eta=E/."
         )
     stored = stored | {"tables": tables(results)}
-    return section_lines(NAME, folder, draw(results, folder), check_results(results), stored, footer)
+    return section_lines(sys.modules[__name__], folder, draw(results, folder), check_results(results), stored, footer)
