@@ -13,7 +13,7 @@ from pathlib import Path
 from .config import load_config, packaged_config
 from .evaluation.curves import curve_value, evaluate, merge_curves
 from .evaluation.report import render_report
-from .training.checkpoint import atomic_write_json
+from .files import atomic_write_json
 from .training.runs import load_model, read_metrics
 from .training.trainer import finish_run_dir, prepare_run_dir, train_in
 

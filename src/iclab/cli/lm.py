@@ -106,8 +106,8 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import UserError
+    from ..files import atomic_write_text
     from ..lm.study import summary_table
-    from ..training.checkpoint import atomic_write_text
 
     results = []
     for folder in args.runs:

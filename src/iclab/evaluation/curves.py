@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from ..baselines import Estimator, make_estimator
 from ..config import Config
+from ..files import atomic_write_text
 from ..spec import format_named, parse_named
 from ..tasks import FunctionClass, InputDistribution, make_inputs, make_shift, make_task, sample_prompts
-from ..training.checkpoint import atomic_write_text
 
 CURVE_COLUMNS = ["task", "estimator", "k", "mean", "lo", "hi"]
 

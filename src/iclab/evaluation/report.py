@@ -12,7 +12,8 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..errors import UserError  # noqa: E402
-from ..training.checkpoint import atomic_write_text, latest_checkpoint, read_state  # noqa: E402
+from ..files import atomic_write_text
+from ..training.checkpoint import latest_checkpoint, read_state  # noqa: E402
 from ..training.runs import build_model, read_config, read_metrics  # noqa: E402
 from .curves import read_curves  # noqa: E402
 

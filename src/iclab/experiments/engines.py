@@ -271,7 +271,7 @@ def _outcome(name: str, future: Any) -> dict:
 
 def _record_job_ids(out: Path, futures: dict[str, Any]) -> None:
     """Keep the scheduler's job ids beside the sweep, so that a user can find a run's job (squeue, sacct)."""
-    from ..training.checkpoint import atomic_write_json
+    from ..files import atomic_write_json
 
     path = out / "jobs.json"
     known = json.loads(path.read_text()) if path.is_file() else {}

@@ -293,7 +293,7 @@ def write_results(out: Path, runs: list[Run], keys: list[str], ks: list[int], ou
     `outcomes` of this invocation's jobs mark runs that failed, were busy elsewhere or are still queued."""
     from ..evaluation.curves import write_curves
     from ..evaluation.report import plot_sweep_curves
-    from ..training.checkpoint import atomic_write_text
+    from ..files import atomic_write_text
 
     rows = [run_result(run, ks) for run in runs]
     notes = []
@@ -344,7 +344,7 @@ def sweep_run(
 ) -> dict:
     """Expand, plan, execute and collect a sweep; returns {"runs", "outcomes", "rows"}."""
     from ..errors import UserError
-    from ..training.checkpoint import atomic_write_json
+    from ..files import atomic_write_json
     from .engines import check_engine, execute, make_job
 
     if jobs < 1:

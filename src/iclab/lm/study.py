@@ -28,7 +28,7 @@ import torch
 from ..analysis.icl_vs_ft import StudyResult, study
 from ..analysis.metrics import MEASURES
 from ..errors import UserError
-from ..training.checkpoint import atomic_write_json, atomic_write_text
+from ..files import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from .loading import Loaded

@@ -21,8 +21,9 @@ from pathlib import Path
 from ..errors import UserError
 from ..evaluation.curves import read_curves
 from ..evaluation.sweeps import write_sweep
+from ..files import atomic_write_json, atomic_write_text
 from ..spec import unknown_key_error
-from ..training.checkpoint import atomic_write_json, atomic_write_text, latest_checkpoint, read_state
+from ..training.checkpoint import latest_checkpoint, read_state
 from . import convex, frequency, icl_vs_ft, lsa_gd, model_selection, momentum, sparsity
 from .common import section_lines
 from .models import PRETRAINED, ensure_model, setting, train_models

@@ -29,9 +29,9 @@ from ..analysis.icl_vs_ft import StudyData, study
 from ..analysis.metrics import MEASURES
 from ..errors import UserError
 from ..evaluation.report import _save
+from ..files import atomic_write_json
 from ..model import ModelConfig, TokenLM
 from ..tasks.keywords import KeywordClassification
-from ..training.checkpoint import atomic_write_json
 from .common import check, section_lines
 from .models import pretrained_dir
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ..analysis.dual import LSARegressor, best_gd_step, gd_step
 from ..evaluation.report import _save
-from ..training.checkpoint import atomic_write_json
+from ..files import atomic_write_json
 from .common import check, section_lines
 
 NAME = "lsa-gd"

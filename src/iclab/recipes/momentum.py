@@ -32,10 +32,10 @@ from ..config import Config, load_config, packaged_config
 from ..errors import UserError
 from ..evaluation.curves import evaluate, write_curves
 from ..evaluation.report import _save
+from ..files import atomic_write_json
 from ..text import load_text_config, prepare_data, read_text_config, resume_text, train_text
 from ..text.tokenizer import save_tokenizer
 from ..text.train import evaluate_run
-from ..training.checkpoint import atomic_write_json
 from ..training.runs import load_model
 from ..training.trainer import resume, train
 from .common import check, ensure_run, section_lines

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from ..training.checkpoint import atomic_write_text
+from ..files import atomic_write_text
 
 END_OF_TEXT = "<|endoftext|>"  # separates documents in the token stream
 BYTES = 256  # the byte alphabet every byte-level vocabulary starts from

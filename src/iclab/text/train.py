@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import UserError
+from ..files import atomic_write_json
 from ..model import TokenLM
 from ..training import distributed
-from ..training.checkpoint import atomic_write_json, latest_checkpoint, load_model_weights, read_state
+from ..training.checkpoint import latest_checkpoint, load_model_weights, read_state
 from ..training.runs import device_of, set_threads, torch_dtype
 from ..training.trainer import Trainer, TrainResult, finish_run_dir, prepare_run_dir, resume, train_in
 from .config import TextConfig, read_text_config

@@ -1,4 +1,4 @@
-"""Atomic files and checkpoints.
+"""Checkpoints.
 
 A checkpoint is a directory `checkpoints/step-NNNNNNN/` holding `model.safetensors`, `optimizer.safetensors`
 (Adam moments and the data-generator state) and `state.json` (step, elapsed time, optimizer hyper-parameters).
@@ -14,35 +14,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
+from ..files import atomic_write_json
 
 FORMAT = 1
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: readers see the old or the new file, whole."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:

@@ -28,15 +28,10 @@ from tqdm import tqdm
 from ..config import Config, TrainConfig
 from ..errors import UserError
 from ..evaluation.curves import make_eval_set, prompt_errors
+from ..files import atomic_write_json, atomic_write_text
 from ..tasks import make_inputs, make_task, sample_prompts
 from . import distributed
-from .checkpoint import (
-    atomic_write_json,
-    atomic_write_text,
-    latest_checkpoint,
-    load_training_state,
-    save_checkpoint,
-)
+from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from .runs import build_model, device_of, read_config, read_metrics, run_status, set_threads, torch_dtype
 
 
