@@ -56,6 +56,10 @@ def test_yaml_file(tmp_path):
         (["train.autocast=fp8"], "config key 'train.autocast': 'fp8' is not one of none, bf16"),
         (["train.autocast=bf16", "dtype=float64"], "'train.autocast': bf16 autocast needs dtype float32, got float64"),
         (["train.compile=yes please"], "config key 'train.compile': expected true or false"),
+        (["train.lr=.nan"], "config key 'train.lr': expected a finite number, got nan"),
+        (["train.grad_clip=.inf"], "config key 'train.grad_clip': expected a finite number, got inf"),
+        (["train.betas=[0.9, -.inf]"], "config key 'train.betas[1]': expected a finite number, got -inf"),
+        (["task.name=noisy_linear", "task.noise_std=.nan"], "config key 'task.noise_std': expected a finite number"),
     ],
 )
 def test_bad_config_values(overrides, expected):

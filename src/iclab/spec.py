@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import types
 import typing
 from typing import Any
@@ -71,6 +72,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise UserError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
         if not isinstance(value, tp):
             raise UserError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):  # YAML reads .nan and .inf as floats
+        raise UserError(f"config key '{key}': expected a finite number, got {value!r}")
     return value
 
 
