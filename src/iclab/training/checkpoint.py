@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
-from ..files import atomic_write_json
+from ..files import atomic_write_json, disk_full_error, is_disk_full
 
 FORMAT = 1
 
@@ -70,18 +70,22 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-step-{step:07d}-"))
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors, meta = _optimizer_tensors(optimizer)
+    tensors["rng.data"] = generator.get_state()
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-        tensors, meta = _optimizer_tensors(optimizer)
-        tensors["rng.data"] = generator.get_state()
+        save_file(weights, tmp / "model.safetensors")
         save_file(tensors, tmp / "optimizer.safetensors")
         state = {"format": FORMAT, "step": step, "optimizer": meta, "generator_device": str(generator.device)}
         atomic_write_json(tmp / "state.json", state | info)
         if final.exists():  # re-saving the same step (e.g. Ctrl-C right after a scheduled save)
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(e):  # the earlier checkpoints are untouched: pruning comes only after a complete save
+            needed = sum(t.numel() * t.element_size() for t in [*weights.values(), *tensors.values()])
+            raise disk_full_error(root, needed) from None
         raise
     for old in checkpoint_dirs(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
