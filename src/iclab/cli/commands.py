@@ -13,6 +13,11 @@ from pathlib import Path
 from ..errors import UserError
 from .shared import OVERRIDES, add_train_arguments, is_main_process, run_training
 
+PROMPTING_HELP = (
+    "Garg et al.'s prompting strategy: the k demonstrations and the query from different sets, e.g. "
+    "random_quadrants (`iclab list prompting`; default: standard)"
+)
+
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config
@@ -31,7 +36,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     config = read_config(run_dir)
     model, _ = load_model(run_dir, config)
     baselines = None if args.baselines is None else [b for b in args.baselines.split(",") if b.strip()]
-    rows = evaluate(model, config, args.task, args.shift, baselines, progress=not args.quiet)
+    rows = evaluate(model, config, args.task, args.shift, baselines, progress=not args.quiet, prompting=args.prompting)
     path = run_dir / "eval" / "curves.csv"
     merged = merge_curves(path, rows)
     task = rows[0]["task"]
@@ -82,7 +87,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     runs = [Path(r) for r in args.runs]
     baselines = None if args.baselines is None else [b for b in args.baselines.split(",") if b.strip()]
-    rows = run_sweep(args.kind, runs, baselines, progress=not args.quiet)
+    rows = run_sweep(args.kind, runs, baselines, progress=not args.quiet, prompting=args.prompting)
     out = Path(args.out) if args.out else runs[0] / "sweeps" / args.kind
     write_sweep(out / "curves.csv", rows)
     dims = read_config(runs[0]).dims
@@ -125,8 +130,15 @@ def _describe(cls: type) -> str:
 def _cmd_list(args: argparse.Namespace) -> int:
     from ..baselines import ESTIMATORS
     from ..tasks import FUNCTION_CLASSES, INPUT_DISTRIBUTIONS, SHIFTS
+    from ..tasks.prompting import PROMPTINGS
 
-    registries = {"tasks": FUNCTION_CLASSES, "inputs": INPUT_DISTRIBUTIONS, "shifts": SHIFTS, "estimators": ESTIMATORS}
+    registries = {
+        "tasks": FUNCTION_CLASSES,
+        "inputs": INPUT_DISTRIBUTIONS,
+        "shifts": SHIFTS,
+        "prompting": PROMPTINGS,
+        "estimators": ESTIMATORS,
+    }
     for kind in [args.kind] if args.kind else list(registries):
         print(f"{kind}:")
         for name in registries[kind].names():
@@ -155,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--task", help="evaluate on another task, e.g. sparse_linear:nnz=2 (default: the run's task)")
     p.add_argument("--shift", help="a distribution shift, e.g. skewed or scaled_x:factor=3 (`iclab list shifts`)")
+    p.add_argument("--prompting", help=PROMPTING_HELP)
     p.add_argument("--baselines", help="comma-separated estimators (default: the config's eval.baselines)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_eval)
@@ -175,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: FIRST_RUN/sweeps/KIND)")
     p.add_argument("--baselines", help="comma-separated estimators (default depends on the sweep)")
     p.add_argument("--k", type=int, help="number of examples at which the figure reads the error")
+    p.add_argument("--prompting", help=PROMPTING_HELP)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_sweep)
 
@@ -201,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_lm_parser(sub)
     add_text_parser(sub)
 
-    p = sub.add_parser("list", help="list task, input, shift and estimator names with their parameters")
-    p.add_argument("kind", nargs="?", choices=["tasks", "inputs", "shifts", "estimators"])
+    p = sub.add_parser("list", help="list task, input, shift, prompting and estimator names with their parameters")
+    p.add_argument("kind", nargs="?", choices=["tasks", "inputs", "shifts", "prompting", "estimators"])
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("config", help="print a resolved config (a packaged one by name, or the defaults)")

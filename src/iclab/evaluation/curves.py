@@ -3,6 +3,8 @@ on one fixed, seeded set of prompts, with bootstrap confidence bands.
 
 The error at k is the prediction error for y_{k+1} given k examples, averaged over prompts: squared error
 divided by the task's E[y^2] (so predicting 0 scores about 1), or the 0-1 sign error for classification.
+Under a prompting strategy (tasks/prompting.py) the query at k comes from another set than the k demonstrations:
+every estimator then sees, for each k, one batch of prompts made of k demonstrations and that query.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..config import Config
 from ..files import atomic_write_text
 from ..spec import format_named, parse_named
 from ..tasks import FunctionClass, InputDistribution, make_inputs, make_shift, make_task, sample_prompts
+from ..tasks.prompting import make_prompting
 
 CURVE_COLUMNS = ["task", "estimator", "k", "mean", "lo", "hi"]
 
@@ -34,6 +37,15 @@ class EvalSet:
     metric: str
     task: FunctionClass  # what the prompts were drawn from, for estimators that learn the prior
     inputs: InputDistribution
+    # a prompting strategy's queries: the prompt at k is xs[:, :k], ys[:, :k] then query_xs[:, k] (None: standard)
+    query_xs: Tensor | None = None
+    query_ys: Tensor | None = None
+    positions: int | None = None  # the scored positions k = 0 .. positions-1 (None: all)
+
+    @property
+    def targets(self) -> Tensor:
+        """(prompts, scored positions) outputs that the predictions are scored against."""
+        return (self.ys if self.query_ys is None else self.query_ys)[:, : self.positions]
 
 
 def make_eval_set(
@@ -42,9 +54,11 @@ def make_eval_set(
     shift: str | dict | None = None,
     prompts: int | None = None,
     seed: int | None = None,
+    prompting: str | dict | None = None,
 ) -> EvalSet:
-    """Prompts of `task` (default: the run's task) under an optional distribution `shift`, drawn on the CPU from
-    `seed` (default eval.seed) so that every estimator and every device sees the same set."""
+    """Prompts of `task` (default: the run's task) under an optional distribution `shift` and `prompting` strategy,
+    drawn on the CPU from `seed` (default eval.seed) so that every estimator and every device sees the same set."""
+    strategy = make_prompting(prompting)
     spec = parse_named(task) if isinstance(task, str) else task
     function_class = make_task(spec or config.task, config.dims, prefix="--task" if spec else "task")
     label = format_named(spec) if spec else str(config.task["name"])
@@ -58,14 +72,23 @@ def make_eval_set(
     inputs = make_inputs(inputs_spec, config.dims)
     generator = torch.Generator().manual_seed(config.eval.seed if seed is None else seed)
     xs, ys, params = sample_prompts(function_class, inputs, prompts or config.eval.prompts, config.points, generator)
+    demos, queries = strategy.split(xs, generator)
+    evalset = EvalSet(label, demos, ys, function_class.y_scale(params), function_class.metric, function_class, inputs)
+    if queries is not None:  # both sets answered by the prompt's own function, as Garg's task.evaluate(xs_comb)
+        evalset.label += "@" + strategy.registry_name
+        evalset.ys = function_class.evaluate(params, demos, generator)
+        evalset.query_xs, evalset.query_ys = queries, function_class.evaluate(params, queries, generator)
+        evalset.positions = strategy.positions(xs.shape[1], xs.shape[2])
     if shift_obj is not None:
-        ys = shift_obj.outputs(ys, generator)
-    return EvalSet(label, xs, ys, function_class.y_scale(params), function_class.metric, function_class, inputs)
+        evalset.ys = shift_obj.outputs(evalset.ys, generator)
+        if queries is not None:
+            evalset.query_ys = shift_obj.outputs(evalset.query_ys, generator)
+    return evalset
 
 
 def prompt_errors(preds: Tensor, evalset: EvalSet) -> Tensor:
-    """(prompts, points) errors of predictions against the evaluation set's outputs."""
-    preds, ys = preds.double().cpu(), evalset.ys.double()
+    """(prompts, scored positions) errors of predictions against the evaluation set's outputs."""
+    preds, ys = preds.double().cpu(), evalset.targets.double()
     if evalset.metric == "sign":
         return (torch.sign(preds) != torch.sign(ys)).double()
     return (preds - ys).square() / evalset.scale.double().unsqueeze(1)
@@ -100,18 +123,31 @@ class TransformerEstimator(Estimator):
         return self.model(xs.to(self.param), ys.to(self.param)).to(ys.dtype).cpu()
 
 
+def predictions(est: Estimator, evalset: EvalSet, rows: slice) -> Tensor:
+    """Predictions (prompts in `rows`, scored positions). Standard prompts: one call scores every position.
+    Otherwise one call per position k, on prompts of length k + 1: the k demonstrations, then the query (whose
+    answer is shown as 0; a causal estimator never reads it)."""
+    xs, ys = evalset.xs[rows], evalset.ys[rows]
+    if evalset.query_xs is None:
+        return est.predict(xs, ys)
+    query_xs, blank = evalset.query_xs[rows], torch.zeros_like(evalset.query_ys[rows])
+    columns = []
+    for k in range(evalset.positions):  # one batch per position, every prompt at once
+        prompt_xs = torch.cat([xs[:, :k], query_xs[:, k : k + 1]], 1)
+        prompt_ys = torch.cat([ys[:, :k], blank[:, k : k + 1]], 1)
+        columns.append(est.predict(prompt_xs, prompt_ys)[:, k])
+    return torch.stack(columns, 1)
+
+
 def estimator_errors(
     estimators: list[Estimator], evalset: EvalSet, batch_size: int, progress: bool = False
 ) -> dict[str, Tensor]:
-    """Errors (prompts, points) of each estimator on the same prompts, computed in batches of prompts."""
+    """Errors (prompts, scored positions) of each estimator on the same prompts, computed in batches of prompts."""
     out = {}
     for est in tqdm(estimators, desc="eval", disable=not progress, leave=False):
         est.fit_prior(evalset.task, evalset.inputs, evalset.xs.shape[1])
         preds = torch.cat(
-            [
-                est.predict(evalset.xs[i : i + batch_size], evalset.ys[i : i + batch_size])
-                for i in range(0, len(evalset.xs), batch_size)
-            ]
+            [predictions(est, evalset, slice(i, i + batch_size)) for i in range(0, len(evalset.xs), batch_size)]
         )
         out[est.label] = prompt_errors(preds, evalset)
     return out
@@ -142,9 +178,11 @@ def evaluate(
     shift: str | dict | None = None,
     baselines: list[str] | None = None,
     progress: bool = False,
+    prompting: str | dict | None = None,
 ) -> list[dict]:
-    """Curve rows for the model (if given) and the baselines on one evaluation set."""
-    evalset = make_eval_set(config, task, shift)
+    """Curve rows for the model (if given) and the baselines on one evaluation set; under a `prompting` strategy
+    other than 'standard' the task column reads e.g. 'linear@random_quadrants'."""
+    evalset = make_eval_set(config, task, shift, prompting=prompting)
     names = config.eval.baselines if baselines is None else baselines
     estimators = ([TransformerEstimator(model)] if model is not None else []) + [
         make_estimator(name, prefix="baseline") for name in names

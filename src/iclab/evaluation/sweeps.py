@@ -6,7 +6,7 @@
     shift      the run's task under Garg et al.'s distribution shifts
 
 Rows are those of curves.csv with two more columns: `run` (the transformer's run; empty for baselines, which do
-not depend on a run) and `sweep` (the swept value, e.g. 'nnz=3').
+not depend on a run) and `sweep` (the swept value, e.g. 'nnz=3'). A `prompting` strategy applies at every point.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..spec import unknown_key_error
 from ..tasks import make_task
 from ..tasks.functions import ConvexCombination, Linear, Mixture, Sinusoid
+from ..tasks.prompting import make_prompting
 from ..training.runs import load_model, read_config
 from .curves import evaluate, write_curves
 
@@ -102,10 +103,13 @@ def run_sweep(
     run_dirs: list[Path],
     baselines: list[str] | None = None,
     progress: bool = False,
+    prompting: str | dict | None = None,
 ) -> list[dict]:
-    """Sweep every run over the points of the first run's config; baselines once per point."""
+    """Sweep every run over the points of the first run's config; baselines once per point; every point under
+    the `prompting` strategy (default standard)."""
     if not run_dirs:
         raise UserError("give at least one run directory")
+    make_prompting(prompting)  # a misspelt strategy fails before any model loads
     configs = [read_config(r) for r in run_dirs]
     first = configs[0]
     for run, cfg in zip(run_dirs, configs, strict=True):
@@ -132,10 +136,10 @@ def run_sweep(
         for run, cfg, model in zip(run_dirs, configs, models, strict=True):
             # every run is scored on the first run's evaluation prompts (same seed, same task spec)
             cfg.eval = first.eval
-            for r in evaluate(model, cfg, point.task, point.shift, baselines=[], progress=progress):
+            for r in evaluate(model, cfg, point.task, point.shift, [], progress, prompting):
                 rows.append({"run": run_names[str(run)], "sweep": point.label} | r)
         if names:
-            for r in evaluate(None, first, point.task, point.shift, baselines=names, progress=progress):
+            for r in evaluate(None, first, point.task, point.shift, names, progress, prompting):
                 rows.append({"run": "", "sweep": point.label} | r)
     return rows
 
