@@ -170,7 +170,7 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
     assert [s["recipe"] for s in summaries] == list(recipes.RECIPES)
     report = (tmp_path / "report.md").read_text()
     for recipe in recipes.RECIPES.values():
-        assert recipe.TITLE in report and recipe.CLAIM in report
+        assert recipe.title in report and recipe.claim in report
     assert report.count("**PASS**") + report.count("**FAIL**") == sum(len(s["checks"]) for s in summaries)
     (tmp_path / "report.md").unlink()
     result = subprocess.run(
