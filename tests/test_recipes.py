@@ -214,3 +214,20 @@ def test_recipe_names():
     assert recipes.recipe_names("sparsity,all") == ["sparsity"] + [n for n in recipes.RECIPES if n != "sparsity"]
     with pytest.raises(UserError, match="empty recipe name"):
         recipes.recipe_names("sparsity,")
+
+
+def test_every_recipe_is_one_declared_frozen_recipe(tmp_path, monkeypatch):
+    import dataclasses
+
+    from iclab.recipes import lsa_gd
+    from iclab.recipes.recipe import Recipe
+
+    for name, recipe in recipes.RECIPES.items():
+        assert isinstance(recipe, Recipe) and recipe.name == name and set(recipe.models) <= set(zoo.MODELS)
+    assert recipes.RECIPES["sparsity"].models == ("dense", "sparse", "dense_sparse")
+    assert [n for n, r in recipes.RECIPES.items() if not r.shipped] == ["momentum"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lsa_gd.RECIPE.shipped = False
+    monkeypatch.setitem(recipes.RECIPES, "lsa-gd", dataclasses.replace(lsa_gd.RECIPE, modes=("full",)))
+    with pytest.raises(UserError, match="recipe 'lsa-gd' has no quick size"):
+        recipes.reproduce("lsa-gd", tmp_path, quick=True)

@@ -4,7 +4,7 @@ For every eta of a grid (eta = 0 is standard softmax attention) and every seed, 
 - a TokenLM on Shakespeare with a locally trained BPE, then scores validation perplexity at several context
   lengths (text/), and
 - an ICL transformer on dense linear regression, then scores its error against the number of examples k on one
-  fixed prompt set (train.py, evaluate.py).
+  fixed prompt set (training/, evaluation/).
 Runs that share a seed share initial weights and batches whatever eta is (momentum adds no parameters), so the
 differences between etas are paired by seed. Runs live in OUT/models/MODE/momentum/ and are reused, or resumed
 after an interruption, by later calls.
@@ -15,7 +15,8 @@ the offline classification sets for every eta and demonstration seed; the demons
 Otherwise, and in quick mode, the report says it was not run and how to run it.
 
 One job per module: settings.py (the grid and its sizes), studies.py (training and scoring the runs),
-paired.py (paired comparisons over seeds and the checks), figures.py, report.py (tables and verdicts).
+paired.py (paired comparisons over seeds and the checks), figures.py, report.py (tables, verdicts, footer);
+this file declares the RECIPE and renders its report section.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .studies import pretrained_lm_study, run
 
 
 def section(folder: Path, stored: dict) -> list[str]:
+    """The report section, from OUT/momentum/results.json alone (figures redrawn)."""
     results = json.loads((folder / "results.json").read_text())
     stored = stored | {"tables": tables(results)}
     figures, checks = draw(results, folder), check_results(results)
