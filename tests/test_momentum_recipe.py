@@ -39,7 +39,7 @@ def test_reproduce_momentum_end_to_end(tiny, tmp_path):
     assert {(r["eta"], r["seed"]) for r in results["lm"]["runs"]} == {(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)}
     assert len(summary["checks"]) == 3 and (folder / "momentum_lm.png").stat().st_size > 1000
     report = (tmp_path / "report.md").read_text()
-    assert momentum.TITLE in report and momentum.CLAIM in report and "| momentum eta=0.5 |" in report
+    assert momentum.RECIPE.title in report and momentum.RECIPE.claim in report and "| momentum eta=0.5 |" in report
     # the report re-renders from stored files alone
     (tmp_path / "report.md").unlink()
     result = subprocess.run(

@@ -170,7 +170,7 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
     assert [s["recipe"] for s in summaries] == list(recipes.RECIPES)
     report = (tmp_path / "report.md").read_text()
     for recipe in recipes.RECIPES.values():
-        assert recipe.TITLE in report and recipe.CLAIM in report
+        assert recipe.title in report and recipe.claim in report
     assert report.count("**PASS**") + report.count("**FAIL**") == sum(len(s["checks"]) for s in summaries)
     (tmp_path / "report.md").unlink()
     result = subprocess.run(
@@ -214,3 +214,20 @@ def test_recipe_names():
     assert recipes.recipe_names("sparsity,all") == ["sparsity"] + [n for n in recipes.RECIPES if n != "sparsity"]
     with pytest.raises(UserError, match="empty recipe name"):
         recipes.recipe_names("sparsity,")
+
+
+def test_every_recipe_is_one_declared_frozen_recipe(tmp_path, monkeypatch):
+    import dataclasses
+
+    from iclab.recipes import lsa_gd
+    from iclab.recipes.recipe import Recipe
+
+    for name, recipe in recipes.RECIPES.items():
+        assert isinstance(recipe, Recipe) and recipe.name == name and set(recipe.models) <= set(zoo.MODELS)
+    assert recipes.RECIPES["sparsity"].models == ("dense", "sparse", "dense_sparse")
+    assert [n for n, r in recipes.RECIPES.items() if not r.shipped] == ["momentum"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lsa_gd.RECIPE.shipped = False
+    monkeypatch.setitem(recipes.RECIPES, "lsa-gd", dataclasses.replace(lsa_gd.RECIPE, modes=("full",)))
+    with pytest.raises(UserError, match="recipe 'lsa-gd' has no quick size"):
+        recipes.reproduce("lsa-gd", tmp_path, quick=True)

@@ -7,18 +7,19 @@ from collections.abc import Sequence
 from .stats import Summary
 
 
-def cell(value, digits: int = 3, spread: str = "") -> str:
+def cell(value, digits: int = 3, spread: str = "", scale: float = 1) -> str:
     """A number as a table cell: floats to `digits` decimals, None as n/a; a Summary as "mean ± sd" (or ± se
-    with spread="se"; with spread="" only the mean), the ± part left out for a single value."""
+    with spread="se"; with spread="" only the mean), the ± part left out for a single value. Numbers are
+    multiplied by `scale` first (100: fractions as percentages)."""
     if value is None:
         return "n/a"
     if isinstance(value, Summary):
-        text = f"{value.mean:.{digits}f}"
+        text = f"{scale * value.mean:.{digits}f}"
         if spread and value.n > 1:
-            text += f" ± {getattr(value, spread):.{digits}f}"
+            text += f" ± {scale * getattr(value, spread):.{digits}f}"
         return text
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{scale * value:.{digits}f}"
     return str(value)
 
 

@@ -17,8 +17,20 @@ class Summary:
     se: float
     n: int
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self, *keys: str) -> dict:
+        """The fields as a dict; only `keys` (e.g. "mean", "sd", "n") when given."""
+        fields = asdict(self)
+        return {k: fields[k] for k in keys} if keys else fields
+
+    @classmethod
+    def from_dict(cls, stored: Mapping | None) -> Summary | None:
+        """A Summary from a stored dict of mean, n and sd or se (the missing one derived); None stays None."""
+        if stored is None:
+            return None
+        n, root = stored["n"], math.sqrt(stored["n"])
+        sd = stored["sd"] if "sd" in stored else stored["se"] * root
+        se = stored["se"] if "se" in stored else stored["sd"] / root
+        return cls(stored["mean"], sd, se, n)
 
 
 def summarize(values: Iterable[float | None]) -> Summary | None:

@@ -12,7 +12,8 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..errors import UserError  # noqa: E402
-from ..files import atomic_write_text
+from ..files import atomic_write_text  # noqa: E402
+from ..markdown import cell, table  # noqa: E402
 from ..training.checkpoint import latest_checkpoint, read_state  # noqa: E402
 from ..training.runs import build_model, read_config, read_metrics  # noqa: E402
 from .curves import read_curves  # noqa: E402
@@ -73,10 +74,11 @@ def _plot_k_curves(groups: dict[str, list[dict]], path: Path, title: str, dims: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write `fig` to `path` atomically (a reader never sees half a PNG) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
@@ -97,12 +99,12 @@ def _curve_table(rows: list[dict], task: str, dims: int) -> str:
     rows = [r for r in rows if r["task"] == task]
     points = max(r["k"] for r in rows) + 1
     ks = sorted({0, 1, dims // 2, dims, min(2 * dims, points - 1), points - 1} & set(range(points)))
-    lines = ["| estimator | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
     by = {(r["estimator"], r["k"]): r for r in rows}
-    for est in dict.fromkeys(r["estimator"] for r in rows):
-        cells = [f"{by[est, k]['mean']:.3f} [{by[est, k]['lo']:.3f}, {by[est, k]['hi']:.3f}]" for k in ks]
-        lines.append(f"| {est} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    body = [
+        [est] + [f"{cell(by[est, k]['mean'])} [{cell(by[est, k]['lo'])}, {cell(by[est, k]['hi'])}]" for k in ks]
+        for est in dict.fromkeys(r["estimator"] for r in rows)
+    ]
+    return "\n".join(table(["estimator"] + [f"k={k}" for k in ks], body))
 
 
 def checks_section(checks: list[dict]) -> list[str]:
@@ -219,4 +221,4 @@ def plot_sweep(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from ..analysis.icl_vs_ft import StudyResult, study
 from ..analysis.metrics import MEASURES
 from ..errors import UserError
 from ..files import atomic_write_json, atomic_write_text
+from ..markdown import cell, table
+from ..stats import Summary, summarize
 
 if TYPE_CHECKING:
     from .loading import Loaded
@@ -201,11 +202,9 @@ def _read_part(path: Path, config: StudyConfig, seed: int) -> dict | None:
 
 
 def _stats(values: list) -> dict | None:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "sd": sd, "n": len(values)}
+    """{"mean", "sd", "n"} of the values that are defined (the keys results.json has always had), or None."""
+    summary = summarize(values)
+    return None if summary is None else summary.to_dict("mean", "sd", "n")
 
 
 def summarise(config: StudyConfig, task, per_seed: dict[int, dict]) -> dict:
@@ -272,13 +271,9 @@ def _fmt(v) -> str:
 
 
 def _cell(entry: dict | None, percent: bool = False) -> str:
-    if entry is None:
-        return "n/a"
-    scale = 100 if percent else 1
-    text = f"{entry['mean'] * scale:.1f}" if percent else f"{entry['mean']:.3f}"
-    if entry["n"] > 1:
-        text += f" ± {entry['sd'] * scale:.1f}" if percent else f" ± {entry['sd']:.3f}"
-    return text
+    """A stored {"mean", "sd", "n"} as "mean ± sd" (accuracies in % with one decimal, else three decimals)."""
+    summary = Summary.from_dict(entry)
+    return cell(summary, digits=1, spread="sd", scale=100) if percent else cell(summary, spread="sd")
 
 
 def markdown(results: dict) -> list[str]:
@@ -297,36 +292,24 @@ def markdown(results: dict) -> list[str]:
     ]
     if momentum is not None:
         lines += [momentum_note(momentum), ""]
-    lines += [
-        "| model | scoring | ZSL | ICL | FT |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for model in spread:
-        for mode in ("plain", "calibrated"):
-            cells = [_cell(spread[model]["scoring"][f"{c}.{mode}.accuracy"], True) for c in CONDITIONS]
-            if all(c == "n/a" for c in cells):
-                continue
-            lines.append(f"| {model} | {mode} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Share of predictions on the most predicted label (1.0: always the same label):",
-        "",
-        "| model | scoring | ZSL | ICL | FT |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for model in spread:
-        for mode in ("plain", "calibrated"):
-            cells = [_cell(spread[model]["scoring"][f"{c}.{mode}.top_label_share"]) for c in CONDITIONS]
-            if not all(c == "n/a" for c in cells):
-                lines.append(f"| {model} | {mode} | " + " | ".join(cells) + " |")
-    header = "| measure | trained | random update |" + (" untrained model |" if "untrained" in spread else "")
-    lines += ["", header, "|---|---:|---:|" + ("---:|" if "untrained" in spread else "")]
-    trained = spread["trained"]
-    for key in KEYS:
-        row = f"| {MEASURES[key]} | {_cell(trained['measures'][key])} | {_cell(trained['random'][key])} |"
-        if "untrained" in spread:
-            row += f" {_cell(spread['untrained']['measures'][key])} |"
-        lines.append(row)
+
+    def scoring_table(metric: str, percent: bool) -> list[str]:
+        rows = []
+        for model in spread:
+            for mode in ("plain", "calibrated"):
+                cells = [_cell(spread[model]["scoring"][f"{c}.{mode}.{metric}"], percent) for c in CONDITIONS]
+                if not all(c == "n/a" for c in cells):
+                    rows.append([model, mode, *cells])
+        return table(["model", "scoring", "ZSL", "ICL", "FT"], rows, align="llrrr")
+
+    lines += scoring_table("accuracy", True)
+    lines += ["", "Share of predictions on the most predicted label (1.0: always the same label):", ""]
+    lines += scoring_table("top_label_share", False)
+    parts = {"trained": ("trained", "measures"), "random update": ("trained", "random")}
+    if "untrained" in spread:
+        parts["untrained model"] = ("untrained", "measures")
+    rows = [[MEASURES[key]] + [_cell(spread[m][part][key]) for m, part in parts.values()] for key in KEYS]
+    lines += [""] + table(["measure", *parts], rows)
     lrs = [p["trained"]["ft_lr"] for p in results["per_seed"].values()]
     chosen = ", ".join(_fmt_lr(x) for x in lrs)
     lines += [
@@ -357,11 +340,7 @@ def _with_baselines(trained: dict, untrained: dict | None, key: str) -> str:
 
 def summary_table(runs: list[dict]) -> list[str]:
     """One row per `lm run` folder: accuracies under both scorings and the measures beside their baselines."""
-    lines = [
-        "| task | model | seeds | ZSL | ICL | FT | ZSL cal. | ICL cal. | FT cal. | Rec2FTP "
-        "| SimAOU (random; untrained) | SimAM ICL-FT / ICL-ZSL | Kendall (random; untrained) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for r in runs:
         t, u = r["spread"]["trained"], r["spread"].get("untrained")
         acc = [_cell(t["scoring"][f"{c}.{m}.accuracy"], True) for m in ("plain", "calibrated") for c in CONDITIONS]
@@ -372,6 +351,8 @@ def summary_table(runs: list[dict]) -> list[str]:
         if r.get("momentum") is not None:
             notes.append(f"momentum η = {r['momentum']:g}")
         task = r["task"] + (f" ({', '.join(notes)})" if notes else "")
-        cells = [task, Path(r["model"]).name, str(len(r["seeds"])), *acc, _cell(t["measures"]["rec2ftp"])]
-        lines.append("| " + " | ".join([*cells, simaou, simam, kendall]) + " |")
-    return lines
+        rows.append([task, Path(r["model"]).name, str(len(r["seeds"])), *acc, _cell(t["measures"]["rec2ftp"])])
+        rows[-1] += [simaou, simam, kendall]
+    header = ["task", "model", "seeds", "ZSL", "ICL", "FT", "ZSL cal.", "ICL cal.", "FT cal.", "Rec2FTP"]
+    header += ["SimAOU (random; untrained)", "SimAM ICL-FT / ICL-ZSL", "Kendall (random; untrained)"]
+    return table(header, rows, align="ll" + "r" * (len(header) - 2))

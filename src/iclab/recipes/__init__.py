@@ -1,75 +1,31 @@
 """Paper figures as one-command recipes: `iclab reproduce NAME --out DIR [--quick | --pretrained]`.
 
-Every recipe states NAME, TITLE, the paper's CLAIM and how our setting DIFFERS, and checks the claim's shape as
-PASS/FAIL lines with numbers. Two kinds:
-- a sweep recipe (model_selection, sparsity, convex, frequency) names the MODELS it needs (recipes.models) and
-  defines `compute(models, setting) -> rows` (sweep rows, see sweeps.py), `check_rows(rows, setting)` and
-  `draw(rows, folder, setting) -> PNGs`; SweepRecipe runs it;
-- a study recipe (lsa_gd, icl_vs_ft, momentum) is a module with `run(out, mode, pretrained, progress) -> summary`
-  and `section(folder, stored) -> Markdown lines`.
-SHIPPED = True marks recipes that --pretrained renders in seconds; `--jobs N` trains the sweep recipes' models N
-at a time before any recipe runs. Results land in DIR/NAME/ (curves or results, checks.json, figures) and
-DIR/report.md, which `iclab report DIR` re-renders from those files alone.
+Every recipe module declares one `RECIPE` (recipe.py): its name, title, the paper's claim and how our setting
+differs, the modes it has, the shared models it needs and whether they ship, and its run / check / draw / section
+functions; it checks the claim's shape as PASS/FAIL lines with numbers. Two kinds:
+- a sweep recipe (model_selection, sparsity, convex, frequency) sweeps the shared models (recipes.models) and
+  is built by `sweep_recipe` (sweep.py) from its `compute`, `check_rows` and `draw`;
+- a study recipe (lsa_gd, icl_vs_ft, momentum) trains what it needs itself in its own `run`.
+`--pretrained` renders the recipes whose models ship (shipped=True) in seconds; `--jobs N` trains the sweep
+recipes' models N at a time before any recipe runs. Results land in DIR/NAME/ (curves or results, checks.json,
+figures) and DIR/report.md, which `iclab report DIR` re-renders from those files alone.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from ..errors import UserError
-from ..evaluation.curves import read_curves
-from ..evaluation.sweeps import write_sweep
 from ..files import atomic_write_json, atomic_write_text
 from ..spec import unknown_key_error
-from ..training.checkpoint import latest_checkpoint, read_state
 from . import convex, frequency, icl_vs_ft, lsa_gd, model_selection, momentum, sparsity
-from .common import section_lines
-from .models import PRETRAINED, ensure_model, setting, train_models
+from .models import PRETRAINED, train_models
+from .recipe import Recipe
 
-
-class SweepRecipe:
-    """A Yadlowsky et al. figure: shared models (recipes.models), a sweep, shape checks on its rows."""
-
-    SHIPPED = True  # its full-size models ship with iclab (--pretrained)
-
-    def __init__(self, module):
-        self.module = module
-        self.NAME, self.TITLE, self.CLAIM = module.NAME, module.TITLE, module.CLAIM
-        self.DIFFERENCES, self.MODELS = module.DIFFERENCES, module.MODELS
-
-    def run(self, out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
-        models = {m: ensure_model(m, out, mode, pretrained, progress) for m in self.MODELS}
-        started = time.perf_counter()
-        chosen = setting(mode)
-        rows = self.module.compute(models, chosen, progress)
-        folder = out / self.NAME
-        write_sweep(folder / "curves.csv", rows)
-        self.module.draw(rows, folder, chosen)
-        return {
-            "checks": self.module.check_rows(rows, chosen),
-            "seconds": round(time.perf_counter() - started, 1),
-            "models": {m: _model_info(p) for m, p in models.items()},
-            "setting": chosen,
-        }
-
-    def section(self, folder: Path, stored: dict) -> list[str]:
-        rows = read_curves(folder / "curves.csv")
-        figures = self.module.draw(rows, folder, stored["setting"])
-        models = ", ".join(f"{m} ({i['steps']} steps, {i['train_seconds']:.0f} s)" for m, i in stored["models"].items())
-        return section_lines(
-            self.module,
-            folder,
-            figures,
-            self.module.check_rows(rows, stored["setting"]),
-            stored,
-            f"Models: {models}; sweep and checks {stored['seconds']:.0f} s. Numbers: `{folder.name}/curves.csv`.",
-        )
-
-
-SWEEPS = [SweepRecipe(m) for m in (model_selection, sparsity, convex, frequency)]
-RECIPES = {r.NAME: r for r in [*SWEEPS, lsa_gd, icl_vs_ft, momentum]}
+RECIPES: dict[str, Recipe] = {
+    m.RECIPE.name: m.RECIPE for m in (model_selection, sparsity, convex, frequency, lsa_gd, icl_vs_ft, momentum)
+}
 
 
 def recipe_names(name: str) -> list[str]:
@@ -100,8 +56,11 @@ def reproduce(
     out = Path(out)
     mode = PRETRAINED if pretrained else ("quick" if quick else "full")
     names = recipe_names(name)
+    for n in names:
+        if mode not in RECIPES[n].modes:
+            raise UserError(f"recipe '{n}' has no {mode} size (it has: {', '.join(RECIPES[n].modes)})")
     if pretrained:  # only recipes whose models ship with iclab (or train in seconds) render in seconds
-        unshipped = [n for n in names if not getattr(RECIPES[n], "SHIPPED", False)]
+        unshipped = [n for n in names if not RECIPES[n].shipped]
         if unshipped and name != "all":
             which = ", ".join(unshipped)
             raise UserError(f"no models for '{which}' ship with iclab; run it without --pretrained to train them")
@@ -111,7 +70,7 @@ def reproduce(
     if jobs > 1 and not pretrained:
         import torch
 
-        needed = [m for n in names for m in getattr(RECIPES[n], "MODELS", [])]
+        needed = [m for n in names for m in RECIPES[n].models]
         train_models(needed, out, mode, jobs, max(1, torch.get_num_threads() // jobs), progress)
     summaries = []
     for n in names:
@@ -122,11 +81,6 @@ def reproduce(
         summaries.append(summary)
     render_recipes(out)
     return summaries
-
-
-def _model_info(run_dir: Path) -> dict:
-    state = read_state(latest_checkpoint(run_dir))
-    return {"path": str(run_dir), "steps": state["step"], "train_seconds": round(state["elapsed_seconds"], 1)}
 
 
 def recipe_folders(out: Path) -> list[Path]:
@@ -164,4 +118,4 @@ def render_recipes(out: Path) -> Path:
     return path
 
 
-__all__ = ["RECIPES", "render_recipes", "reproduce"]
+__all__ = ["RECIPES", "Recipe", "render_recipes", "reproduce"]

@@ -1,4 +1,5 @@
-"""Helpers the paper recipes share: training their runs once, reading values off sweep rows, phrasing checks."""
+"""Helpers the paper recipes share: training their runs once, reading values off sweep rows, phrasing checks and
+their report sections."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..evaluation.report import series_name
 from ..training.runs import read_config, run_status
+from .recipe import Recipe
 
 REL_TOLERANCE, ABS_TOLERANCE = 0.15, 0.02  # "within 15 % (or 0.02 absolute)"
 
@@ -82,14 +84,14 @@ def ensure_run(
 
 
 def section_lines(
-    recipe, folder: Path, figures: list[Path], checks: list[dict], stored: dict, footer: str
+    recipe: Recipe, folder: Path, figures: list[Path], checks: list[dict], stored: dict, footer: str
 ) -> list[str]:
-    """The report section of `recipe` (a module with TITLE, CLAIM and DIFFERENCES): its claim, figures,
-    PASS/FAIL checks, tables, how our setting differs."""
+    """The report section of `recipe`: its claim, figures, PASS/FAIL checks, tables (stored["tables"], if any),
+    how our setting differs."""
     verdict = "supports" if all(c["passed"] for c in checks) else "does not fully support"
-    lines = [f"## {recipe.TITLE}", "", f"**The paper's claim.** {recipe.CLAIM}", ""]
+    lines = [f"## {recipe.title}", "", f"**The paper's claim.** {recipe.claim}", ""]
     lines += [f"![{folder.name}]({folder.name}/{f.name})" for f in figures] + [""]
     lines += [f"**What we measured** ({stored['mode']} mode): our run {verdict} the claim.", ""]
     lines += [f"- **{'PASS' if c['passed'] else 'FAIL'}** {c['claim']}: {c['detail']}" for c in checks] + [""]
     lines += stored.get("tables", [])
-    return lines + [f"**Where our setting differs.** {recipe.DIFFERENCES}", "", footer, ""]
+    return lines + [f"**Where our setting differs.** {recipe.differences}", "", footer, ""]

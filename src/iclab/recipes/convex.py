@@ -8,20 +8,7 @@ from pathlib import Path
 from ..evaluation.report import plot_sweep
 from ..evaluation.sweeps import run_sweep
 from .common import check, ks, value
-
-NAME = "convex"
-TITLE = "Convex combinations alpha * linear + (1 - alpha) * sinusoid"
-CLAIM = (
-    "A model pretrained on a mixture of linear functions and sinusoids handles each class, but fails on "
-    "their convex combinations: the error at alpha near 0.5 rises above both ends (Yadlowsky et al. 2023, "
-    "finding 3)."
-)
-DIFFERENCES = (
-    "Scalar inputs (d = 1), sinusoid frequencies in [0.5, 2], small CPU-trained models; errors are "
-    "divided by the combination's E[y^2] = alpha^2 E[f^2] + (1 - alpha)^2 E[g^2] and read at the "
-    "last position (k = 10)."
-)
-MODELS = ["line", "sine", "line_sine"]
+from .sweep import sweep_recipe
 
 
 def compute(models: dict[str, Path], setting: dict, progress: bool = False) -> list[dict]:
@@ -46,3 +33,23 @@ def check_rows(rows: list[dict], setting: dict | None = None) -> list[dict]:
 def draw(rows: list[dict], out: Path, setting: dict | None = None) -> list[Path]:
     k = ks(rows)[-1]
     return [plot_sweep(rows, k, out / "convex.png", "alpha * linear + (1 - alpha) * sinusoid", "alpha")]
+
+
+RECIPE = sweep_recipe(
+    name="convex",
+    title="Convex combinations alpha * linear + (1 - alpha) * sinusoid",
+    claim=(
+        "A model pretrained on a mixture of linear functions and sinusoids handles each class, but fails on "
+        "their convex combinations: the error at alpha near 0.5 rises above both ends (Yadlowsky et al. 2023, "
+        "finding 3)."
+    ),
+    differences=(
+        "Scalar inputs (d = 1), sinusoid frequencies in [0.5, 2], small CPU-trained models; errors are "
+        "divided by the combination's E[y^2] = alpha^2 E[f^2] + (1 - alpha)^2 E[g^2] and read at the "
+        "last position (k = 10)."
+    ),
+    models=("line", "sine", "line_sine"),
+    compute=compute,
+    check=check_rows,
+    draw=draw,
+)

@@ -8,20 +8,8 @@ from ..evaluation.report import plot_sweep, sweep_value
 from ..evaluation.sweeps import run_sweep
 from .common import check, ks
 from .models import SINE
+from .sweep import sweep_recipe
 
-NAME = "frequency"
-TITLE = "Frequency sweep: sinusoids inside, below and above the pretraining range"
-CLAIM = (
-    "Pretrained on sinusoids with frequencies in a range, the model fails on frequencies far below or far "
-    "above it (Yadlowsky et al. 2023, finding 4)."
-)
-DIFFERENCES = (
-    "Scalar inputs x ~ N(0, 1), pretraining frequencies [0.5, 2], test frequencies 1/8 .. 8 times the "
-    "range ends; small CPU-trained models; errors at the last position (k = 10). The paper sees failure "
-    "on both sides; on scalar inputs a sinusoid far below the range is nearly constant over the data, "
-    "so the check line says which side carries the failure here."
-)
-MODELS = ["sine", "line_sine"]
 FAR = 2.0  # "far above": at least twice the mean error inside the range
 
 
@@ -74,3 +62,23 @@ def draw(rows: list[dict], out: Path, setting: dict | None = None) -> list[Path]
             marks=[SINE["freq_min"], SINE["freq_max"]],
         )
     ]
+
+
+RECIPE = sweep_recipe(
+    name="frequency",
+    title="Frequency sweep: sinusoids inside, below and above the pretraining range",
+    claim=(
+        "Pretrained on sinusoids with frequencies in a range, the model fails on frequencies far below or far "
+        "above it (Yadlowsky et al. 2023, finding 4)."
+    ),
+    differences=(
+        "Scalar inputs x ~ N(0, 1), pretraining frequencies [0.5, 2], test frequencies 1/8 .. 8 times the "
+        "range ends; small CPU-trained models; errors at the last position (k = 10). The paper sees failure "
+        "on both sides; on scalar inputs a sinusoid far below the range is nearly constant over the data, "
+        "so the check line says which side carries the failure here."
+    ),
+    models=("sine", "line_sine"),
+    compute=compute,
+    check=check_rows,
+    draw=draw,
+)

@@ -13,8 +13,6 @@ import dataclasses
 import json
 import math
 import shutil
-import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -28,30 +26,17 @@ from ..analysis.adapter import IclabLMAdapter
 from ..analysis.icl_vs_ft import StudyData, study
 from ..analysis.metrics import MEASURES
 from ..errors import UserError
-from ..evaluation.report import _save
+from ..evaluation.report import save_figure
 from ..files import atomic_write_json
+from ..markdown import cell, table
 from ..model import ModelConfig, TokenLM
+from ..stats import Summary, summarize
 from ..tasks.keywords import KeywordClassification
 from .common import check, section_lines
 from .models import pretrained_dir
+from .recipe import Recipe
 
 NAME = "icl-vs-ft"
-SHIPPED = True  # the keywords LM ships with iclab
-TITLE = "ICL as implicit finetuning: ZSL, ICL and K/V finetuning on iclab's own token model"
-CLAIM = (
-    "In-context learning behaves like finetuning: of the examples finetuning fixes, ICL gets most right "
-    "(Rec2FTP 86-89 %); ICL's attention-output updates point the way finetuning's do (SimAOU 0.19-0.23 vs "
-    "~0 for a random update); ICL's attention map is closer to FT's than to ZSL's (SimAM 0.44 vs 0.34); "
-    "ICL's attention to demonstration tokens ranks them as FT's does (Kendall 0.19-0.21). (Dai et al. 2023; "
-    "figures from summaries, unverified.)"
-)
-DIFFERENCES = (
-    "Dai et al. used 1.3B/2.7B GPTs on six text-classification sets; here a 2-layer, width-64 token "
-    "model pretrained for minutes on a synthetic keyword-classification world (label maps are random "
-    "per instance, canonical half the time, so zero-shot sits near 75 %), 8 demonstrations, learning "
-    "rate picked per instance on validation queries. The same engine runs on pretrained causal LMs "
-    "through `iclab lm run` (see the README)."
-)
 TASK = KeywordClassification(vocab=64, classes=2, keywords=4, length=4, noise=0.2, prior=0.5)
 MODEL = ModelConfig(layers=2, width=64, heads=2)
 TRAIN_DEMOS, DEMOS = 12, 8
@@ -108,16 +93,12 @@ def ensure_model(folder: Path, steps: int, progress: bool) -> tuple[TokenLM, dic
     return model, info
 
 
-def _aggregate(results: list, attr: str) -> dict[str, dict]:
+def _aggregate(results: list, attr: str) -> dict[str, dict | None]:
     """Mean, standard error and count over instances of every value of result.<attr> that is defined."""
     out = {}
     for key in getattr(results[0], attr):
-        values = [getattr(r, attr)[key] for r in results if getattr(r, attr)[key] is not None]
-        if values:
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            out[key] = {"mean": statistics.fmean(values), "se": sd / math.sqrt(len(values)), "n": len(values)}
-        else:
-            out[key] = None
+        summary = summarize(getattr(r, attr)[key] for r in results)
+        out[key] = None if summary is None else summary.to_dict("mean", "se", "n")
     return out
 
 
@@ -152,7 +133,7 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
     atomic_write_json(
         folder / "results.json", summary | {"model": info, "instances": size["instances"], "demos": DEMOS, "lrs": LRS}
     )
-    _draw(summary, folder)
+    draw(summary, folder)
     return {
         "checks": check_summary(summary),
         "seconds": round(time.perf_counter() - started, 1),
@@ -223,19 +204,18 @@ def check_summary(summary: dict) -> list[dict]:
 
 
 def tables(summary: dict, results: dict) -> list[str]:
-    def cell(entry):
-        return "n/a" if entry is None else f"{entry['mean']:.3f} ± {entry['se']:.3f}"
+    def entry(model: str, part: str, key: str) -> str:
+        return cell(Summary.from_dict(summary[model][part][key]), spread="se")
 
-    lines = ["| model | ZSL acc | FT acc | ICL acc |", "|---|---:|---:|---:|"]
-    for name in ("trained", "untrained"):
-        a = summary[name]["accuracy"]
-        lines.append(f"| {name} | {cell(a['zsl'])} | {cell(a['ft'])} | {cell(a['icl'])} |")
-    lines += ["", "| measure | trained | random update | untrained model |", "|---|---:|---:|---:|"]
-    for key in KEYS:
-        lines.append(
-            f"| {MEASURES[key]} | {cell(summary['trained']['measures'][key])} | "
-            f"{cell(summary['trained']['random'][key])} | {cell(summary['untrained']['measures'][key])} |"
-        )
+    lines = table(
+        ["model", "ZSL acc", "FT acc", "ICL acc"],
+        [[name] + [entry(name, "accuracy", c) for c in ("zsl", "ft", "icl")] for name in ("trained", "untrained")],
+    )
+    parts = [("trained", "measures"), ("trained", "random"), ("untrained", "measures")]
+    lines += [""] + table(
+        ["measure", "trained", "random update", "untrained model"],
+        [[MEASURES[key]] + [entry(model, part, key) for model, part in parts] for key in KEYS],
+    )
     similar = check_summary(summary)[4:]
     passed = sum(c["passed"] for c in similar)
     if passed == len(similar):
@@ -261,7 +241,7 @@ def tables(summary: dict, results: dict) -> list[str]:
     return lines
 
 
-def _draw(summary: dict, folder: Path) -> Path:
+def draw(summary: dict, folder: Path) -> list[Path]:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120, gridspec_kw={"width_ratios": [1, 2]})
     for j, name in enumerate(("trained", "untrained")):
         vals = [_m(summary, name, "accuracy", k) or 0 for k in ("zsl", "ft", "icl")]
@@ -281,14 +261,13 @@ def _draw(summary: dict, folder: Path) -> Path:
     ax2.set_title("similarity of ICL and FT")
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, folder / "icl_vs_ft.png")
+    return [save_figure(fig, folder / "icl_vs_ft.png")]
 
 
 def section(folder: Path, stored: dict) -> list[str]:
-
     results = json.loads((folder / "results.json").read_text())
     summary = {k: results[k] for k in ("trained", "untrained")}
-    figure = _draw(summary, folder)
+    figures = draw(summary, folder)
     checks = check_summary(summary)
     stored = stored | {"tables": tables(summary, results)}
     model = results["model"]
@@ -296,4 +275,30 @@ def section(folder: Path, stored: dict) -> list[str]:
         f"Model: {model['parameters']:,} parameters, {model['steps']} pretraining steps "
         f"({model['train_seconds']:.0f} s); study {stored['seconds']:.0f} s. Numbers: `{folder.name}/results.json`."
     )
-    return section_lines(sys.modules[__name__], folder, [figure], checks, stored, footer)
+    return section_lines(RECIPE, folder, figures, checks, stored, footer)
+
+
+RECIPE = Recipe(
+    name=NAME,
+    title="ICL as implicit finetuning: ZSL, ICL and K/V finetuning on iclab's own token model",
+    claim=(
+        "In-context learning behaves like finetuning: of the examples finetuning fixes, ICL gets most right "
+        "(Rec2FTP 86-89 %); ICL's attention-output updates point the way finetuning's do (SimAOU 0.19-0.23 vs "
+        "~0 for a random update); ICL's attention map is closer to FT's than to ZSL's (SimAM 0.44 vs 0.34); "
+        "ICL's attention to demonstration tokens ranks them as FT's does (Kendall 0.19-0.21). (Dai et al. 2023; "
+        "figures from summaries, unverified.)"
+    ),
+    differences=(
+        "Dai et al. used 1.3B/2.7B GPTs on six text-classification sets; here a 2-layer, width-64 token "
+        "model pretrained for minutes on a synthetic keyword-classification world (label maps are random "
+        "per instance, canonical half the time, so zero-shot sits near 75 %), 8 demonstrations, learning "
+        "rate picked per instance on validation queries. The same engine runs on pretrained causal LMs "
+        "through `iclab lm run` (see the README)."
+    ),
+    modes=tuple(SIZES),
+    run=run,
+    check=check_summary,
+    draw=draw,
+    section=section,
+    shipped=True,  # the keywords LM ships with iclab
+)

@@ -4,7 +4,6 @@ one step of gradient descent on the in-context least-squares loss."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -13,23 +12,12 @@ import torch
 from tqdm import tqdm
 
 from ..analysis.dual import LSARegressor, best_gd_step, gd_step
-from ..evaluation.report import _save
+from ..evaluation.report import save_figure
 from ..files import atomic_write_json
 from .common import check, section_lines
+from .recipe import Recipe
 
 NAME = "lsa-gd"
-SHIPPED = True  # trains in seconds, nothing to ship
-TITLE = "The dual form in practice: a trained linear-attention layer against one step of gradient descent"
-CLAIM = (
-    "Trained on in-context linear regression, a single linear self-attention layer implements one step of "
-    "gradient descent on the in-context least-squares loss: its loss matches GD's at the best step size, "
-    "its predictions match GD's, and so does the weight vector it implies, d y / d x_q (von Oswald et al. "
-    "2023; the dual form that Dai et al. 2023 build on)."
-)
-DIFFERENCES = (
-    "d = 5 and N = 10 examples (von Oswald et al. show d = 10); x ~ N(0, I), w ~ N(0, I), no noise; "
-    "Adam on fresh batches; the exact construction itself is a unit test (equal to GD to 1e-10)."
-)
 DIMS, POINTS = 5, 10
 SIZES = {"quick": 1500, "full": 5000}
 
@@ -100,7 +88,7 @@ def check_results(r: dict) -> list[dict]:
     ]
 
 
-def draw(r: dict, folder: Path) -> Path:
+def draw(r: dict, folder: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
     steps, losses = zip(*r["history"], strict=True)
     ax.plot(steps, losses, label="trained linear self-attention")
@@ -112,11 +100,32 @@ def draw(r: dict, folder: Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, folder / "lsa_gd.png")
+    return [save_figure(fig, folder / "lsa_gd.png")]
 
 
 def section(folder: Path, stored: dict) -> list[str]:
-
     r = json.loads((folder / "results.json").read_text())
     footer = f"{r['steps']} training steps, {r['seconds']:.0f} s. Numbers: `{folder.name}/results.json`."
-    return section_lines(sys.modules[__name__], folder, [draw(r, folder)], check_results(r), stored, footer)
+    return section_lines(RECIPE, folder, draw(r, folder), check_results(r), stored, footer)
+
+
+RECIPE = Recipe(
+    name=NAME,
+    title="The dual form in practice: a trained linear-attention layer against one step of gradient descent",
+    claim=(
+        "Trained on in-context linear regression, a single linear self-attention layer implements one step of "
+        "gradient descent on the in-context least-squares loss: its loss matches GD's at the best step size, "
+        "its predictions match GD's, and so does the weight vector it implies, d y / d x_q (von Oswald et al. "
+        "2023; the dual form that Dai et al. 2023 build on)."
+    ),
+    differences=(
+        "d = 5 and N = 10 examples (von Oswald et al. show d = 10); x ~ N(0, I), w ~ N(0, I), no noise; "
+        "Adam on fresh batches; the exact construction itself is a unit test (equal to GD to 1e-10)."
+    ),
+    modes=tuple(SIZES),
+    run=run,
+    check=check_results,
+    draw=draw,
+    section=section,
+    shipped=True,  # trains in seconds, nothing to ship
+)

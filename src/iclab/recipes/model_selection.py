@@ -9,23 +9,9 @@ from ..evaluation.curves import evaluate
 from ..evaluation.report import plot_sweep_curves
 from ..training.runs import load_model, read_config
 from .common import check, close_to, excess_over_tolerance, ks, tolerance, value
+from .sweep import sweep_recipe
 
-NAME = "model-selection"
-TITLE = "Model selection: a dense + sparse mixture model against its specialists"
-CLAIM = (
-    "Pretrained on a mixture of dense and sparse linear regression, the transformer matches the dense "
-    "specialist on dense prompts and the sparse specialist on sparse prompts: near-optimal model selection "
-    "at almost no cost (Yadlowsky et al. 2023, finding 1)."
-)
-DIFFERENCES = (
-    "The paper trains 12-layer, width-256 GPT-2 models in d = 20; here 3 layers, width 64, d = 5 (d = 4 in "
-    "quick mode), a sparse class with one non-zero weight, 2d + 1 points per prompt and minutes of CPU training "
-    "with the loss normalised per prompt by its class's E[y^2], the mixture for twice the specialists' steps "
-    "(models.py says why). So absolute errors are "
-    "higher than the paper's: the models stay well above the Bayes-optimal oracle and, at k >= d, above least "
-    "squares, which is exact there."
-)
-MODELS = ["dense", "sparse", "dense_sparse"]
+MODELS = ("dense", "sparse", "dense_sparse")
 
 
 def classes(setting: dict) -> dict[str, str]:
@@ -89,3 +75,26 @@ def draw(rows: list[dict], out: Path, setting: dict) -> list[Path]:
         )
         for label in classes(setting)
     ]
+
+
+RECIPE = sweep_recipe(
+    name="model-selection",
+    title="Model selection: a dense + sparse mixture model against its specialists",
+    claim=(
+        "Pretrained on a mixture of dense and sparse linear regression, the transformer matches the dense "
+        "specialist on dense prompts and the sparse specialist on sparse prompts: near-optimal model selection "
+        "at almost no cost (Yadlowsky et al. 2023, finding 1)."
+    ),
+    differences=(
+        "The paper trains 12-layer, width-256 GPT-2 models in d = 20; here 3 layers, width 64, d = 5 (d = 4 in "
+        "quick mode), a sparse class with one non-zero weight, 2d + 1 points per prompt and minutes of CPU training "
+        "with the loss normalised per prompt by its class's E[y^2], the mixture for twice the specialists' steps "
+        "(models.py says why). So absolute errors are "
+        "higher than the paper's: the models stay well above the Bayes-optimal oracle and, at k >= d, above least "
+        "squares, which is exact there."
+    ),
+    models=MODELS,
+    compute=compute,
+    check=check_rows,
+    draw=draw,
+)

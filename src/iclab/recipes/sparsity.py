@@ -9,20 +9,7 @@ from ..evaluation.report import plot_sweep
 from ..evaluation.sweeps import run_sweep
 from .common import check, close_to, value
 from .model_selection import oracle
-
-NAME = "sparsity"
-TITLE = "Sparsity sweep: nnz = 1 .. d between sparse (nnz = 1) and dense pretraining"
-CLAIM = (
-    "As the number of non-zero weights of the test task grows, the mixture model's error moves from the "
-    "sparse specialist's level to the dense level: it interpolates between the behaviours it was pretrained "
-    "on, where Lasso would adapt to each sparsity (Yadlowsky et al. 2023, finding 2)."
-)
-DIFFERENCES = (
-    "d = 5 (d = 4 in quick mode) instead of the paper's d = 20, so nnz runs 1 .. d; small CPU-trained models "
-    "whose sparse class has nnz = 1; errors are read at k = d - 1 examples, the most a prompt can hold while "
-    "sparsity still decides how well any learner can do (least squares is exact from k = d)."
-)
-MODELS = ["dense", "sparse", "dense_sparse"]
+from .sweep import sweep_recipe
 
 
 def compute(models: dict[str, Path], setting: dict, progress: bool = False) -> list[dict]:
@@ -61,3 +48,23 @@ def draw(rows: list[dict], out: Path, setting: dict) -> list[Path]:
     d = setting["dims"]
     title = "error against sparsity of the test task"
     return [plot_sweep(rows, d - 1, out / "sparsity.png", title, "nnz", marks=[setting["nnz"], d])]
+
+
+RECIPE = sweep_recipe(
+    name="sparsity",
+    title="Sparsity sweep: nnz = 1 .. d between sparse (nnz = 1) and dense pretraining",
+    claim=(
+        "As the number of non-zero weights of the test task grows, the mixture model's error moves from the "
+        "sparse specialist's level to the dense level: it interpolates between the behaviours it was pretrained "
+        "on, where Lasso would adapt to each sparsity (Yadlowsky et al. 2023, finding 2)."
+    ),
+    differences=(
+        "d = 5 (d = 4 in quick mode) instead of the paper's d = 20, so nnz runs 1 .. d; small CPU-trained models "
+        "whose sparse class has nnz = 1; errors are read at k = d - 1 examples, the most a prompt can hold while "
+        "sparsity still decides how well any learner can do (least squares is exact from k = d)."
+    ),
+    models=("dense", "sparse", "dense_sparse"),
+    compute=compute,
+    check=check_rows,
+    draw=draw,
+)

