@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,11 +84,13 @@ def read_metrics(run_dir: Path) -> list[dict]:
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a crash: everything before it is still good
-            break
+        except json.JSONDecodeError:  # e.g. a line cut short by a crash: the lines around it are still good
+            warnings.warn(f"{path}, line {number}: not valid JSON; skipped", stacklevel=2)
     return rows
 
 
