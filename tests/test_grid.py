@@ -1,5 +1,6 @@
-"""`iclab sweep-run`: grid expansion and its errors, the engines (local processes, submitit's local executor,
-Dask), skipping complete runs, resuming half-finished ones, never running one run twice, and the results table."""
+"""`iclab grid` (old name `iclab sweep-run`): grid expansion and its errors, the engines (local processes,
+submitit's local executor, Dask), skipping complete runs, resuming half-finished ones, never running one run twice,
+and the results table."""
 
 import csv
 import fcntl
@@ -11,10 +12,12 @@ import sys
 import pytest
 from conftest import TINY
 
+from iclab.cli.commands import build_parser, main
 from iclab.config import load_config
 from iclab.errors import UserError
 from iclab.experiments.engines import run_job
-from iclab.experiments.grid import expand, read_grid, run_name, sweep_run
+from iclab.experiments.grid import run_grid
+from iclab.experiments.gridfile import expand, read_grid, run_name
 from iclab.training.checkpoint import checkpoint_dirs
 from iclab.training.runs import read_metrics
 from iclab.training.trainer import train
@@ -72,7 +75,7 @@ def test_grid_expands_to_every_combination_with_readable_names(tmp_path):
 )
 def test_bad_grids_fail_before_anything_runs(tmp_path, grid, extra, overrides, expected):
     path = write_grid(tmp_path, grid, extra)
-    message = one_line_error(sweep_run, path, tmp_path / "out", "submitit-local", overrides=overrides, progress=False)
+    message = one_line_error(run_grid, path, tmp_path / "out", "submitit-local", overrides=overrides, progress=False)
     assert expected in message
     assert not (tmp_path / "out").exists()
 
@@ -90,7 +93,7 @@ def test_bad_grids_fail_before_anything_runs(tmp_path, grid, extra, overrides, e
 )
 def test_an_engine_that_cannot_run_fails_before_anything_runs(tmp_path, engine, expected):
     path = write_grid(tmp_path, "  seed: [0]")
-    assert expected in one_line_error(sweep_run, path, tmp_path / "out", engine, progress=False)
+    assert expected in one_line_error(run_grid, path, tmp_path / "out", engine, progress=False)
     assert not (tmp_path / "out").exists()
 
 
@@ -98,7 +101,7 @@ def test_a_folder_trained_with_other_settings_stops_the_sweep(tmp_path):
     path = write_grid(tmp_path, "  seed: [0, 1]")
     run = expand(read_grid(path), tmp_path / "out")[1]
     train(load_config(base=run.config | {"dims": 4}), run.run_dir, progress=False)
-    message = one_line_error(sweep_run, path, tmp_path / "out", progress=False)
+    message = one_line_error(run_grid, path, tmp_path / "out", progress=False)
     assert message.startswith(f"{run.run_dir} was trained with other settings (dims: 4 there, 3 here)")
     assert not (tmp_path / "out" / "logs").exists()  # nothing started, not even the good run
 
@@ -106,7 +109,7 @@ def test_a_folder_trained_with_other_settings_stops_the_sweep(tmp_path):
 def test_local_sweep_skips_complete_runs_and_resumes_half_finished_ones(tmp_path):
     path = write_grid(tmp_path, "  train.lr: [1.0e-3, 3.0e-3]")
     out = tmp_path / "out"
-    first = sweep_run(path, out, "local", jobs=2, progress=False)
+    first = run_grid(path, out, "local", jobs=2, progress=False)
     assert {o["status"] for o in first["outcomes"].values()} == {"done"}
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -117,11 +120,11 @@ def test_local_sweep_skips_complete_runs_and_resumes_half_finished_ones(tmp_path
     assert float(rows[0]["error_k3"]) > 0 and rows[0]["error_from"] == "validation"
     assert (out / "results.png").is_file() and "| lr=0.003 |" in (out / "results.md").read_text()
     # the same sweep again: nothing to do
-    assert sweep_run(path, out, "local", progress=False)["outcomes"] == {}
+    assert run_grid(path, out, "local", progress=False)["outcomes"] == {}
     # a run that died after its step-5 checkpoint resumes, with the loss sequence of an uninterrupted run
     straight = losses(out / "lr=0.003")
     shutil.rmtree(checkpoint_dirs(out / "lr=0.003")[-1])
-    again = sweep_run(path, out, "local", progress=False)
+    again = run_grid(path, out, "local", progress=False)
     assert list(again["outcomes"]) == ["lr=0.003"]
     assert losses(out / "lr=0.003") == straight
     assert (out / "logs" / "lr=0.003.log").read_text().count("--- ") == 2  # one log, appended
@@ -145,7 +148,7 @@ def test_a_run_being_trained_elsewhere_is_skipped_and_a_failure_is_reported(tmp_
 def test_submitit_local_executor_trains_and_evaluates(tmp_path):
     pytest.importorskip("submitit")
     path = write_grid(tmp_path, "  seed: [0, 1]", "collect: {k: [2, 3], evaluate: true}\nslurm: {timeout_min: 10}\n")
-    result = sweep_run(path, tmp_path / "out", "submitit-local", progress=False)
+    result = run_grid(path, tmp_path / "out", "submitit-local", progress=False)
     assert {o["status"] for o in result["outcomes"].values()} == {"done"}
     assert [r["error_from"] for r in result["rows"]] == ["eval", "eval"]
     for run in result["runs"]:
@@ -156,16 +159,30 @@ def test_submitit_local_executor_trains_and_evaluates(tmp_path):
 def test_dask_local_cluster(tmp_path):
     pytest.importorskip("distributed")
     path = write_grid(tmp_path, "  seed: [0]")
-    result = sweep_run(path, tmp_path / "out", "dask", jobs=1, progress=False)
+    result = run_grid(path, tmp_path / "out", "dask", jobs=1, progress=False)
     assert result["outcomes"]["seed=0"]["status"] == "done"
     assert result["rows"][0]["status"] == "complete"
 
 
 def test_cli_one_line_error_and_dry_run(tmp_path):
     path = write_grid(tmp_path, "  train.lrr: [1, 2]")
-    cmd = [sys.executable, "-m", "iclab.cli", "sweep-run", str(path), "--out", str(tmp_path / "out")]
+    cmd = [sys.executable, "-m", "iclab.cli", "grid", str(path), "--out", str(tmp_path / "out")]
     bad = subprocess.run(cmd, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown config key 'train.lrr'" in bad.stderr
     write_grid(tmp_path, "  seed: [0, 1]")
     dry = subprocess.run(cmd + ["--dry-run"], capture_output=True, text=True)
     assert dry.returncode == 0 and "2 runs" in dry.stdout and "new       seed=1" in dry.stdout
+
+
+def test_sweep_run_is_the_old_name_of_grid(tmp_path, capsys):
+    path = write_grid(tmp_path, "  seed: [0, 1]")
+    argv = [str(path), "--out", str(tmp_path / "out"), "--jobs", "2", "--set", "train.lr=0.002", "--dry-run"]
+    parser = build_parser()
+    new, old = (vars(parser.parse_args([name] + argv)) for name in ("grid", "sweep-run"))
+    assert new.pop("command") == "grid" and old.pop("command") == "sweep-run" and new == old
+    printed = []
+    for name in ("grid", "sweep-run"):
+        assert main([name] + argv) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1] and "2 runs" in printed[0] and "new       seed=1" in printed[0]
+    assert "sweep-run alias of iclab grid (old name)" in " ".join(parser.format_help().split())

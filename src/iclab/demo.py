@@ -14,8 +14,8 @@ from .config import load_config, packaged_config
 from .evaluation.curves import curve_value, evaluate, merge_curves
 from .evaluation.report import render_report
 from .files import atomic_write_json
-from .training.runs import load_model, read_metrics
-from .training.trainer import finish_run_dir, prepare_run_dir, train_in
+from .training.runs import RunDir, load_model, read_metrics
+from .training.trainer import train_in
 
 QUALITY = 0.1  # error at k = 2d
 GAP_TO_LEAST_SQUARES = 0.05
@@ -54,20 +54,19 @@ def run_demo(out: str | Path = "runs/demo", overrides: list[str] | None = None, 
     started = time.perf_counter()
     out = Path(out)
     config = load_config(packaged_config("demo"), overrides)
-    target = prepare_run_dir(out, overwrite=True)
-    train_in(config, target, progress)
-    model, _ = load_model(target, config)
-    rows = evaluate(model, config, progress=progress)
-    merge_curves(target / "eval" / "curves.csv", rows)
-    checks = demo_checks(rows, config.task["name"], config.dims)
-    summary = {
-        "title": "iclab demo: a transformer learns linear regression in context",
-        "checks": checks,
-        "passed": all(c["passed"] for c in checks),
-        "seconds_to_quality": seconds_to_quality(read_metrics(target), 2 * config.dims),
-        "demo_seconds": round(time.perf_counter() - started, 1),
-    }
-    atomic_write_json(target / "checks.json", summary)
-    render_report(target)
-    finish_run_dir(target, out)
+    with RunDir(out).fresh(overwrite=True) as target:
+        train_in(config, target, progress)
+        model, _ = load_model(target, config)
+        rows = evaluate(model, config, progress=progress)
+        merge_curves(target / "eval" / "curves.csv", rows)
+        checks = demo_checks(rows, config.task["name"], config.dims)
+        summary = {
+            "title": "iclab demo: a transformer learns linear regression in context",
+            "checks": checks,
+            "passed": all(c["passed"] for c in checks),
+            "seconds_to_quality": seconds_to_quality(read_metrics(target), 2 * config.dims),
+            "demo_seconds": round(time.perf_counter() - started, 1),
+        }
+        atomic_write_json(target / "checks.json", summary)
+        render_report(target)
     return summary

@@ -206,12 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_reproduce)
 
-    # command groups that live beside their engines (each module imports only argparse at load time)
-    from ..experiments import grid
+    # command groups with modules of their own (each imports only argparse at load time)
+    from .grid import add_parser as add_grid_parser
     from .lm import add_parser as add_lm_parser
     from .text import add_parser as add_text_parser
 
-    grid.add_parser(sub)
+    add_grid_parser(sub)
     add_lm_parser(sub)
     add_text_parser(sub)
 

@@ -1,1 +1,2 @@
-"""Many runs at once: grids of config overrides (`grid`) and the engines that execute them (`engines`)."""
+"""Many runs at once: grid files (`gridfile`), planned and run (`grid`) on engines (`engines`), tabulated
+(`results`)."""

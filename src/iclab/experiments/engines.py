@@ -8,8 +8,11 @@
                     HTCondor), or a local Dask cluster of --jobs workers
 
 A job is a JSON-able dict naming one run (see `run_job`); whatever runs it, the run directory is the only
-record, so running a job twice never duplicates a result: a complete run is left alone, a half-finished one
-resumes from its checkpoint, and one that another process is training (a lock on its log file) is skipped.
+record, so running a job twice never duplicates a result: RunDir.ensure leaves a complete run alone, resumes a
+half-finished one from its checkpoint, and reports one that another process is training (its log, or the run
+itself, locked) as busy.
+
+submitit and Dask are optional and imported only by the engines that need them.
 """
 
 from __future__ import annotations
@@ -27,10 +30,18 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
+from ..config import load_config
 from ..errors import UserError
+from ..evaluation.curves import evaluate, merge_curves
+from ..evaluation.report import render_report
+from ..files import atomic_write_json
 from ..spec import unknown_key_error
+from ..training.checkpoint import latest_checkpoint
+from ..training.runs import RunBusy, RunDir, load_model, read_config
+from ..training.trainer import resume, train
 
 ENGINES = ["local", "slurm", "submitit-local", "dask"]
 SUBMITIT_CLUSTERS = {"slurm": "slurm", "submitit-local": "local"}
@@ -38,8 +49,6 @@ SUBMITIT_CLUSTERS = {"slurm": "slurm", "submitit-local": "local"}
 
 def needs_evaluation(run_dir: Path) -> bool:
     """True unless eval/curves.csv is newer than the run's latest checkpoint."""
-    from ..training.checkpoint import latest_checkpoint
-
     curves = Path(run_dir) / "eval" / "curves.csv"
     if not curves.is_file():
         return True
@@ -48,10 +57,6 @@ def needs_evaluation(run_dir: Path) -> bool:
 
 def evaluate_run(run_dir: Path) -> None:
     """What `iclab eval RUN_DIR` does with the run's own task and baselines: curves.csv, plots, report.md."""
-    from ..evaluation.curves import evaluate, merge_curves
-    from ..evaluation.report import render_report
-    from ..training.runs import load_model, read_config
-
     config = read_config(run_dir)
     model, _ = load_model(run_dir, config)
     merge_curves(Path(run_dir) / "eval" / "curves.csv", evaluate(model, config))
@@ -88,10 +93,6 @@ def run_job(job: dict) -> dict:
     """Bring one run to completion: train it (or resume it), then evaluate it if asked. Output goes to the job's
     log file. Returns {"name", "status": done|busy|failed, "error"}; a failure is reported, not raised, so one
     bad run does not stop the others."""
-    from ..config import load_config
-    from ..training.runs import run_status
-    from ..training.trainer import resume, train
-
     run_dir, name = Path(job["run_dir"]), job["name"]
     with _held(Path(job["log"])) as log:
         if log is None:
@@ -100,17 +101,16 @@ def run_job(job: dict) -> dict:
             print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {name}", flush=True)
             try:
                 if job.get("threads"):
-                    import torch
-
                     torch.set_num_threads(job["threads"])
-                status = run_status(run_dir)
-                if status is None or not _has_checkpoint(run_dir):
-                    # a fresh run; an attempt that died before its first checkpoint is replaced
-                    train(load_config(base=job["config"]), run_dir, overwrite=run_dir.exists(), progress=True)
-                elif status[0] < status[1]:
-                    resume(run_dir, progress=True)
-                if job["evaluate"] and needs_evaluation(run_dir):
-                    evaluate_run(run_dir)
+                config = load_config(base=job["config"])
+                run = RunDir(run_dir)
+                with run.lock():  # evaluating too: a run another process is writing is not read half-way
+                    run.ensure(config, lambda: train(config, run_dir, progress=True), lambda: resume(run_dir))
+                    if job["evaluate"] and needs_evaluation(run_dir):
+                        evaluate_run(run_dir)
+            except RunBusy as e:
+                print(f"iclab: busy: {e}", flush=True)
+                return {"name": name, "status": "busy", "error": str(e)}
             except UserError as e:
                 print(f"iclab: error: {e}", flush=True)
                 return {"name": name, "status": "failed", "error": str(e)}
@@ -118,12 +118,6 @@ def run_job(job: dict) -> dict:
                 traceback.print_exc()
                 return {"name": name, "status": "failed", "error": f"{type(e).__name__}: {e} (see {job['log']})"}
     return {"name": name, "status": "done", "error": ""}
-
-
-def _has_checkpoint(run_dir: Path) -> bool:
-    from ..training.checkpoint import checkpoint_dirs
-
-    return bool(checkpoint_dirs(run_dir))
 
 
 class RequeueableJob:
@@ -271,8 +265,6 @@ def _outcome(name: str, future: Any) -> dict:
 
 def _record_job_ids(out: Path, futures: dict[str, Any]) -> None:
     """Keep the scheduler's job ids beside the sweep, so that a user can find a run's job (squeue, sacct)."""
-    from ..files import atomic_write_json
-
     path = out / "jobs.json"
     known = json.loads(path.read_text()) if path.is_file() else {}
     atomic_write_json(path, known | {name: str(f.job_id) for name, f in futures.items()})

@@ -3,13 +3,11 @@ their report sections."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import UserError
 from ..evaluation.report import series_name
-from ..training.runs import read_config, run_status
+from ..training.runs import RunDir, read_config
 from .recipe import Recipe
 
 REL_TOLERANCE, ABS_TOLERANCE = 0.15, 0.02  # "within 15 % (or 0.02 absolute)"
@@ -44,23 +42,6 @@ def check(claim: str, passed: bool, detail: str) -> dict:
     return {"claim": claim, "passed": bool(passed), "detail": detail}
 
 
-def same_settings(a, b) -> bool:
-    """Whether two configs train the same model: execution settings (threads, device) may differ."""
-    ignore = {"threads", "device"}
-    return {k: v for k, v in a.to_dict().items() if k not in ignore} == {
-        k: v for k, v in b.to_dict().items() if k not in ignore
-    }
-
-
-def status_of(run_dir: Path, config, read: Callable[[Path], object] = read_config) -> tuple[int, int] | None:
-    """(step reached, steps planned) of the run of `config` in `run_dir`, None if there is none; refuses a run
-    trained with other settings."""
-    status = run_status(run_dir, read)
-    if status is not None and not same_settings(read(run_dir), config):
-        raise UserError(f"{run_dir} was trained with other settings; remove it or choose another --out")
-    return status
-
-
 def ensure_run(
     run_dir: Path,
     config,
@@ -68,19 +49,23 @@ def ensure_run(
     cont: Callable[[], object],
     read: Callable[[Path], object] = read_config,
     name: str = "",
-) -> None:
+) -> str:
     """Reuse a finished run of `config` in `run_dir`, resume an interrupted one, or train it from scratch
-    (`start`/`cont` train or resume it; `read` reads a run's config; `name` labels the messages)."""
-    status = status_of(run_dir, config, read)
+    (`start`/`cont` train or resume it; `read` reads a run's config; `name` labels the messages). RunDir decides,
+    holding the run's lock; returns its decision."""
+    run = RunDir(run_dir, read)
     label = f"{name} " if name else ""
-    if status is None or status[0] == 0:
-        shutil.rmtree(run_dir, ignore_errors=True)  # an attempt that never reached its first checkpoint
+
+    def fresh() -> None:
         if name:
             print(f"training {label}({config.train.steps} steps) into {run_dir}", flush=True)
         start()
-    elif status[0] < status[1]:
-        print(f"resuming {label}in {run_dir} from step {status[0]}", flush=True)
+
+    def resumed() -> None:
+        print(f"resuming {label}in {run_dir} from step {run.status().step}", flush=True)
         cont()
+
+    return run.ensure(config, fresh, resumed)
 
 
 def section_lines(

@@ -24,8 +24,9 @@ from ..config import Config, load_config, packaged_config
 from ..errors import UserError
 from ..spec import unknown_key_error
 from ..training.checkpoint import checkpoint_dirs
+from ..training.runs import RunDir
 from ..training.trainer import resume, train
-from .common import ensure_run, status_of
+from .common import ensure_run
 
 SINE = {"name": "sinusoid", "freq_min": 0.5, "freq_max": 2.0}
 SPARSE = {"name": "sparse_linear", "nnz": 1}
@@ -110,8 +111,7 @@ def train_models(names: list[str], root: Path, mode: str, jobs: int, threads: in
     todo = []
     for name in dict.fromkeys(names):  # each model once, in the order given
         run_dir, config = root / "models" / mode / name, model_config(name, mode)
-        status = status_of(run_dir, config)
-        if status is None or status[0] < status[1]:
+        if RunDir(run_dir).decide(config) != "reuse":  # refuses a folder of other settings before any work
             todo.append((name, run_dir, config))
     if not todo:
         return

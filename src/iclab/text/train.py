@@ -21,8 +21,8 @@ from ..files import atomic_write_json
 from ..model import TokenLM
 from ..training import distributed
 from ..training.checkpoint import latest_checkpoint, load_model_weights, read_state
-from ..training.runs import device_of, set_threads, torch_dtype
-from ..training.trainer import Trainer, TrainResult, finish_run_dir, prepare_run_dir, resume, train_in
+from ..training.runs import RunDir, device_of, set_threads, torch_dtype
+from ..training.trainer import Trainer, TrainResult, resume, train_in
 from .config import TextConfig, read_text_config
 from .data import TokenData, prepare_data, sample_windows, validation_windows
 from .perplexity import mean_loss_at, perplexities, position_loss
@@ -78,11 +78,10 @@ def train_text(
     once the new one has finished). `data` shares an encoded corpus between runs; by default it is prepared
     from config.corpus, training the tokenizer."""
     run_dir = Path(run_dir)
-    target = prepare_run_dir(run_dir, overwrite, kind=TextTrainer)
-    data = data or prepare_data(config.corpus)
-    save_tokenizer(data.tokenizer, target / "tokenizer.json")
-    result = train_in(config, target, progress, kind=TextTrainer, data=data)
-    finish_run_dir(target, run_dir)
+    with RunDir(run_dir, read_text_config, TextTrainer.resume_command).fresh(overwrite) as target:
+        data = data or prepare_data(config.corpus)
+        save_tokenizer(data.tokenizer, target / "tokenizer.json")
+        result = train_in(config, target, progress, kind=TextTrainer, data=data)
     result.run_dir = run_dir
     return result
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ from ..files import atomic_write_json, atomic_write_text
 from ..tasks import make_inputs, make_task, sample_prompts
 from . import distributed
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
-from .runs import build_model, device_of, read_config, read_metrics, run_status, set_threads, torch_dtype
+from .runs import RunDir, build_model, device_of, read_config, read_metrics, set_threads, torch_dtype
 
 
 @dataclass
@@ -245,33 +243,6 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool = False, kind: type[Trainer] = Trainer) -> Path:
-    """The folder a new run should be written to. An existing run in `run_dir` is never touched unless
-    `overwrite`; even then the new run goes to a staging folder beside it, and `finish_run_dir` swaps it in
-    only once everything has succeeded, so a failed or interrupted run never costs a finished one."""
-    status = run_status(run_dir, kind.read_config)
-    if status is not None and not overwrite:
-        step, steps = status
-        raise UserError(
-            f"{run_dir} already holds a run (step {step} of {steps}); continue it with "
-            f"`{kind.resume_command} {run_dir}`, or choose another --out (or pass --overwrite)"
-        )
-    occupied = run_dir.exists() and any(run_dir.iterdir())
-    if occupied and status is None and not overwrite:
-        raise UserError(f"{run_dir} exists, is not empty and holds no run; choose another --out")
-    target = run_dir
-    if occupied:
-        target = run_dir.with_name(f".{run_dir.name}.staging")
-        shutil.rmtree(target, ignore_errors=True)  # left over from an earlier failed attempt
-    target.mkdir(parents=True, exist_ok=True)
-    return target
-
-
-def finish_run_dir(target: Path, run_dir: Path) -> None:
-    if target != run_dir:
-        replace_dir(target, run_dir)
-
-
 def train_in(config: Config, target: Path, progress: bool = True, kind: type[Trainer] = Trainer, **data) -> TrainResult:
     """Start a fresh run in the empty folder `target` (`data`: what a Trainer subclass takes besides the config)."""
     trainer = kind(config, target, **data)
@@ -282,24 +253,15 @@ def train_in(config: Config, target: Path, progress: bool = True, kind: type[Tra
 
 
 def train(config: Config, run_dir: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
-    """Train a new run in `run_dir` (see `prepare_run_dir` for what happens to an existing one)."""
+    """Train a new run in `run_dir`: an existing run is refused unless `overwrite`, and then replaced only once
+    the new one has finished (RunDir.fresh). Rank 0 holds the run's lock until then."""
     run_dir = Path(run_dir)
     ctx = join(config)
-    target = Path(distributed.on_main(lambda: str(prepare_run_dir(run_dir, overwrite)), ctx))
-    result = train_in(config, target, progress)
-    if ctx.is_main:
-        finish_run_dir(target, run_dir)
+    with contextlib.ExitStack() as held:
+        target = distributed.on_main(lambda: str(held.enter_context(RunDir(run_dir).fresh(overwrite))), ctx)
+        result = train_in(config, Path(target), progress)
     result.run_dir = run_dir
     return result
-
-
-def replace_dir(new: Path, old: Path) -> None:
-    """Put `new` in place of `old`: old is renamed aside first, so one of them is always whole."""
-    aside = old.with_name(f".{old.name}.old")
-    shutil.rmtree(aside, ignore_errors=True)
-    os.replace(old, aside)
-    os.replace(new, old)
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def resume(
@@ -313,12 +275,15 @@ def resume(
     config = kind.read_config(run_dir)
     if steps is not None:
         config.train.steps = steps
-    trainer = kind(config, run_dir, **data)
-    trainer.restore()  # every rank reads the checkpoint; only rank 0 writes below
-    if trainer.ctx.is_main:
-        if steps is not None:
-            atomic_write_json(run_dir / "config.json", config.to_dict())
-        truncate_metrics(run_dir, trainer.step)
-        if trainer.step >= config.train.steps:
-            print(f"{run_dir} is complete ({trainer.step} of {config.train.steps} steps); nothing to do")
-    return trainer.run(progress)
+    run = RunDir(run_dir, kind.read_config, kind.resume_command)
+    with contextlib.ExitStack() as held:  # rank 0 holds the run's lock while it trains
+        distributed.on_main(lambda: held.enter_context(run.lock()), join(config))
+        trainer = kind(config, run_dir, **data)
+        trainer.restore()  # every rank reads the checkpoint; only rank 0 writes below
+        if trainer.ctx.is_main:
+            if steps is not None:
+                atomic_write_json(run_dir / "config.json", config.to_dict())
+            truncate_metrics(run_dir, trainer.step)
+            if trainer.step >= config.train.steps:
+                print(f"{run_dir} is complete ({trainer.step} of {config.train.steps} steps); nothing to do")
+        return trainer.run(progress)
