@@ -1,3 +1,6 @@
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -29,7 +32,7 @@ def reference(xs, ys, fit_predict):
 def test_every_estimator_predicts_zero_without_examples(prompts):
     from iclab.tasks import make_inputs, make_task
 
-    xs, ys = prompts
+    xs, ys = (t[:3] for t in prompts)  # three prompts: the tree learners fit every prefix in a loop
     task, inputs = make_task("linear", 4), make_inputs("isotropic", 4)
     for name in ESTIMATORS.names():
         pred = make_estimator(name).fit_prior(task, inputs, xs.shape[1]).predict(xs, ys)
@@ -164,8 +167,8 @@ def test_tuned_lasso_picks_alpha_on_held_out_prompts():
 
     task, inputs = make_task("sparse_linear:nnz=1", 6), make_inputs("isotropic", 6)
     est = make_estimator("lasso_cv:alphas=[1.0,0.001],prompts=64").fit_prior(task, inputs, 9)
-    assert len(est.chosen) == 9 and set(est.chosen) <= {1.0, 0.001}
-    assert est.chosen[-1] == 0.001  # with 8 examples of a noiseless 1-sparse task the small penalty wins
+    assert len(est.alpha_per_k_) == 9 and set(est.alpha_per_k_) <= {1.0, 0.001}
+    assert est.alpha_per_k_[-1] == 0.001  # with 8 examples of a noiseless 1-sparse task the small penalty wins
     with pytest.raises(UserError, match="lasso_cv: evaluate it on a task"):
         make_estimator("lasso_cv").predict(torch.randn(2, 3, 6), torch.randn(2, 3))
 
@@ -173,5 +176,105 @@ def test_tuned_lasso_picks_alpha_on_held_out_prompts():
 def test_bayes_refuses_tasks_it_does_not_cover():
     from iclab.tasks import make_task
 
-    with pytest.raises(UserError, match="bayes oracle covers linear, sparse_linear"):
-        make_estimator("bayes").fit_prior(make_task("quadratic", 3), None, 5)
+    for name in ["quadratic", "linear_classification", "relu_net", "convex"]:
+        with pytest.raises(UserError, match=f"bayes covers linear, sparse_linear.*not '{name}'; give nnz"):
+            make_estimator("bayes").fit_prior(make_task(name, 3), None, 5)
+    parts = [{"name": "linear", "weight": 1}, {"name": "tree", "weight": 1}]
+    mixed = make_task({"name": "mixture", "components": parts}, 3)
+    with pytest.raises(UserError, match="not 'mixture'"):
+        make_estimator("bayes").fit_prior(mixed, None, 5)
+
+
+# --- scikit-learn's estimator contract: hyper-parameters fixed at construction, learned state in attributes_ ---
+
+
+def _hyper_parameters(est):
+    return {f.name: copy.deepcopy(getattr(est, f.name)) for f in dataclasses.fields(est) if f.init}
+
+
+def test_fit_prior_never_changes_hyper_parameters():
+    from iclab.tasks import make_inputs, make_task
+
+    inputs = make_inputs("isotropic", 4)
+    tasks = [make_task("sparse_linear:nnz=1", 4), make_task("noisy_linear:noise_std=0.3", 4)]
+    for name in ESTIMATORS.names():
+        est = make_estimator(name if name != "lasso_cv" else "lasso_cv:prompts=16")
+        before = _hyper_parameters(est)
+        for task in tasks:
+            est.fit_prior(task, inputs, 6)
+            assert _hyper_parameters(est) == before, name
+
+
+def test_a_reused_bayes_oracle_follows_the_new_task(prompts):
+    from iclab.baselines.bayes import NOISELESS_VARIANCE, Prior
+    from iclab.tasks import make_task
+
+    xs, ys = prompts
+    est = make_estimator("bayes")
+    first = est.fit_prior(make_task("sparse_linear:nnz=1", 4)).predict(xs, ys)
+    assert est.prior_ == Prior([1], [1.0], NOISELESS_VARIANCE)
+    second = est.fit_prior(make_task("noisy_linear:noise_std=0.3", 4)).predict(xs, ys)
+    assert est.prior_ == Prior([4], [1.0], pytest.approx(0.09)) and est.nnz == [] and est.noise == 0.0
+    # the dense Gaussian prior with noise variance 0.09 is ridge with alpha 0.09, whatever came before
+    assert torch.allclose(second, make_estimator("ridge:alpha=0.09").predict(xs, ys), atol=1e-10)
+    assert not torch.allclose(first, second)
+
+
+def test_bayes_reads_a_mixture_prior_and_keeps_explicit_values():
+    from iclab.baselines.bayes import NOISELESS_VARIANCE, Prior
+    from iclab.tasks import make_task
+
+    spec = {"name": "mixture", "components": [{"name": "linear", "weight": 3}, {"name": "sparse_linear", "weight": 1}]}
+    mixture = make_task(spec, 5)
+    assert make_estimator("bayes").fit_prior(mixture).prior_ == Prior([5, 2], [0.75, 0.25], NOISELESS_VARIANCE)
+    explicit = make_estimator("bayes:noise=0.5").fit_prior(mixture)
+    assert explicit.prior_ == Prior([5, 2], [0.75, 0.25], 0.5)
+    # everything given: any task will do, since the task adds nothing
+    fixed = make_estimator("bayes:nnz=[2],weights=[1],noise=0.1").fit_prior(make_task("quadratic", 5))
+    assert fixed.prior_ == Prior([2], [1.0], 0.1)
+    noisy = {"name": "mixture", "components": [{"name": "linear", "weight": 1}, {"name": "noisy_linear", "weight": 1}]}
+    with pytest.raises(UserError, match="one noise level shared by all mixture components"):
+        make_estimator("bayes").fit_prior(make_task(noisy, 5))
+
+
+def test_a_reused_tuned_lasso_follows_the_new_task():
+    from iclab.tasks import make_inputs, make_task
+
+    inputs = make_inputs("isotropic", 6)
+    sparse, noisy = make_task("sparse_linear:nnz=1", 6), make_task("noisy_linear:noise_std=3", 6)
+    spec = "lasso_cv:alphas=[1.0,0.001],prompts=64"
+    est = make_estimator(spec).fit_prior(sparse, inputs, 9)
+    on_sparse = est.alpha_per_k_
+    est.fit_prior(noisy, inputs, 9)
+    assert est.alpha_per_k_ == make_estimator(spec).fit_prior(noisy, inputs, 9).alpha_per_k_
+    assert on_sparse[-1] == 0.001 and est.alpha_per_k_[-1] == 1.0  # heavy noise: the large penalty wins
+    assert est.alphas == [1.0, 0.001]
+    with pytest.raises(UserError, match="lasso_cv: tuned for prompts of 9 points, got 12; call fit_prior with points"):
+        est.predict(torch.randn(2, 12, 6), torch.randn(2, 12))
+
+
+def test_tasks_describe_their_linear_prior():
+    from iclab.tasks import make_task
+
+    assert make_task("linear", 4).linear_prior() == [(1.0, 4, 0.0)]
+    assert make_task("sparse_linear:nnz=3", 4).linear_prior() == [(1.0, 3, 0.0)]
+    assert make_task("noisy_linear:noise_std=0.2", 4).linear_prior() == [(1.0, 4, 0.2)]
+    for name in ["quadratic", "linear_classification", "relu_net", "tree", "sinusoid", "finite_pool", "convex"]:
+        assert make_task(name, 4).linear_prior() is None, name
+    convex = make_task({"name": "convex", "first": {"name": "linear"}, "second": {"name": "quadratic"}}, 4)
+    assert [c.registry_name for c in convex.classes] == ["linear", "quadratic"]
+
+
+def test_predict_refuses_badly_shaped_prompts():
+    for xs, ys in [(torch.randn(2, 3), torch.randn(2, 3)), (torch.randn(2, 3, 4), torch.randn(2, 4))]:
+        with pytest.raises(UserError, match=r"ridge: predict takes xs \(batch, points, d\) and ys \(batch, points\)"):
+            make_estimator("ridge").predict(xs, ys)
+
+
+def test_bayes_parameter_errors():
+    with pytest.raises(UserError, match="give one weight per nnz"):
+        make_estimator("bayes:nnz=[2,1],weights=[1]")
+    with pytest.raises(UserError, match="bayes.weights: give weights >= 0 with a positive sum"):
+        make_estimator("bayes:nnz=[2],weights=[0]")
+    with pytest.raises(UserError, match="bayes: give nnz and weights, or evaluate it on a linear task"):
+        make_estimator("bayes").predict(torch.randn(2, 3, 4), torch.randn(2, 3))

@@ -11,22 +11,39 @@ from ..spec import Registry, format_named, parse_named
 from .base import Estimator
 from .bayes import BayesLinear, TunedLasso
 from .linear import Averaging, Lasso, LeastSquares, Ridge, lasso_prefixes, least_squares_prefixes
+from .mlp import MLP
 from .neighbors import KNearestNeighbors, Zero
+from .trees import DecisionTree, GradientBoosting
 
 ESTIMATORS = Registry("estimator")
-for _cls in (Zero, Averaging, KNearestNeighbors, LeastSquares, Ridge, Lasso, BayesLinear, TunedLasso):
+for _cls in (
+    Zero,
+    Averaging,
+    KNearestNeighbors,
+    LeastSquares,
+    Ridge,
+    Lasso,
+    BayesLinear,
+    TunedLasso,
+    MLP,
+    DecisionTree,
+    GradientBoosting,
+):
     ESTIMATORS.register(_cls.name)(_cls)
 
 __all__ = [
     "ESTIMATORS",
     "Averaging",
     "BayesLinear",
-    "TunedLasso",
+    "DecisionTree",
     "Estimator",
+    "GradientBoosting",
     "KNearestNeighbors",
     "Lasso",
     "LeastSquares",
+    "MLP",
     "Ridge",
+    "TunedLasso",
     "Zero",
     "lasso_prefixes",
     "least_squares_prefixes",

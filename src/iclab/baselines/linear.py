@@ -47,7 +47,7 @@ class LeastSquares(Estimator):
 
     name = "least_squares"
 
-    def predict(self, xs, ys):
+    def _predict(self, xs, ys):
         return predict_with(least_squares_prefixes(xs, ys), xs.double()).to(ys.dtype)
 
 
@@ -59,7 +59,7 @@ class Ridge(Estimator):
     name = "ridge"
     alpha: float = field(default=0.1, metadata={"gt": 0.0})
 
-    def predict(self, xs, ys):
+    def _predict(self, xs, ys):
         gram, xty, _ = prefix_grams(xs.double(), ys.double())
         eye = torch.eye(xs.shape[-1], dtype=gram.dtype, device=gram.device)
         weights = torch.linalg.solve(gram + self.alpha * eye, xty)
@@ -155,7 +155,7 @@ class Lasso(Estimator):
     name = "lasso"
     alpha: float = field(default=0.01, metadata={"gt": 0.0})
 
-    def predict(self, xs, ys):
+    def _predict(self, xs, ys):
         weights = lasso_prefixes(xs, ys, self.alpha)
         return predict_with(weights, xs.double()).to(ys.dtype)
 
@@ -166,7 +166,7 @@ class Averaging(Estimator):
 
     name = "averaging"
 
-    def predict(self, xs, ys):
+    def _predict(self, xs, ys):
         _, xty, _ = prefix_grams(xs, ys)
         count = torch.arange(xs.shape[1], device=xs.device, dtype=xs.dtype).clamp(min=1)
         return predict_with(xty / count[:, None], xs)

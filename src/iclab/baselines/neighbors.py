@@ -15,7 +15,7 @@ class Zero(Estimator):
 
     name = "zero"
 
-    def predict(self, xs, ys):
+    def _predict(self, xs, ys):
         return torch.zeros_like(ys)
 
 
@@ -26,7 +26,7 @@ class KNearestNeighbors(Estimator):
     name = "knn"
     neighbors: int = field(default=3, metadata={"min": 1})
 
-    def predict(self, xs, ys):
+    def _predict(self, xs, ys):
         n = xs.shape[1]
         dist = torch.cdist(xs, xs)  # (batch, query, example)
         later = torch.ones(n, n, dtype=torch.bool, device=xs.device).triu()  # example j is not before query k

@@ -56,7 +56,7 @@ def _classes(config: Config):
     if isinstance(task, Mixture):
         return task.classes, [c for c in config.task["components"]]
     if isinstance(task, ConvexCombination):
-        return [task._f, task._g], [config.task["first"], config.task["second"]]
+        return task.classes, [config.task["first"], config.task["second"]]
     return [task], [config.task]
 
 

@@ -69,6 +69,12 @@ class FunctionClass:
     def expected_y2(self) -> float:
         return float(self.dims)
 
+    def linear_prior(self) -> list[tuple[float, int, float]] | None:
+        """The prior as (probability, nnz, noise_std) components when the class is linear-Gaussian: with that
+        probability w is N(0, 1) on nnz coordinates drawn uniformly among the d (nnz = d: dense) and
+        y = w.x + N(0, noise_std^2). None for every other class (what the Bayes oracle needs to know)."""
+        return None
+
     def sample_ys(self, xs: Tensor, generator: torch.Generator, active_dims: int | None = None) -> Tensor:
         return self.evaluate(self.sample(xs.shape[0], generator, active_dims), xs, generator)
 
@@ -88,6 +94,9 @@ class Linear(FunctionClass):
 
     def evaluate(self, params, xs, generator=None):
         return torch.einsum("bpd,bd->bp", xs, params["w"])
+
+    def linear_prior(self):
+        return [(1.0, self.dims, 0.0)]
 
 
 @FUNCTION_CLASSES.register("sparse_linear")
@@ -114,6 +123,9 @@ class SparseLinear(Linear):
     def expected_y2(self):
         return float(self.nnz)
 
+    def linear_prior(self):
+        return [(1.0, self.nnz, 0.0)]
+
 
 @FUNCTION_CLASSES.register("noisy_linear")
 @dataclass
@@ -131,6 +143,9 @@ class NoisyLinear(Linear):
     def expected_y2(self):
         return self.dims + self.noise_std**2
 
+    def linear_prior(self):
+        return [(1.0, self.dims, self.noise_std)]
+
 
 @FUNCTION_CLASSES.register("quadratic")
 @dataclass
@@ -139,6 +154,9 @@ class Quadratic(Linear):
 
     def evaluate(self, params, xs, generator=None):
         return super().evaluate(params, xs.square()) / math.sqrt(3)
+
+    def linear_prior(self):
+        return None  # linear in x^2, not in x
 
 
 @FUNCTION_CLASSES.register("relu_net")
@@ -224,6 +242,9 @@ class LinearClassification(Linear):
 
     def evaluate(self, params, xs, generator=None):
         return torch.sign(super().evaluate(params, xs))
+
+    def linear_prior(self):
+        return None
 
     def expected_y2(self):
         return 1.0
@@ -326,6 +347,12 @@ class Mixture(_Composite):
     def expected_y2(self):
         return float(sum(w * c.expected_y2() for w, c in zip(self.weights.tolist(), self._classes, strict=True)))
 
+    def linear_prior(self):
+        parts = [c.linear_prior() for c in self._classes]
+        if any(p is None for p in parts):
+            return None
+        return [(w * p, nnz, std) for w, part in zip(self.weights.tolist(), parts, strict=True) for p, nnz, std in part]
+
 
 @FUNCTION_CLASSES.register("convex")
 @dataclass
@@ -352,6 +379,11 @@ class ConvexCombination(_Composite):
 
     def expected_y2(self):
         return self.alpha**2 * self._f.expected_y2() + (1 - self.alpha) ** 2 * self._g.expected_y2()
+
+    @property
+    def classes(self) -> list[FunctionClass]:
+        """The built classes of f and g (the fields `first` and `second` are their specs)."""
+        return [self._f, self._g]
 
 
 def make_task(spec: dict | str, dims: int, prefix: str = "task") -> FunctionClass:
