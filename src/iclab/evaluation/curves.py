@@ -54,12 +54,13 @@ def make_eval_set(
         shift_spec = parse_named(shift) if isinstance(shift, str) else shift
         shift_obj = make_shift(shift_spec)
         inputs_spec = shift_obj.inputs(inputs_spec)
-        label += "@" + format_named(shift_spec)
+        label += "@" + shift_obj.label(shift_spec)
     inputs = make_inputs(inputs_spec, config.dims)
     generator = torch.Generator().manual_seed(config.eval.seed if seed is None else seed)
-    xs, ys, params = sample_prompts(function_class, inputs, prompts or config.eval.prompts, config.points, generator)
+    count = prompts or config.eval.prompts
+    xs, ys, params = sample_prompts(function_class, inputs, count, config.eval_points, generator)
     if shift_obj is not None:
-        ys = shift_obj.outputs(ys, generator)
+        ys = shift_obj.outputs(ys, generator, function_class)
     return EvalSet(label, xs, ys, function_class.y_scale(params), function_class.metric, function_class, inputs)
 
 
