@@ -1,6 +1,11 @@
 """Run configuration: YAML files plus `--set key=value` overrides, validated into dataclasses.
 
 Every run directory stores the resolved config as `config.json`; that file alone rebuilds the model and data.
+
+Configs are data, and old ones keep their meaning. `version` 2 made Garg et al.'s definitions the defaults (see
+`pin_version_1`); a config.json without a `version` key was written before, and reads with iclab's earlier
+definitions written into it explicitly. A YAML file without one is current (version 2); `version: 1` in it asks
+for the earlier definitions.
 """
 
 from __future__ import annotations
@@ -54,8 +59,9 @@ class TrainConfig:
     schedule: str = field(default="cosine", metadata={"choices": ["constant", "cosine", "linear"]})
     min_lr_ratio: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})  # final lr / lr for decays
     warmup: int = field(default=200, metadata={"min": 0})
-    # mse: squared error of y, as in Garg et al. normalized: each prompt's squared error divided by its class's
-    # E[y^2], the evaluation's metric, so that in a mixture a class with small outputs weighs as much as the rest
+    # the regression classes' loss (classification classes train with their own, see the task's `loss`). mse:
+    # squared error of y, as in Garg et al. normalized: each prompt's squared error divided by its class's E[y^2],
+    # the evaluation's metric, so that in a mixture a class with small outputs weighs as much as the rest
     loss: str = field(default="mse", metadata={"choices": ["mse", "normalized"]})
     weight_decay: float = field(default=0.01, metadata={"min": 0.0})
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -79,13 +85,20 @@ class EvalConfig:
     seed: int = 1234  # a fixed evaluation set, independent of the training seed
     bootstrap: int = field(default=1000, metadata={"min": 1})
     confidence: float = field(default=0.9, metadata={"gt": 0.0, "lt": 1.0})
+    # (x, y) pairs per evaluation prompt; none: the curriculum's final points, as Garg et al. evaluate, or `points`
+    # without a points curriculum (iclab evaluated at `points` before version 2)
+    points: int | None = field(default=None, metadata={"min": 1})
     baselines: list[str] = field(
         default_factory=lambda: ["zero", "averaging", "knn", "least_squares", "ridge", "lasso"]
     )
 
 
+VERSION = 2  # of the definitions a config means; see pin_version_1
+
+
 @dataclass
 class Config:
+    version: int = field(default=VERSION, metadata={"min": 1, "max": VERSION})
     seed: int = 0
     dims: int = field(default=5, metadata={"min": 1})  # d: the dimension of x
     points: int = field(default=11, metadata={"min": 1})  # (x, y) pairs per prompt; the last x is the query
@@ -101,6 +114,8 @@ class Config:
     threads: int = field(default=1, metadata={"min": 0})
 
     def check(self, prefix: str) -> None:
+        if self.version != VERSION:  # build_config rewrites old versions first; other builders do not
+            raise key_error("version", f"a version-{self.version} config is only read by load_config/config_from_json")
         make_task(self.task, self.dims)  # validates the task spec (names, parameters, nnz <= dims, ...)
         make_inputs(self.inputs, self.dims)
         from .baselines import make_estimator
@@ -113,11 +128,52 @@ class Config:
         ):
             if ramp is not None and ramp.end > top:
                 raise key_error(f"curriculum.{key}.end", f"must be <= {key} ({top}), got {ramp.end}")
+        if self.eval.points is not None and self.eval.points > self.points:
+            raise key_error("eval.points", f"must be <= points ({self.points}), got {self.eval.points}")
         if self.train.autocast != "none" and self.dtype != "float32":
             raise key_error("train.autocast", f"{self.train.autocast} autocast needs dtype float32, got {self.dtype}")
 
+    @property
+    def eval_points(self) -> int:
+        """The length of evaluation prompts: eval.points, else the curriculum's final points, else points."""
+        if self.eval.points is not None:
+            return self.eval.points
+        return self.curriculum.points.end if self.curriculum.points is not None else self.points
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def pin_version_1(data: dict) -> dict:
+    """A version-1 config rewritten as the version-2 config that means the same: every definition that changed
+    to follow Garg et al. gets iclab's earlier value explicitly (where the config does not give it)."""
+    data = copy.deepcopy(data)
+    _pin(data.get("task"), VERSION_1_TASKS)
+    _pin(data.get("inputs"), VERSION_1_INPUTS)
+    if isinstance(data.get("curriculum"), dict) and data["curriculum"].get("points") is not None:
+        data.setdefault("eval", {}).setdefault("points", data.get("points", Config.points))
+    return data | {"version": VERSION}
+
+
+# name -> (key, its value before version 2)
+VERSION_1_TASKS = {
+    "sparse_linear": ("nnz", 2),
+    "tree": ("splits", "active"),
+    "linear_classification": ("loss", "squared"),
+    "finite_pool": ("replacement", True),
+}
+VERSION_1_INPUTS = {"skewed": ("power", 1.0), "half_subspace": ("rounding", "ceil")}
+
+
+def _pin(spec: Any, old: dict) -> None:
+    """Give the spec (and the specs nested in it: pools, mixtures, combinations) its old value, in place."""
+    if not isinstance(spec, dict):
+        return
+    if spec.get("name") in old:
+        key, value = old[spec["name"]]
+        spec.setdefault(key, value)
+    for child in [spec.get("base"), spec.get("first"), spec.get("second"), *(spec.get("components") or [])]:
+        _pin(child, old)
 
 
 def set_key(data: dict, dotted: str, value: Any) -> None:
@@ -166,11 +222,23 @@ def packaged_config(name: str) -> Path:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
     """Read a YAML config (or start from `base` / the defaults), apply overrides, validate."""
     data = read_yaml(path) if path is not None else copy.deepcopy(base or {})
-    return build(Config, apply_overrides(data, overrides or []))
+    return build_config(apply_overrides(data, overrides or []))
+
+
+def build_config(data: dict) -> Config:
+    """Validate a config dict; one of an older `version` is first rewritten to mean what it meant."""
+    version = data.get("version", VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version < VERSION:
+        data = pin_version_1(data)
+    return build(Config, data)
 
 
 def config_from_json(path: Path) -> Config:
+    """A run's stored config; one written before `version` existed is version 1."""
     try:
-        return build(Config, json.loads(path.read_text()))
+        data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"cannot read run config {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"cannot read run config {path}: expected a JSON object, got {type(data).__name__}")
+    return build_config({"version": 1} | data)

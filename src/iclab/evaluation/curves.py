@@ -68,21 +68,22 @@ def make_eval_set(
         shift_spec = parse_named(shift) if isinstance(shift, str) else shift
         shift_obj = make_shift(shift_spec)
         inputs_spec = shift_obj.inputs(inputs_spec)
-        label += "@" + format_named(shift_spec)
+        label += "@" + shift_obj.label(shift_spec)
     inputs = make_inputs(inputs_spec, config.dims)
     generator = torch.Generator().manual_seed(config.eval.seed if seed is None else seed)
-    xs, ys, params = sample_prompts(function_class, inputs, prompts or config.eval.prompts, config.points, generator)
+    count = prompts or config.eval.prompts
+    xs, ys, params = sample_prompts(function_class, inputs, count, config.eval_points, generator)
     demos, queries = strategy.split(xs, generator)
     evalset = EvalSet(label, demos, ys, function_class.y_scale(params), function_class.metric, function_class, inputs)
     if queries is not None:  # both sets answered by the prompt's own function, as Garg's task.evaluate(xs_comb)
         evalset.label += "@" + strategy.registry_name
-        evalset.ys = function_class.evaluate(params, demos, generator)
-        evalset.query_xs, evalset.query_ys = queries, function_class.evaluate(params, queries, generator)
+        evalset.ys = function_class.apply(params, demos, generator)
+        evalset.query_xs, evalset.query_ys = queries, function_class.apply(params, queries, generator)
         evalset.positions = strategy.positions(xs.shape[1], xs.shape[2])
     if shift_obj is not None:
-        evalset.ys = shift_obj.outputs(evalset.ys, generator)
+        evalset.ys = shift_obj.outputs(evalset.ys, generator, function_class)
         if queries is not None:
-            evalset.query_ys = shift_obj.outputs(evalset.query_ys, generator)
+            evalset.query_ys = shift_obj.outputs(evalset.query_ys, generator, function_class)
     return evalset
 
 

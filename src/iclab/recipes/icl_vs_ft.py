@@ -30,6 +30,7 @@ from ..evaluation.report import save_figure
 from ..files import atomic_write_json
 from ..markdown import cell, table
 from ..model import ModelConfig, TokenLM
+from ..spec import build
 from ..stats import Summary, summarize
 from ..tasks.keywords import KeywordClassification
 from .common import check, section_lines
@@ -78,6 +79,8 @@ def ensure_model(folder: Path, steps: int, progress: bool) -> tuple[TokenLM, dic
     wanted = {"model": dataclasses.asdict(MODEL), "task": dataclasses.asdict(TASK), "steps": steps}
     if weights.is_file() and info_path.is_file():
         info = json.loads(info_path.read_text())
+        # model keys added since it was saved take their defaults, which are what it was trained with
+        info["model"] = dataclasses.asdict(build(ModelConfig, info["model"]))
         if {k: info[k] for k in wanted} != wanted:
             raise UserError(f"{folder} holds a model trained with other settings; remove it or choose another --out")
         model = TokenLM(MODEL, TASK.vocab, max_tokens())

@@ -36,4 +36,4 @@ def sample_prompts(
     functions' parameters (for oracles and normalisation)."""
     xs = inputs.sample(batch, points, generator, active_dims)
     params = task.sample(batch, generator, active_dims)
-    return xs, task.evaluate(params, xs, generator), params
+    return xs, task.apply(params, xs, generator), params

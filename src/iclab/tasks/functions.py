@@ -1,9 +1,11 @@
-"""Function classes for in-context learning: each draws a batch of random functions and evaluates them.
+"""Function classes for in-context learning: each draws a batch of random functions and applies them.
 
 A function class is a small dataclass of hyper-parameters. `sample(batch, generator)` returns the parameters of
-`batch` independent functions as a dict of tensors whose first axis is the batch; `evaluate(params, xs, generator)`
-maps inputs `xs` of shape (batch, points, dims) to outputs (batch, points). Definitions follow the Garg et al.
-release (see REFERENCE.md) unless stated. Every draw comes from the explicit `torch.Generator`, so the same seed
+`batch` independent functions as a dict of tensors whose first axis is the batch; `apply(params, xs, generator)`
+maps inputs `xs` of shape (batch, points, dims) to outputs (batch, points), and `training_loss` is what training
+minimises for it: squared error for regression, logistic loss for classification (as in Garg et al.). Defaults
+follow the Garg et al. release (see REFERENCE.md and docs/fidelity.md); iclab's earlier definitions stay
+available as parameters. Every draw comes from the explicit `torch.Generator`, so the same seed
 gives the same functions; tensors are created on the generator's device.
 
 `y_scale(params)` is E[y^2] of each prompt's function class under isotropic inputs; evaluation divides squared
@@ -13,10 +15,12 @@ errors by it so that predicting 0 scores about 1 for every class.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import InitVar, dataclass, field
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..spec import Registry, key_error
@@ -56,11 +60,30 @@ class FunctionClass:
     def check(self, prefix: str) -> None:
         """Validate parameters that depend on each other (single fields are checked by their metadata)."""
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        # `evaluate` is the old name of `apply` (it collided with the evaluation stage): a class that defines only
+        # `evaluate` has it used as its `apply`; every `apply` gets a warning `evaluate` alias of its own, so that
+        # an old-style super().apply() reaches the parent's apply (not this class's, which would recurse)
+        super().__init_subclass__(**kwargs)
+        if "evaluate" in cls.__dict__ and "apply" not in cls.__dict__:
+            message = f"{cls.__name__}: define apply(), not evaluate() (its deprecated alias)"
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            cls.apply = cls.__dict__["evaluate"]
+        elif "apply" in cls.__dict__ and "evaluate" not in cls.__dict__:
+            cls.evaluate = _deprecated_alias(cls.__dict__["apply"])
+
     def sample(self, batch: int, generator: torch.Generator, active_dims: int | None = None) -> Params:
         raise NotImplementedError
 
-    def evaluate(self, params: Params, xs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def apply(self, params: Params, xs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """f(xs) for each prompt's function: (batch, points, dims) -> (batch, points)."""
         raise NotImplementedError
+
+    def training_loss(self, preds: Tensor, ys: Tensor, params: Params, normalized: bool = False) -> Tensor:
+        """(batch, points) loss of each prediction: the squared error, divided by the class's E[y^2] if
+        `normalized` (train.loss: normalized). Classification classes override it."""
+        err = (preds - ys).square()
+        return err / self.y_scale(params).to(err).unsqueeze(1) if normalized else err
 
     def y_scale(self, params: Params) -> Tensor:
         batch = next(iter(_leaves(params)))
@@ -76,7 +99,19 @@ class FunctionClass:
         return None
 
     def sample_ys(self, xs: Tensor, generator: torch.Generator, active_dims: int | None = None) -> Tensor:
-        return self.evaluate(self.sample(xs.shape[0], generator, active_dims), xs, generator)
+        return self.apply(self.sample(xs.shape[0], generator, active_dims), xs, generator)
+
+
+def _deprecated_alias(apply):
+    def evaluate(self, params: Params, xs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Deprecated: the old name of `apply`."""
+        warnings.warn("FunctionClass.evaluate() is deprecated; call apply()", DeprecationWarning, stacklevel=2)
+        return apply(self, params, xs, generator)
+
+    return evaluate
+
+
+FunctionClass.evaluate = _deprecated_alias(FunctionClass.apply)
 
 
 def _leaves(params: Params):
@@ -92,7 +127,7 @@ class Linear(FunctionClass):
     def sample(self, batch, generator, active_dims=None):
         return {"w": _normal(generator, batch, self.dims)}
 
-    def evaluate(self, params, xs, generator=None):
+    def apply(self, params, xs, generator=None):
         return torch.einsum("bpd,bd->bp", xs, params["w"])
 
     def linear_prior(self):
@@ -102,9 +137,10 @@ class Linear(FunctionClass):
 @FUNCTION_CLASSES.register("sparse_linear")
 @dataclass
 class SparseLinear(Linear):
-    """y = w.x with w ~ N(0, I_d) restricted to `nnz` coordinates drawn uniformly among the active ones."""
+    """y = w.x with w ~ N(0, I_d) restricted to `nnz` coordinates drawn uniformly among the active ones (nnz 3 by
+    default, Garg's sparsity; iclab's configs before version 2 meant 2)."""
 
-    nnz: int = field(default=2, metadata={"min": 1})
+    nnz: int = field(default=3, metadata={"min": 1})
 
     def check(self, prefix):
         if self.nnz > self.dims:
@@ -130,18 +166,21 @@ class SparseLinear(Linear):
 @FUNCTION_CLASSES.register("noisy_linear")
 @dataclass
 class NoisyLinear(Linear):
-    """y = w.x + noise_std * eps, eps ~ N(0, 1) drawn afresh for every point."""
+    """y = w.x + noise_std * eps, eps ~ N(0, 1) drawn afresh for every point. With `renormalize` (Garg's
+    renormalize_ys), the outputs are then scaled by sqrt(d) / their standard deviation over the whole batch."""
 
     noise_std: float = field(default=0.5, metadata={"min": 0.0})
+    renormalize: bool = False
 
-    def evaluate(self, params, xs, generator=None):
+    def apply(self, params, xs, generator=None):
         if generator is None:
             raise ValueError("noisy_linear needs a generator to draw its noise")
-        ys = super().evaluate(params, xs)
-        return ys + self.noise_std * _normal(generator, *ys.shape).to(ys.dtype)
+        ys = super().apply(params, xs)
+        ys = ys + self.noise_std * _normal(generator, *ys.shape).to(ys.dtype)
+        return ys * (math.sqrt(self.dims) / ys.std()) if self.renormalize else ys
 
     def expected_y2(self):
-        return self.dims + self.noise_std**2
+        return float(self.dims) if self.renormalize else self.dims + self.noise_std**2
 
     def linear_prior(self):
         return [(1.0, self.dims, self.noise_std)]
@@ -152,8 +191,8 @@ class NoisyLinear(Linear):
 class Quadratic(Linear):
     """y = (x^2).w / sqrt(3), so that E[y^2] = d as for the linear class."""
 
-    def evaluate(self, params, xs, generator=None):
-        return super().evaluate(params, xs.square()) / math.sqrt(3)
+    def apply(self, params, xs, generator=None):
+        return super().apply(params, xs.square()) / math.sqrt(3)
 
     def linear_prior(self):
         return None  # linear in x^2, not in x
@@ -169,7 +208,7 @@ class ReluNet(FunctionClass):
     def sample(self, batch, generator, active_dims=None):
         return {"w1": _normal(generator, batch, self.dims, self.hidden), "w2": _normal(generator, batch, self.hidden)}
 
-    def evaluate(self, params, xs, generator=None):
+    def apply(self, params, xs, generator=None):
         hidden = torch.relu(torch.bmm(xs, params["w1"]))
         return math.sqrt(2 / self.hidden) * torch.einsum("bph,bh->bp", hidden, params["w2"])
 
@@ -177,18 +216,20 @@ class ReluNet(FunctionClass):
 @FUNCTION_CLASSES.register("tree")
 @dataclass
 class DecisionTree(FunctionClass):
-    """A full binary tree of `depth`: each node splits on a uniform random active coordinate at 0 (x > 0 goes
-    right), leaves ~ N(0, 1)."""
+    """A full binary tree of `depth`: each node splits at 0 (x > 0 goes right) on a uniform random coordinate,
+    leaves ~ N(0, 1). Under a curriculum the coordinate is any of the d (splits: all, Garg's: a split on a zeroed
+    coordinate always goes left) or only an active one (splits: active, iclab's before version 2)."""
 
     depth: int = field(default=4, metadata={"min": 1, "max": 16})
+    splits: str = field(default="all", metadata={"choices": ["all", "active"]})
 
     def sample(self, batch, generator, active_dims=None):
-        active = _active(self.dims, active_dims)
+        high = self.dims if self.splits == "all" else _active(self.dims, active_dims)
         nodes = 2**self.depth - 1
-        split = torch.randint(0, active, (batch, nodes), generator=generator, device=generator.device)
+        split = torch.randint(0, high, (batch, nodes), generator=generator, device=generator.device)
         return {"split": split, "leaf": _normal(generator, batch, 2**self.depth)}
 
-    def evaluate(self, params, xs, generator=None):
+    def apply(self, params, xs, generator=None):
         batch, points, _ = xs.shape
         node = torch.zeros(batch, points, dtype=torch.long, device=xs.device)
         for _ in range(self.depth):  # a loop over tree levels, vectorised over prompts and points
@@ -225,7 +266,7 @@ class Sinusoid(FunctionClass):
         phase = 2 * math.pi * _uniform(generator, batch)
         return {"v": v, "freq": freq, "phase": phase}
 
-    def evaluate(self, params, xs, generator=None):
+    def apply(self, params, xs, generator=None):
         t = torch.einsum("bpd,bd->bp", xs, params["v"])
         return self.amplitude * torch.sin(params["freq"][:, None] * t + params["phase"][:, None])
 
@@ -236,12 +277,21 @@ class Sinusoid(FunctionClass):
 @FUNCTION_CLASSES.register("linear_classification")
 @dataclass
 class LinearClassification(Linear):
-    """y = sign(w.x), w ~ N(0, I_d). Scored by the 0-1 error of sign(prediction)."""
+    """y = sign(w.x), w ~ N(0, I_d). Scored by the 0-1 error of sign(prediction). Trained (loss: logistic, Garg's)
+    with the binary cross-entropy of sigmoid(prediction) against (y + 1) / 2, or (loss: squared, iclab's before
+    version 2) with the squared error against y."""
 
     metric: ClassVar[str] = "sign"
+    loss: str = field(default="logistic", metadata={"choices": ["logistic", "squared"]})
 
-    def evaluate(self, params, xs, generator=None):
-        return torch.sign(super().evaluate(params, xs))
+    def apply(self, params, xs, generator=None):
+        return torch.sign(super().apply(params, xs))
+
+    def training_loss(self, preds, ys, params, normalized=False):
+        if self.loss == "squared":
+            return super().training_loss(preds, ys, params, normalized)
+        # the logits form of BCE(sigmoid(p), t): the same value, without sigmoid's saturation at large |p|
+        return F.binary_cross_entropy_with_logits(preds, (ys + 1) / 2, reduction="none")
 
     def linear_prior(self):
         return None
@@ -261,11 +311,14 @@ class _Composite(FunctionClass):
 @dataclass
 class FinitePool(_Composite):
     """A fixed pool of `size` functions drawn once from `base` (seeded by `pool_seed`); every prompt uses one
-    of them, uniformly at random (Raventos et al.'s task diversity)."""
+    of them (Raventos et al.'s task diversity). A batch draws them without replacement (Garg's randperm): all
+    different when batch <= size, else in rounds of a fresh permutation of the pool each; with `replacement`
+    (iclab's before version 2), independently and uniformly."""
 
     size: int = field(default=16, metadata={"min": 1})
     base: dict = field(default_factory=lambda: {"name": "linear"})
     pool_seed: int = 0
+    replacement: bool = False
 
     def check(self, prefix):
         self._base = self._make(self.base, f"{prefix}.base")
@@ -279,11 +332,17 @@ class FinitePool(_Composite):
         return self._pools[device]
 
     def sample(self, batch, generator, active_dims=None):
-        index = torch.randint(0, self.size, (batch,), generator=generator, device=generator.device)
+        if self.replacement:
+            index = torch.randint(0, self.size, (batch,), generator=generator, device=generator.device)
+        else:  # a uniform permutation per round: the order of i.i.d. uniform keys
+            index = _uniform(generator, -(-batch // self.size), self.size).argsort(dim=1).flatten()[:batch]
         return index_params(self.pool(generator.device), index) | {"index": index}
 
-    def evaluate(self, params, xs, generator=None):
-        return self._base.evaluate(params, xs, generator)
+    def apply(self, params, xs, generator=None):
+        return self._base.apply(params, xs, generator)
+
+    def training_loss(self, preds, ys, params, normalized=False):
+        return self._base.training_loss(preds, ys, params, normalized)
 
     def expected_y2(self):
         return self._base.expected_y2()
@@ -320,8 +379,11 @@ class Mixture(_Composite):
         if sum(weights) <= 0:
             raise key_error(f"{prefix}.components", f"the weights must sum to a positive number, got {weights}")
         metrics = {c.metric for c in self._classes}
-        if len(metrics) > 1:
-            raise key_error(f"{prefix}.components", "cannot mix regression and classification classes")
+        if len(metrics) > 1:  # one curve cannot average squared errors and 0-1 errors
+            raise key_error(
+                f"{prefix}.components",
+                "cannot mix regression and classification classes (a curve scores one metric); train them apart",
+            )
         self.metric = metrics.pop()
         self.weights = torch.tensor(weights) / sum(weights)
 
@@ -330,15 +392,24 @@ class Mixture(_Composite):
         return self._classes
 
     def sample(self, batch, generator, active_dims=None):
-        # Every component draws a full batch and `evaluate` keeps each prompt's own: simple, vectorised, and the
+        # Every component draws a full batch and `apply` keeps each prompt's own: simple, vectorised, and the
         # draws of one component do not depend on which prompts the others got.
         which = torch.multinomial(self.weights.to(generator.device), batch, replacement=True, generator=generator)
         parts = {str(i): c.sample(batch, generator, active_dims) for i, c in enumerate(self._classes)}
         return {"component": which, "parts": parts}
 
-    def evaluate(self, params, xs, generator=None):
-        ys = torch.stack([c.evaluate(params["parts"][str(i)], xs, generator) for i, c in enumerate(self._classes)])
-        return ys.gather(0, params["component"][None, :, None].expand(1, *ys.shape[1:]))[0]
+    def apply(self, params, xs, generator=None):
+        ys = torch.stack([c.apply(params["parts"][str(i)], xs, generator) for i, c in enumerate(self._classes)])
+        return self._pick(ys, params)
+
+    def _pick(self, values: Tensor, params: Params) -> Tensor:
+        """From (components, batch, points) values, each prompt's own component's (batch, points)."""
+        return values.gather(0, params["component"][None, :, None].expand(1, *values.shape[1:]))[0]
+
+    def training_loss(self, preds, ys, params, normalized=False):
+        parts = params["parts"]
+        losses = [c.training_loss(preds, ys, parts[str(i)], normalized) for i, c in enumerate(self._classes)]
+        return self._pick(torch.stack(losses), params)
 
     def y_scale(self, params):
         scales = torch.tensor([c.expected_y2() for c in self._classes], device=params["component"].device)
@@ -372,9 +443,9 @@ class ConvexCombination(_Composite):
     def sample(self, batch, generator, active_dims=None):
         return {"f": self._f.sample(batch, generator, active_dims), "g": self._g.sample(batch, generator, active_dims)}
 
-    def evaluate(self, params, xs, generator=None):
-        f = self._f.evaluate(params["f"], xs, generator)
-        g = self._g.evaluate(params["g"], xs, generator)
+    def apply(self, params, xs, generator=None):
+        f = self._f.apply(params["f"], xs, generator)
+        g = self._g.apply(params["g"], xs, generator)
         return self.alpha * f + (1 - self.alpha) * g
 
     def expected_y2(self):

@@ -3,6 +3,10 @@
 With a curriculum, coordinates at or beyond `active_dims` are zero (as in Garg et al.). The skewed and
 half-subspace distributions draw one random rotation per call, so a whole evaluation set shares it; their
 covariances are normalised to trace d, like the isotropic one, so that only the shape of the data changes.
+
+Garg et al. multiply z ~ N(0, I) by T = U diag(t) U^T, with U a random orthogonal matrix and T rescaled so that
+sum(t^2) = d: the covariance T^T T has eigenvalues proportional to t^2, with trace d. Here each distribution
+names the covariance eigenvalues directly: skewed t_i = 1/(i+1) is covariance 1/(i+1)^2 (power 2).
 """
 
 from __future__ import annotations
@@ -73,9 +77,10 @@ class _Covariance(InputDistribution):
 @INPUT_DISTRIBUTIONS.register("skewed")
 @dataclass
 class Skewed(_Covariance):
-    """Covariance with eigenvalues proportional to 1 / (i + 1)^power (power 1 by default), randomly rotated."""
+    """Covariance with eigenvalues proportional to 1 / (i + 1)^power, randomly rotated: power 2 (the default) is
+    Garg et al.'s skewed inputs, x = z T with T's eigenvalues 1/(i+1); power 1 is iclab's before version 2."""
 
-    power: float = field(default=1.0, metadata={"min": 0.0})
+    power: float = field(default=2.0, metadata={"min": 0.0})
 
     def eigenvalues(self):
         return 1.0 / (torch.arange(self.dims, dtype=torch.float64) + 1) ** self.power
@@ -84,7 +89,10 @@ class Skewed(_Covariance):
 @INPUT_DISTRIBUTIONS.register("half_subspace")
 @dataclass
 class HalfSubspace(_Covariance):
-    """x lies in a random subspace of dimension ceil(d/2), isotropic within it."""
+    """x lies in a random subspace of dimension floor(d/2) (rounding: floor, Garg's) or ceil(d/2) (rounding: ceil,
+    iclab's before version 2), isotropic within it."""
+
+    rounding: str = field(default="floor", metadata={"choices": ["floor", "ceil"]})
 
     def check(self, prefix):
         if self.dims < 2:
@@ -92,7 +100,7 @@ class HalfSubspace(_Covariance):
 
     def eigenvalues(self):
         eig = torch.zeros(self.dims, dtype=torch.float64)
-        eig[: math.ceil(self.dims / 2)] = 1.0
+        eig[: (math.floor if self.rounding == "floor" else math.ceil)(self.dims / 2)] = 1.0
         return eig
 
 

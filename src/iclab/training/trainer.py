@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -27,7 +26,7 @@ from ..config import Config, TrainConfig
 from ..errors import UserError
 from ..evaluation.curves import make_eval_set, prompt_errors
 from ..files import atomic_write_json, atomic_write_text
-from ..tasks import make_inputs, make_task, sample_prompts
+from ..tasks import index_params, make_inputs, make_task, sample_prompts
 from . import distributed
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from .runs import RunDir, build_model, device_of, read_config, read_metrics, set_threads, torch_dtype
@@ -124,10 +123,9 @@ class Trainer:
         xs, ys = xs[self.rows].to(self.dtype), ys[self.rows].to(self.dtype)
         with self.autocast():
             preds = self.forward(xs, ys)
-            if cfg.train.loss == "normalized":
-                scale = self.task.y_scale(params)[self.rows].to(preds).unsqueeze(1)
-                return ((preds - ys).square() / scale).mean()
-            return F.mse_loss(preds, ys)
+            # each class's own loss (squared error, or logistic for classification), per prompt in a mixture
+            losses = self.task.training_loss(preds, ys, index_params(params, self.rows), cfg.train.loss == "normalized")
+            return losses.mean()
 
     @torch.no_grad()
     def validation_curve(self) -> list[float]:
