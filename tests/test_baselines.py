@@ -224,7 +224,8 @@ def test_bayes_reads_a_mixture_prior_and_keeps_explicit_values():
     from iclab.baselines.bayes import NOISELESS_VARIANCE, Prior
     from iclab.tasks import make_task
 
-    spec = {"name": "mixture", "components": [{"name": "linear", "weight": 3}, {"name": "sparse_linear", "weight": 1}]}
+    sparse = {"name": "sparse_linear", "nnz": 2, "weight": 1}
+    spec = {"name": "mixture", "components": [{"name": "linear", "weight": 3}, sparse]}
     mixture = make_task(spec, 5)
     assert make_estimator("bayes").fit_prior(mixture).prior_ == Prior([5, 2], [0.75, 0.25], NOISELESS_VARIANCE)
     explicit = make_estimator("bayes:noise=0.5").fit_prior(mixture)

@@ -229,7 +229,8 @@ def test_eval_cli_with_prompting(run, capsys):
 
 def test_sweep_with_prompting(run, tmp_path, capsys):
     rows = run_sweep("shift", [run], ["least_squares"], prompting="overlapping_train_test")
-    assert {r["task"] for r in rows} >= {"linear@overlapping_train_test", "linear@skewed@overlapping_train_test"}
+    expected = {"linear@overlapping_train_test", "linear@skewed:power=2@overlapping_train_test"}
+    assert {r["task"] for r in rows} >= expected
     assert all(r["task"].endswith("@overlapping_train_test") for r in rows)
     assert main(["sweep", "shift", str(run), "--out", str(tmp_path), "--prompting", "orthogonal_train_test"]) == 0
     assert (tmp_path / "shift.png").is_file()
