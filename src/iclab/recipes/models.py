@@ -55,6 +55,8 @@ TRAIN = {"linear": {"lr": 3e-3, "loss": "normalized"}, "scalar": {}}  # besides 
 # prompts as the sparse specialist. At equal steps it stayed well above that specialist on sparse prompts
 # (d = 5: 0.42 against 0.29 at k = 2). The scalar mixture passes its checks without it.
 MIXTURE_STEPS = {"linear": 2, "scalar": 1}
+# The recipes' models keep the 3 layers they were measured and shipped with, whatever the demo's depth.
+RECIPE_LAYERS = 3
 PRETRAINED = "full"  # the mode whose models ship with the package
 
 
@@ -68,6 +70,7 @@ def model_config(name: str, mode: str) -> Config:
         raise unknown_key_error(name, MODELS, "recipe model")
     family, task = MODELS[name]
     base = load_config(packaged_config("demo")).to_dict()
+    base["model"]["layers"] = RECIPE_LAYERS
     dims = SETTINGS[mode]["dims"] if family == "linear" else 1
     base |= {"dims": dims, "task": task}
     if family == "linear":

@@ -10,7 +10,8 @@ NAME = "momentum"
 # time than its CPU time (the cores were busy); one thread degrades gracefully.
 THREADS = 1
 LM_BASE = ["train.lr=2e-3", "train.warmup=50", "train.eval_every=100", "train.eval_prompts=64"]
-ICL_BASE = ["train.eval_every=0", "eval.prompts=1280", "eval.bootstrap=200"]
+# model.layers=3: the depth these numbers were measured with (the demo config, their base, has since moved to 6)
+ICL_BASE = ["train.eval_every=0", "eval.prompts=1280", "eval.bootstrap=200", "model.layers=3"]
 SIZES = {
     "quick": {
         "etas": [0.0, 0.5],
