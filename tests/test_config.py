@@ -79,3 +79,17 @@ def test_missing_and_broken_files(tmp_path):
 def test_unknown_packaged_config():
     with pytest.raises(UserError, match="unknown packaged config 'dem' .*did you mean 'demo'"):
         packaged_config("dem")
+
+
+def test_comma_lists_of_specs_keep_multi_parameter_specs_whole():
+    from iclab.spec import split_specs
+
+    assert split_specs("least_squares,boosting:rounds=5,max_depth=3,knn") == [
+        "least_squares",
+        "boosting:rounds=5,max_depth=3",
+        "knn",
+    ]
+    assert split_specs("bayes:nnz=[5,2],weights=[1,1], lasso:alpha=0.1,") == [
+        "bayes:nnz=[5,2],weights=[1,1]",
+        "lasso:alpha=0.1",
+    ]

@@ -148,6 +148,18 @@ def parse_named(text: str) -> dict:
     return spec
 
 
+def split_specs(text: str) -> list[str]:
+    """Split a comma list of specs such as 'least_squares,boosting:rounds=5,max_depth=3': a part with '=' but no ':'
+    is one more parameter of the spec before it, so specs with several parameters need no quoting."""
+    specs: list[str] = []
+    for part in filter(None, (p.strip() for p in _split_top_level(text))):
+        if specs and "=" in part and ":" not in part.split("=", 1)[0]:
+            specs[-1] += "," + part
+        else:
+            specs.append(part)
+    return specs
+
+
 def _split_top_level(text: str) -> list[str]:
     """Split at commas outside brackets, so that 'nnz=[5,2],weights=[1,1]' gives two parts."""
     parts, depth, start = [], 0, 0

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..spec import split_specs
 from .shared import OVERRIDES, add_train_arguments, is_main_process, run_training
 
 PROMPTING_HELP = (
@@ -35,7 +36,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     config = read_config(run_dir)
     model, _ = load_model(run_dir, config)
-    baselines = None if args.baselines is None else [b for b in args.baselines.split(",") if b.strip()]
+    baselines = None if args.baselines is None else split_specs(args.baselines)
     rows = evaluate(model, config, args.task, args.shift, baselines, progress=not args.quiet, prompting=args.prompting)
     path = run_dir / "eval" / "curves.csv"
     merged = merge_curves(path, rows)
@@ -86,7 +87,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from ..training.runs import read_config
 
     runs = [Path(r) for r in args.runs]
-    baselines = None if args.baselines is None else [b for b in args.baselines.split(",") if b.strip()]
+    baselines = None if args.baselines is None else split_specs(args.baselines)
     rows = run_sweep(args.kind, runs, baselines, progress=not args.quiet, prompting=args.prompting)
     out = Path(args.out) if args.out else runs[0] / "sweeps" / args.kind
     write_sweep(out / "curves.csv", rows)
