@@ -28,7 +28,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso, LinearRegression
 
 from iclab.baselines import lasso_prefixes, make_estimator
-from iclab.baselines.mlp import mlp_init
+from iclab.baselines.mlp import fit_one_at_a_time
 
 
 def sklearn_loop(xs, ys, alpha, tol, max_iter):
@@ -57,29 +57,6 @@ def lasso_objective(xs: np.ndarray, ys: np.ndarray, w: np.ndarray, alpha: float)
     return (resid**2).sum(-1) / (2 * k) + alpha * np.abs(w).sum(-1)
 
 
-def naive_mlp(xs: torch.Tensor, ys: torch.Tensor, hidden: int, lr: float, steps: int, seed: int) -> torch.Tensor:
-    """One nn.Module and one Adam per (prompt, prefix), from the same initial weights as the batched MLP."""
-    b, n, d = xs.shape
-    init = mlp_init(n - 1, d, hidden, torch.Generator().manual_seed(seed))
-    out = torch.zeros_like(ys)
-    for i in range(b):
-        for k in range(1, n):
-            net = torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
-            with torch.no_grad():  # nn.Linear keeps its weight as (out, in)
-                net[0].weight.copy_(init["w1"][k - 1].T)
-                net[0].bias.copy_(init["b1"][k - 1])
-                net[2].weight.copy_(init["w2"][k - 1][None])
-                net[2].bias.copy_(init["b2"][k - 1][None])
-            optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-            for _ in range(steps):
-                optimizer.zero_grad()
-                torch.nn.functional.mse_loss(net(xs[i, :k]).squeeze(-1), ys[i, :k]).backward()
-                optimizer.step()
-            with torch.no_grad():
-                out[i, k] = net(xs[i, k : k + 1]).squeeze()
-    return out
-
-
 def timed(fn):
     start = time.perf_counter()
     result = fn()
@@ -95,7 +72,7 @@ def learned_baselines(args, xs: torch.Tensor, ys: torch.Tensor) -> dict:
     mlp = make_estimator("mlp")
     batched, t_batched = timed(lambda: mlp.predict(mx, my))
     few = slice(0, args.naive_prompts)
-    naive, t_naive = timed(lambda: naive_mlp(mx[few], my[few], mlp.hidden, mlp.lr, mlp.steps, mlp.seed))
+    naive, t_naive = timed(lambda: fit_one_at_a_time(mx[few], my[few], mlp.hidden, mlp.lr, mlp.steps, mlp.seed))
     rate_batched = args.mlp_prompts * fits / t_batched
     rate_naive = args.naive_prompts * fits / t_naive
     out = {

@@ -9,7 +9,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.tree import DecisionTreeRegressor
 
 from iclab.baselines import make_estimator
-from iclab.baselines.mlp import mlp_init
+from iclab.baselines.mlp import fit_one_at_a_time, mlp_init
 from iclab.errors import UserError
 
 
@@ -33,22 +33,7 @@ def test_mlp_matches_one_network_fitted_at_a_time(prompts):
     xs, ys = prompts
     hidden, lr, steps, seed = 100, 5e-3, 100, 7
     ours = make_estimator(f"mlp:seed={seed}").predict(xs, ys)
-    init = mlp_init(xs.shape[1] - 1, xs.shape[2], hidden, torch.Generator().manual_seed(seed))
-    expected = torch.zeros_like(ys)
-    for b in range(xs.shape[0]):
-        for k in range(1, xs.shape[1]):
-            net = torch.nn.Sequential(torch.nn.Linear(3, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1)).double()
-            with torch.no_grad():
-                net[0].weight.copy_(init["w1"][k - 1].T)
-                net[0].bias.copy_(init["b1"][k - 1])
-                net[2].weight.copy_(init["w2"][k - 1][None])
-                net[2].bias.copy_(init["b2"][k - 1][None])
-            optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-            for _ in range(steps):
-                optimizer.zero_grad()
-                torch.nn.functional.mse_loss(net(xs[b, :k]).squeeze(-1), ys[b, :k]).backward()
-                optimizer.step()
-            expected[b, k] = net(xs[b, k : k + 1]).item()
+    expected = fit_one_at_a_time(xs, ys, hidden, lr, steps, seed)
     assert (ours[:, 0] == 0).all()
     assert torch.allclose(ours, expected, atol=1e-9)
     # Adam moved the networks well away from their initial outputs

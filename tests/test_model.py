@@ -76,6 +76,16 @@ def hf_gpt2(layers: int, width: int, heads: int, positions: int):
     return GPT2Model(config).eval()
 
 
+def linear_pairs(block, theirs) -> list[tuple]:
+    """Our block's linear layers beside the same layers of a Hugging Face GPT2Block (Conv1D, transposed weights)."""
+    return [
+        (block.attn.qkv, theirs.attn.c_attn),
+        (block.attn.proj, theirs.attn.c_proj),
+        (block.fc, theirs.mlp.c_fc),
+        (block.fc_out, theirs.mlp.c_proj),
+    ]
+
+
 def test_gpt2_options_give_garg_s_model_exactly(gen):
     """With init: gpt2 and activation: gelu_new, the model computes Garg's TransformerModel: read-in, GPT2Model on
     the input embeddings, read-out at the x positions. Our weights copied into a Hugging Face GPT2Model (whose
@@ -86,12 +96,7 @@ def test_gpt2_options_give_garg_s_model_exactly(gen):
     with torch.no_grad():
         hf.wpe.weight.copy_(ours.pos)
         for block, theirs in zip(ours.blocks, hf.h, strict=True):
-            for mine, conv in [
-                (block.attn.qkv, theirs.attn.c_attn),
-                (block.attn.proj, theirs.attn.c_proj),
-                (block.fc, theirs.mlp.c_fc),
-                (block.fc_out, theirs.mlp.c_proj),
-            ]:
+            for mine, conv in linear_pairs(block, theirs):
                 conv.weight.copy_(mine.weight.T)
                 conv.bias.copy_(mine.bias)
             for mine, norm in [(block.ln1, theirs.ln_1), (block.ln2, theirs.ln_2)]:
@@ -130,12 +135,7 @@ def test_gpt2_init_matches_hugging_face_s(gen):
     ours = ICLTransformer(ModelConfig(layers=layers, width=width, heads=4, init="gpt2"), dims=5, max_points=64)
     hf = hf_gpt2(layers, width, 4, positions=128)
     for block, theirs in zip(ours.blocks, hf.h, strict=True):
-        for mine, conv in [
-            (block.attn.qkv, theirs.attn.c_attn),
-            (block.attn.proj, theirs.attn.c_proj),
-            (block.fc, theirs.mlp.c_fc),
-            (block.fc_out, theirs.mlp.c_proj),
-        ]:
+        for mine, conv in linear_pairs(block, theirs):
             assert std(mine.weight) == pytest.approx(std(conv.weight), rel=0.05)
             assert (mine.bias == 0).all() and (conv.bias == 0).all()
         assert (block.ln1.weight == 1).all() and (block.ln1.bias == 0).all()

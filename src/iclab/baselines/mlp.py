@@ -97,3 +97,29 @@ class MLP(Estimator):
             targets = y[:, :rows].unsqueeze(1).expand(c, ks, rows).reshape(-1, rows)
             fitted = fit_mlp(weights, inputs, targets, mask.repeat(c, 1), self.lr, self.steps)
             out[start : start + step, lo:hi] = mlp_forward(fitted, x[:, lo:hi].reshape(-1, 1, d)).view(c, ks)
+
+
+def fit_one_at_a_time(xs: Tensor, ys: Tensor, hidden: int, lr: float, steps: int, seed: int) -> Tensor:
+    """The plain reference for `MLP` (Garg's GDModel, one prompt at a time): for every prompt and prefix an
+    nn.Sequential and its own torch Adam on MSELoss, from the same initial weights as the batched fit. Slow on
+    purpose: tests and benchmarks/baselines.py compare the batched fit with it."""
+    b, n, d = xs.shape
+    init = mlp_init(n - 1, d, hidden, torch.Generator().manual_seed(seed))
+    out = torch.zeros_like(ys)
+    for i in range(b):
+        for k in range(1, n):
+            net = torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
+            net = net.to(xs.dtype)
+            with torch.no_grad():  # nn.Linear keeps its weight as (out, in)
+                net[0].weight.copy_(init["w1"][k - 1].T)
+                net[0].bias.copy_(init["b1"][k - 1])
+                net[2].weight.copy_(init["w2"][k - 1][None])
+                net[2].bias.copy_(init["b2"][k - 1][None])
+            optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+            for _ in range(steps):
+                optimizer.zero_grad()
+                torch.nn.functional.mse_loss(net(xs[i, :k]).squeeze(-1), ys[i, :k]).backward()
+                optimizer.step()
+            with torch.no_grad():
+                out[i, k] = net(xs[i, k : k + 1]).squeeze()
+    return out
