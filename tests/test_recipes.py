@@ -33,7 +33,7 @@ def runs(tmp_path_factory):
 
 def test_sweep_values():
     config = load_config(None, ["dims=4", MIX])
-    assert [p.label for p in sweep_points("convex", config)][::5] == ["alpha=0", "alpha=0.5", "alpha=1"]
+    assert [p.name for p in sweep_points("convex", config)][::5] == ["alpha=0", "alpha=0.5", "alpha=1"]
     freqs = [p.value for p in sweep_points("frequency", config)]
     assert freqs[0] == 0.5 / 8 and freqs[-1] == 2.0 * 8 and {0.5, 1.0, 2.0} <= set(freqs)
     lin = load_config(None, ["dims=4"])

@@ -45,7 +45,7 @@ SHIFT_VALUES = [
 
 @dataclass
 class SweepPoint:
-    label: str  # the sweep column, e.g. "nnz=3"
+    name: str  # its value in the sweep column of curves.csv, e.g. "nnz=3"
     value: float | str  # the x coordinate of the plot
     task: dict | None  # None: the run's own task
     shift: str | None = None
@@ -137,10 +137,10 @@ def run_sweep(
             # every run is scored on the first run's evaluation prompts (same seed, same task spec)
             cfg.eval = first.eval
             for r in evaluate(model, cfg, point.task, point.shift, [], progress, prompting):
-                rows.append({"run": run_names[str(run)], "sweep": point.label} | r)
+                rows.append({"run": run_names[str(run)], "sweep": point.name} | r)
         if names:
             for r in evaluate(None, first, point.task, point.shift, names, progress, prompting):
-                rows.append({"run": "", "sweep": point.label} | r)
+                rows.append({"run": "", "sweep": point.name} | r)
     return rows
 
 

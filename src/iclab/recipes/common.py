@@ -54,15 +54,15 @@ def ensure_run(
     (`start`/`cont` train or resume it; `read` reads a run's config; `name` labels the messages). RunDir decides,
     holding the run's lock; returns its decision."""
     run = RunDir(run_dir, read)
-    label = f"{name} " if name else ""
+    who = f"{name} " if name else ""
 
     def fresh() -> None:
         if name:
-            print(f"training {label}({config.train.steps} steps) into {run_dir}", flush=True)
+            print(f"training {who}({config.train.steps} steps) into {run_dir}", flush=True)
         start()
 
     def resumed() -> None:
-        print(f"resuming {label}in {run_dir} from step {run.status().step}", flush=True)
+        print(f"resuming {who}in {run_dir} from step {run.status().step}", flush=True)
         cont()
 
     return run.ensure(config, fresh, resumed)
