@@ -38,7 +38,7 @@ def test_sweep_values():
     assert freqs[0] == 0.5 / 8 and freqs[-1] == 2.0 * 8 and {0.5, 1.0, 2.0} <= set(freqs)
     lin = load_config(None, ["dims=4"])
     assert [p.task["nnz"] for p in sweep_points("sparsity", lin)] == [1, 2, 3, 4]
-    assert sweep_points("shift", lin)[0].label == "shift=none"
+    assert sweep_points("shift", lin)[0].name == "shift=none"
 
 
 @pytest.mark.parametrize(
