@@ -3,6 +3,11 @@
 Shapes: `layers` x `examples` x ...; every function returns per-layer values and their mean. A measure that is
 undefined on the given data (e.g. Rec2FTP when FT fixes no example) returns None instead of NaN, so that tables
 say "n/a" rather than printing a silent NaN.
+
+Two readings of the attention-weight measures exist (the engine's `measures` option): `dai` as the authors' code
+computes them (microsoft/LMOps understand_icl: `dai_icl_attention`, `dai_ft_attention`, per-token and
+per-demonstration Kendall, top-k recall), and `dual`, iclab's earlier dual-form reading (`kendall` on the weights
+the engine's `demo_attention` gives). SimAM∆ is Deutch et al. 2024's.
 """
 
 from __future__ import annotations
@@ -18,8 +23,25 @@ MEASURES = {
     "simaou": "SimAOU",
     "simam_icl_ft": "SimAM ICL-FT",
     "simam_icl_zsl": "SimAM ICL-ZSL",
+    "simam_delta": "SimAM∆ (Deutch)",
     "kendall": "Kendall",
+    "kendall_demo": "Kendall per demo",
+    "recall_token": "top-100 recall",
+    "recall_demo": "top-5 recall per demo",
+    "update_cos": "cos(ΔW_ICL, ΔW_FT)",
+    "update_norm": "‖ΔW_FT‖ / ‖ΔW_ICL‖",
 }
+# the measures each variant reports (the update comparison is reported beside both)
+VARIANT_MEASURES = {
+    "dai": [
+        "rec2ftp", "simaou", "simam_icl_ft", "simam_icl_zsl", "simam_delta", "kendall", "kendall_demo",
+        "recall_token", "recall_demo", "update_cos", "update_norm",
+    ],
+    "dual": [
+        "rec2ftp", "simaou", "simam_icl_ft", "simam_icl_zsl", "simam_delta", "kendall", "update_cos", "update_norm",
+    ],
+}
+TOP_K = {"recall_token": 100, "recall_demo": 5}  # Dai et al.'s k of the top-k recall at each level
 
 
 @dataclass
@@ -85,3 +107,64 @@ def kendall(icl_attn: Tensor, ft_attn: Tensor) -> LayerMeasure:
     """Rank correlation between ICL's attention to the demonstration tokens and FT's attention to the same tokens
     as training tokens; averaged over examples per layer. Inputs (layers, examples, demo_tokens)."""
     return _summarise(kendall_tau(icl_attn.double(), ft_attn.double()).mean(1))
+
+
+def simam_delta(icl_scores: Tensor, zsl_scores: Tensor, ft_scores: Tensor) -> LayerMeasure:
+    """SimAM∆ (Deutch et al. 2024): cosine between the attention-score changes ICL - ZSL and FT - ZSL over the
+    query's own tokens, per head; averaged over heads and examples per layer. Inputs (layers, examples, heads,
+    query_tokens)."""
+    zsl = zsl_scores.double()
+    return simam(icl_scores.double() - zsl, ft_scores.double() - zsl)
+
+
+def dai_icl_attention(scores: Tensor, positions: Tensor) -> Tensor:
+    """Dai et al.'s ICL attention to the demonstration tokens: the pre-softmax scores (layers, examples, heads, keys)
+    summed over heads, kept at `positions` (the demonstration tokens, BOS and separators left out), then a softmax
+    over those positions -> (layers, examples, len(positions))."""
+    return torch.softmax(scores.double().sum(2)[..., positions], dim=-1)
+
+
+def dai_ft_attention(query: Tensor, train_queries: Tensor) -> Tensor:
+    """Dai et al.'s FT "attention" to the training tokens: the finetuned model's query vector at the test token
+    (layers, examples, q_width) dotted with the query vectors recorded for the training tokens during FT
+    (layers, tokens, q_width), then a softmax over the tokens -> (layers, examples, tokens)."""
+    return torch.softmax(torch.einsum("lnq,ltq->lnt", query.double(), train_queries.double()), dim=-1)
+
+
+def per_demo(attn: Tensor, sizes: list[int]) -> Tensor:
+    """Attention (..., tokens) summed within each demonstration of `sizes` tokens -> (..., demonstrations)."""
+    index = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    out = attn.new_zeros(*attn.shape[:-1], len(sizes))
+    return out.index_add_(-1, index.to(attn.device), attn)
+
+
+def topk_recall(icl_attn: Tensor, ft_attn: Tensor, k: int) -> LayerMeasure:
+    """Of ICL's k most attended tokens, the fraction that are among FT's k most attended, averaged over examples
+    per layer (Dai et al.: k = 100 per token, k = 5 per demonstration; k is cut to the number of tokens)."""
+    k = min(k, icl_attn.shape[-1])
+    top_icl = icl_attn.topk(k, dim=-1).indices
+    in_ft = torch.zeros_like(ft_attn, dtype=torch.bool).scatter_(-1, ft_attn.topk(k, dim=-1).indices, True)
+    return _summarise(in_ft.gather(-1, top_icl).double().mean(-1).mean(1))
+
+
+def random_recall(ft_attn: Tensor, k: int, generator: torch.Generator) -> LayerMeasure:
+    """Dai et al.'s random baseline of the top-k recall: k uniformly drawn token indices in place of ICL's top k."""
+    k = min(k, ft_attn.shape[-1])
+    drawn = torch.randint(0, ft_attn.shape[-1], (*ft_attn.shape[:-1], k), generator=generator)
+    in_ft = torch.zeros_like(ft_attn, dtype=torch.bool).scatter_(-1, ft_attn.topk(k, dim=-1).indices, True)
+    return _summarise(in_ft.gather(-1, drawn).double().mean(-1).mean(1))
+
+
+def head_updates(keys: Tensor, values: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Σ_t v_t k_tᵀ per head: keys and values (..., tokens, heads, d) -> (..., heads, d, d); `mask` (..., tokens)
+    leaves out padding."""
+    if mask is not None:
+        keys = keys * mask[..., None, None]
+    return torch.einsum("...thd,...the->...hde", values.double(), keys.double())
+
+
+def update_similarity(icl_update: Tensor, ft_update: Tensor) -> tuple[Tensor, Tensor]:
+    """Cosine and relative Frobenius norm ‖ΔW_FT‖ / ‖ΔW_ICL‖ of two per-head updates (..., heads, d, d)."""
+    a, b = icl_update.flatten(-2), ft_update.flatten(-2)
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-30)
+    return cos, b.norm(dim=-1) / a.norm(dim=-1).clamp(min=1e-30)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..analysis.icl_vs_ft import StudyResult, study
-from ..analysis.metrics import MEASURES
+from ..analysis.metrics import MEASURES, VARIANT_MEASURES
 from ..errors import UserError
 from ..files import atomic_write_json, atomic_write_text
 from ..markdown import cell, table
@@ -35,8 +35,12 @@ if TYPE_CHECKING:
     from .loading import Loaded
 
 KEYS = list(MEASURES)
+VARIANT_NOTES = {
+    "dai": "as Dai et al.'s code computes them",
+    "dual": "iclab's dual-form reading of the Kendall measure",
+}
 CONDITIONS = ["zsl", "icl", "ft"]
-FORMAT = 1  # bump when a change makes cached (seed, model) results stale
+FORMAT = 2  # bump when a change makes cached (seed, model) results stale
 
 
 @dataclass
@@ -61,8 +65,16 @@ class StudyConfig:
     trust_remote_code: bool = False
     revision: str | None = None  # a hub model's branch, tag or commit
     momentum: float | None = None  # eta of momentum attention patched into the model at inference; None: off
+    measures: str = "dai"  # dai: as the authors' code computes them; dual: iclab's dual-form reading
 
     def check(self, prefix: str = "") -> None:
+        from ..analysis.icl_vs_ft import VARIANTS
+
+        if self.measures not in VARIANTS:
+            raise UserError(f"unknown measures '{self.measures}'; choose one of {', '.join(VARIANTS)}")
+        self._check()
+
+    def _check(self) -> None:
         if not self.seeds:
             raise UserError("give at least one demonstration seed")
         if not self.lrs or any(lr <= 0 for lr in self.lrs):
@@ -145,6 +157,7 @@ def run_study(config: StudyConfig, out: Path, progress: bool = True, loaded: Loa
                     batch=config.batch,
                     calibrated=config.calibrate,
                     progress=progress,
+                    measures=config.measures,
                 )
                 part = _part(result) | info | {"seconds": round(time.perf_counter() - t0, 1)}
                 atomic_write_json(folder / f"{name}.json", {"key": config.key(), "seed": seed, "result": part})
@@ -250,6 +263,7 @@ def summarise(config: StudyConfig, task, per_seed: dict[int, dict]) -> dict:
         "test_queries": per_seed[seeds[0]]["trained"]["test"],
         "scoring": "calibrated" if config.calibrate else "plain",
         "momentum": config.momentum,
+        "measures": config.measures,
         "accuracy": means("trained", "accuracy", CONDITIONS),
     }
     results |= {k: (trained["measures"][k] or {}).get("mean") for k in KEYS}
@@ -281,13 +295,15 @@ def markdown(results: dict) -> list[str]:
     n = len(results["seeds"])
     per = f"mean ± sd over {n} demonstration seeds" if n > 1 else f"demonstration seed {results['seeds'][0]}"
     momentum = results.get("momentum")
+    variant = results.get("measures", "dual")
     title = f"# ICL vs finetuning: {results['model']} on {results['task']}"
     lines = [
         title + (f", momentum attention eta = {momentum:g}" if momentum is not None else ""),
         "",
         f"{results['task_description']}. k = {results['k']} demonstrations (used: "
         f"{', '.join(map(str, results['k_used']))}), {results['test_queries']} test queries, {per}; "
-        f"predictions by {results['scoring']} scoring. Accuracy in %.",
+        f"predictions by {results['scoring']} scoring. Accuracy in %. Measures: the `{variant}` variant "
+        f"({VARIANT_NOTES[variant]}).",
         "",
     ]
     if momentum is not None:
@@ -308,7 +324,8 @@ def markdown(results: dict) -> list[str]:
     parts = {"trained": ("trained", "measures"), "random update": ("trained", "random")}
     if "untrained" in spread:
         parts["untrained model"] = ("untrained", "measures")
-    rows = [[MEASURES[key]] + [_cell(spread[m][part][key]) for m, part in parts.values()] for key in KEYS]
+    shown = VARIANT_MEASURES[results.get("measures", "dual")]
+    rows = [[MEASURES[key]] + [_cell(spread[m][part][key]) for m, part in parts.values()] for key in shown]
     lines += [""] + table(["measure", *parts], rows)
     lrs = [p["trained"]["ft_lr"] for p in results["per_seed"].values()]
     chosen = ", ".join(_fmt_lr(x) for x in lrs)

@@ -77,6 +77,11 @@ class TaskSpec:
         """The template with every field 'N/A' (Zhao et al. 2021's content-free input)."""
         return self.template.format(**dict.fromkeys(self.fields, "N/A"))
 
+    def domain_premise(self) -> str:
+        """The template's text after its last field (e.g. ' Label:'): the premise of domain-conditional PMI."""
+        literal, field_name, _, _ = list(string.Formatter().parse(self.template))[-1]
+        return literal if field_name is None else ""
+
 
 def packaged_tasks() -> list[str]:
     return sorted(p.name[:-5] for p in DATA.iterdir() if p.name.endswith(".yaml"))
