@@ -107,3 +107,23 @@ def test_calibration_subtracts_the_content_free_scores(family):
     torch.testing.assert_close(c.content_free, direct[0])
     assert torch.equal(c.predictions(), (c.scores - direct[0]).argmax(-1))
     assert torch.equal(c.predictions(calibrated=False), c.scores.argmax(-1))
+
+
+def test_a_longer_prefix_extends_the_cached_shorter_one(family):
+    name, model, tokenizer, _ = family
+    short, long = (build_layout(tokenizer, TASK, DATA, k=k, seed=0, limit=3, n_val=2, budget=400).data for k in (2, 4))
+    assert torch.equal(long.icl.prefix[:, : short.icl.prefix.shape[1]], short.icl.prefix)
+    reused = HFAdapter(model)
+    reused.score(short.icl, short.candidates)
+    extended, _ = reused.score(long.icl, long.candidates)  # encodes only the two new demonstrations
+    fresh, _ = HFAdapter(model).score(long.icl, long.candidates)
+    torch.testing.assert_close(extended, fresh, atol=1e-5, rtol=1e-5)
+
+
+def test_pmi_subtracts_the_domain_premise_scores_after_bos(family):
+    _, model, _, data = family
+    adapter = HFAdapter(model)
+    c = run(adapter, data.icl, data.candidates, data.gold, domain=data.domain, pmi=True)
+    direct, _ = adapter.score(Prompts(data.icl.prefix[:, :1], data.domain), data.candidates)
+    assert torch.equal(c.predictions(), (c.scores - direct[0]).argmax(-1))
+    assert set(c.summary()) == {"plain", "pmi"}

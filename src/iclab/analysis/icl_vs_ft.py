@@ -61,7 +61,8 @@ VARIANTS = ("dai", "dual")
 VARIANT_KEYS = VARIANT_MEASURES
 FT_METHODS = ("kv-sgd", "lcgd", "full")
 SCORINGS = ("plain", "calibrated", "pmi")  # calibrated: contextual calibration
-RANDOM = {"dai": "uniform", "dual": "centred"}  # the random-update baseline each variant's code draws
+RANDOM = {"dai": "uniform", "dual": "centred"}
+RANDOM_BASELINES = ("random uniform", "random centred")  # the random-update baseline each variant's code draws
 KENDALL_EXAMPLES = 100  # Dai et al. average Kendall's tau over the first 100 test examples
 UPDATE_QUERIES = 16  # queries whose tokens make X in the update comparison
 

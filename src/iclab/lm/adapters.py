@@ -153,8 +153,12 @@ class HFAdapter(AttentionAdapter):
         momentum = momentum_of(self.model)
         key = (tuple(prefix[0].tolist()), momentum.eta if momentum else None)
         if self.reuse_prefix and prefix.shape[1] and (self._memo is None or self._memo[0] != key):
-            cache = DynamicCache()
-            self.model(input_ids=prefix.to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
+            cache, start = DynamicCache(), 0
+            if self._memo is not None and momentum is None and self._memo[0][1] is None:
+                known = self._memo[0][0]
+                if len(known) < len(key[0]) and key[0][: len(known)] == known:  # a longer prefix (a k sweep)
+                    cache, start = DynamicCache(self._memo[1]), len(known)  # encode only the new tokens
+            self.model(input_ids=prefix[:, start:].to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
             # a momentum-patched model also leaves the prefix's momentum carry, which its continuations need
             carries = momentum.carries() if momentum else None
             self._memo = (key, [(layer.keys, layer.values) for layer in cache.layers], carries)
