@@ -142,3 +142,48 @@ def test_variants_report_their_measures_and_name_themselves(adapter):
     assert len(dai.linear_gap) == 2 and all(g > 0 for g in dai.linear_gap)
     with pytest.raises(Exception, match="unknown measures 'daí'"):
         study(adapter, data(), lrs=[0.1], measures="daí")
+
+
+def test_lcgd_trains_each_layer_on_its_own_logit_lens_loss(adapter):
+    import torch.nn.functional as F
+
+    demo = data().demos[:1]
+    tuned = finetune(adapter, demo, lr=0.5, method="lcgd")
+    model = adapter.model
+    ids = demo[0]
+    w = model.blocks[0].attn.qkv.weight.detach().clone().requires_grad_(True)
+    original = model.blocks[0].attn.qkv.weight
+    model.blocks[0].attn.qkv.weight = torch.nn.Parameter(w)
+    try:  # layer 0's update comes from its own read-out loss only: layer 1's input is detached
+        h = model.tok(ids[:, :-1]) + model.pos[: ids.shape[1] - 1]
+        logits = model.ln_f(model.blocks[0](h)) @ model.tok.weight.T
+        loss = F.cross_entropy(logits[0], ids[0, 1:])
+        (grad,) = torch.autograd.grad(loss, model.blocks[0].attn.qkv.weight)
+    finally:
+        model.blocks[0].attn.qkv.weight = original
+    grad[:16] = 0  # query rows are frozen
+    torch.testing.assert_close(tuned.model.blocks[0].attn.qkv.weight, original - 0.5 * grad, atol=1e-6, rtol=1e-5)
+
+
+def test_lcgd_on_one_layer_is_plain_kv_sgd_and_full_moves_everything():
+    torch.manual_seed(0)
+    one = IclabLMAdapter(TokenLM(ModelConfig(layers=1, width=16, heads=2), vocab=24, max_tokens=64))
+    demos = data().demos
+    a, b = finetune(one, demos, 0.3, "lcgd"), finetune(one, demos, 0.3, "kv-sgd")
+    for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q, msg=name)
+    full = finetune(one, demos, 0.3, "full")
+    before = one.model.state_dict()
+    assert all(not torch.equal(before[n], p) for n, p in full.model.state_dict().items() if n != "pos")
+
+
+def test_deutch_untrained_keeps_embeddings_norms_and_unembedding(adapter):
+    from iclab.analysis.icl_vs_ft import untrained_like
+
+    torch.manual_seed(5)
+    fresh = TokenLM(ModelConfig(layers=2, width=16, heads=2), vocab=24, max_tokens=64)
+    model = untrained_like(adapter, fresh)
+    trained, new, out = adapter.model.state_dict(), fresh.state_dict(), model.state_dict()
+    for name, p in out.items():
+        kept = name in ("tok.weight", "pos", "ln_f.weight", "ln_f.bias") or ".ln" in name
+        assert torch.equal(p, trained[name] if kept else new[name]), name
