@@ -5,9 +5,9 @@ import pytest
 import torch
 from scipy.stats import kendalltau
 
-from iclab.analysis.adapter import IclabLMAdapter, _linear_gap
-from iclab.analysis.icl_vs_ft import StudyData, finetune, study
-from iclab.analysis.metrics import (
+from iclab.icl_vs_ft.adapter import IclabLMAdapter, _linear_gap
+from iclab.icl_vs_ft.engine import StudyData, finetune, study
+from iclab.icl_vs_ft.metrics import (
     dai_ft_attention,
     dai_icl_attention,
     head_updates,
@@ -178,7 +178,7 @@ def test_lcgd_on_one_layer_is_plain_kv_sgd_and_full_moves_everything():
 
 
 def test_deutch_untrained_keeps_embeddings_norms_and_unembedding(adapter):
-    from iclab.analysis.icl_vs_ft import untrained_like
+    from iclab.icl_vs_ft.engine import untrained_like
 
     torch.manual_seed(5)
     fresh = TokenLM(ModelConfig(layers=2, width=16, heads=2), vocab=24, max_tokens=64)

@@ -6,8 +6,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from iclab.analysis.adapter import Prompts  # noqa: E402
-from iclab.analysis.icl_vs_ft import finetune, run  # noqa: E402
+from iclab.icl_vs_ft.adapter import Prompts  # noqa: E402
+from iclab.icl_vs_ft.engine import finetune, run  # noqa: E402
 from iclab.lm.adapters import HFAdapter  # noqa: E402
 from iclab.lm.prompts import build_layout  # noqa: E402
 from iclab.lm.tasks import load_data, load_task  # noqa: E402
@@ -131,7 +131,7 @@ def test_pmi_subtracts_the_domain_premise_scores_after_bos(family):
 
 @pytest.mark.parametrize("name", ["gpt2", "gpt_neox", "llama", "opt", "xglm"])
 def test_deutch_untrained_and_lcgd_on_every_family(name):
-    from iclab.analysis.icl_vs_ft import untrained_like
+    from iclab.icl_vs_ft.engine import untrained_like
 
     model, tokenizer = tiny_model(name)
     fresh, _ = tiny_model(name, seed=1)
@@ -144,7 +144,7 @@ def test_deutch_untrained_and_lcgd_on_every_family(name):
         source = fresh if n in block_params and not in_norm else model
         assert torch.equal(p, source.state_dict()[n]), n
     # the logit lens of the last block is the model's own output
-    from iclab.analysis.icl_vs_ft import _layer_causal
+    from iclab.icl_vs_ft.engine import _layer_causal
 
     ids = torch.tensor([[0, 5, 9, 13]])
     with torch.no_grad(), _layer_causal(adapter) as outputs:

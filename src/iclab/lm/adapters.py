@@ -19,8 +19,8 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor, nn
 
-from ..analysis.adapter import AttentionAdapter, Capture, KVParameter
 from ..errors import UserError
+from ..icl_vs_ft.adapter import AttentionAdapter, Capture, KVParameter
 from .layouts import attention_modules, layout_of
 from .momentum import momentum_of
 

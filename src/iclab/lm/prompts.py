@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..analysis.adapter import Prompts
-from ..analysis.icl_vs_ft import StudyData
 from ..errors import UserError
+from ..icl_vs_ft.adapter import Prompts
+from ..icl_vs_ft.engine import StudyData
 from .tasks import TaskData, TaskSpec
 
 

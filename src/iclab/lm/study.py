@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..analysis.icl_vs_ft import RANDOM_BASELINES, SCORINGS, StudyResult, studies, untrained_like
-from ..analysis.metrics import MEASURES, VARIANT_MEASURES
 from ..errors import UserError
 from ..files import atomic_write_json, atomic_write_text
+from ..icl_vs_ft.engine import RANDOM_BASELINES, SCORINGS, StudyResult, studies, untrained_like
+from ..icl_vs_ft.metrics import MEASURES, VARIANT_MEASURES
 from ..markdown import cell, table
 from ..stats import Summary, summarize
 
@@ -70,7 +70,7 @@ class StudyConfig:
     measures: str = "dai"  # dai: as the authors' code computes them; dual: iclab's dual-form reading
 
     def check(self, prefix: str = "") -> None:
-        from ..analysis.icl_vs_ft import FT_METHODS, VARIANTS
+        from ..icl_vs_ft.engine import FT_METHODS, VARIANTS
 
         if self.measures not in VARIANTS:
             raise UserError(f"unknown measures '{self.measures}'; choose one of {', '.join(VARIANTS)}")

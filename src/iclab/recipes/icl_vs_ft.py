@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from ..analysis.adapter import IclabLMAdapter
-from ..analysis.icl_vs_ft import FT_METHODS, RANDOM_BASELINES, VARIANTS, StudyData, studies, untrained_like
-from ..analysis.metrics import MEASURES, VARIANT_MEASURES
 from ..errors import UserError
 from ..evaluation.report import save_figure
 from ..files import atomic_write_json
+from ..icl_vs_ft.adapter import IclabLMAdapter
+from ..icl_vs_ft.engine import FT_METHODS, RANDOM_BASELINES, VARIANTS, StudyData, studies, untrained_like
+from ..icl_vs_ft.metrics import MEASURES, VARIANT_MEASURES
 from ..markdown import cell, table
 from ..model import ModelConfig, TokenLM
 from ..spec import build
