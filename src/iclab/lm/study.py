@@ -1,6 +1,6 @@
 """`iclab lm run`: Dai et al.'s ICL-vs-finetuning study on a pretrained causal LM and a text task.
 
-For each demonstration seed, the engine (analysis/icl_vs_ft.py) runs ZSL, ICL and K/V-only finetuning on the
+For each demonstration seed, the engine (icl_vs_ft/engine.py) runs ZSL, ICL and finetuning (kv-sgd, lcgd, full) on the
 pretrained model and on an untrained model of the same architecture (Deutch et al. 2024's baseline), and records
 every measure beside a random-update baseline. Each (seed, model) result is saved in OUT/seed-S/ as soon as it is
 done, keyed by the settings that produced it: a re-run with the same settings reads it back instead of
