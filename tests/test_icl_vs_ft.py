@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from iclab.analysis.adapter import IclabLMAdapter
-from iclab.analysis.icl_vs_ft import StudyData, finetune, study
+from iclab.icl_vs_ft.adapter import IclabLMAdapter
+from iclab.icl_vs_ft.engine import StudyData, finetune, study
 from iclab.model import ModelConfig, TokenLM
 from iclab.tasks.keywords import KeywordClassification
 

@@ -6,8 +6,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from iclab.analysis.adapter import Prompts  # noqa: E402
-from iclab.analysis.icl_vs_ft import finetune, run  # noqa: E402
+from iclab.icl_vs_ft.adapter import Prompts  # noqa: E402
+from iclab.icl_vs_ft.engine import finetune, run  # noqa: E402
 from iclab.lm.adapters import HFAdapter  # noqa: E402
 from iclab.lm.prompts import build_layout  # noqa: E402
 from iclab.lm.tasks import load_data, load_task  # noqa: E402
@@ -107,3 +107,55 @@ def test_calibration_subtracts_the_content_free_scores(family):
     torch.testing.assert_close(c.content_free, direct[0])
     assert torch.equal(c.predictions(), (c.scores - direct[0]).argmax(-1))
     assert torch.equal(c.predictions(calibrated=False), c.scores.argmax(-1))
+
+
+def test_a_longer_prefix_extends_the_cached_shorter_one(family):
+    name, model, tokenizer, _ = family
+    short, long = (build_layout(tokenizer, TASK, DATA, k=k, seed=0, limit=3, n_val=2, budget=400).data for k in (2, 4))
+    assert torch.equal(long.icl.prefix[:, : short.icl.prefix.shape[1]], short.icl.prefix)
+    reused = HFAdapter(model)
+    reused.score(short.icl, short.candidates)
+    extended, _ = reused.score(long.icl, long.candidates)  # encodes only the two new demonstrations
+    fresh, _ = HFAdapter(model).score(long.icl, long.candidates)
+    torch.testing.assert_close(extended, fresh, atol=1e-5, rtol=1e-5)
+
+
+def test_pmi_subtracts_the_domain_premise_scores_after_bos(family):
+    _, model, _, data = family
+    adapter = HFAdapter(model)
+    c = run(adapter, data.icl, data.candidates, data.gold, domain=data.domain, pmi=True)
+    direct, _ = adapter.score(Prompts(data.icl.prefix[:, :1], data.domain), data.candidates)
+    assert torch.equal(c.predictions(), (c.scores - direct[0]).argmax(-1))
+    assert set(c.summary()) == {"plain", "pmi"}
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gpt_neox", "llama", "opt", "xglm"])
+def test_deutch_untrained_and_lcgd_on_every_family(name):
+    from iclab.icl_vs_ft.engine import untrained_like
+
+    model, tokenizer = tiny_model(name)
+    fresh, _ = tiny_model(name, seed=1)
+    adapter = HFAdapter(model)
+    other = untrained_like(adapter, fresh)
+    norms = {n for n, m in model.named_modules() if "norm" in type(m).__name__.lower()}
+    block_params = {n for n, _ in model.named_parameters() if any(n.startswith(f"{b}.") for b in _block_names(model))}
+    for n, p in other.state_dict().items():
+        in_norm = any(n.startswith(f"{x}.") for x in norms)
+        source = fresh if n in block_params and not in_norm else model
+        assert torch.equal(p, source.state_dict()[n]), n
+    # the logit lens of the last block is the model's own output
+    from iclab.icl_vs_ft.engine import _layer_causal
+
+    ids = torch.tensor([[0, 5, 9, 13]])
+    with torch.no_grad(), _layer_causal(adapter) as outputs:
+        logits = adapter.logits(ids)
+    assert len(outputs) == len(adapter.attention_layers())
+    torch.testing.assert_close(adapter.readout(outputs[-1]), logits, atol=1e-5, rtol=1e-5)
+    layout = build_layout(tokenizer, TASK, DATA, k=2, seed=0, limit=2, n_val=2, budget=400)
+    assert finetune(adapter, layout.data.demos, lr=0.1, method="lcgd") is not None
+
+
+def _block_names(model):
+    blocks = HFAdapter(model).decoder_blocks()
+    names = {id(m): n for n, m in model.named_modules()}
+    return [names[id(b)] for b in blocks]

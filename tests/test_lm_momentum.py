@@ -10,8 +10,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from iclab.analysis.icl_vs_ft import finetune  # noqa: E402
 from iclab.errors import UserError  # noqa: E402
+from iclab.icl_vs_ft.engine import finetune  # noqa: E402
 from iclab.lm.adapters import HFAdapter  # noqa: E402
 from iclab.lm.layouts import attention_modules  # noqa: E402
 from iclab.lm.momentum import OUTPUT_PROJECTIONS, momentum_of, patch_momentum  # noqa: E402

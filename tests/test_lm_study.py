@@ -43,7 +43,7 @@ def test_run_writes_every_measure_with_its_baselines_and_resumes(model_dir, tmp_
     def no_recompute(*a, **k):
         raise AssertionError("recomputed a cached result")
 
-    monkeypatch.setattr(lm_study, "study", no_recompute)
+    monkeypatch.setattr(lm_study, "studies", no_recompute)
     assert main(args + FAST) == 0
     assert json.loads((out / "results.json").read_text())["accuracy"] == results["accuracy"]
     with pytest.raises(AssertionError, match="recomputed"):  # other settings: computed anew
@@ -85,13 +85,13 @@ def test_momentum_runs_the_patched_model_and_never_reuses_a_plain_result(model_d
     assert main(args + FAST) == 0
     plain = json.loads((out / "results.json").read_text())
     etas = []
-    real_study = lm_study.study
+    real_study = lm_study.studies
 
     def recording_study(adapter, *a, **k):
         etas.append(momentum_of(adapter.model).eta)
         return real_study(adapter, *a, **k)
 
-    monkeypatch.setattr(lm_study, "study", recording_study)
+    monkeypatch.setattr(lm_study, "studies", recording_study)
     config = lm_study.StudyConfig(
         model=model_dir, task="fortunes-topics-ab", k=4, limit=8, val=4, lrs=[0.01, 0.1], untrained=False, momentum=0.5
     )
@@ -115,3 +115,61 @@ def test_tasks_lists_the_packaged_tasks(capsys):
     assert main(["lm", "tasks"]) == 0
     out = capsys.readouterr().out
     assert "sst2" in out and "hub glue/sst2" in out and "fortunes-topics-ab" in out and "' A'" in out
+
+
+def test_every_baseline_and_ft_method_is_reported_and_a_task_edit_recomputes(model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import iclab.lm.study as lm_study
+    from iclab.lm.tasks import DATA
+
+    for name in ("fortunes-topics-ab.yaml", "fortunes-topics.train.jsonl", "fortunes-topics.test.jsonl"):
+        shutil.copy(DATA / name, tmp_path / name)
+    task = tmp_path / "fortunes-topics-ab.yaml"
+    out = tmp_path / "run"
+    args = ["lm", "run", "--model", model_dir, "--task", str(task), "--out", str(out), "--ft", "kv-sgd,lcgd,full"]
+    assert main(args + FAST) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["spread"]) == {"trained", "untrained", "untrained-deutch"}
+    trained = results["spread"]["trained"]
+    assert set(trained["by_ft"]) == {"kv-sgd", "lcgd", "full"} and set(trained["baselines"]) == {
+        "random uniform", "random centred"}
+    assert results["measures"] == "dai" and trained["measures"]["kendall_demo"] is not None
+    md = (out / "results.md").read_text()
+    assert "| measure | trained (kv-sgd) | random uniform | random centred | untrained (all fresh) |" in md
+    assert "lcgd (trained)" in md and "top-5 recall per demo" in md and "relaxed linear (dual) form" in md
+
+    calls = []
+    real = lm_study.studies
+    monkeypatch.setattr(lm_study, "studies", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert main(args + FAST) == 0 and calls == []  # unchanged: read back
+    data = tmp_path / "fortunes-topics.test.jsonl"
+    data.write_text("\n".join(data.read_text().splitlines()[1:]) + "\n")  # an edited data file
+    assert main(args + FAST) == 0 and len(calls) == 3  # every (seed, model) result recomputed
+    task.write_text(task.read_text().replace("Topic:", "Subject:"))  # an edited template
+    assert main(args + FAST) == 0 and len(calls) == 6
+
+
+def test_a_k_sweep_reuses_the_prefix_cache_and_tables_accuracy_against_k(model_dir, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["lm", "run", "--model", model_dir, "--task", "fortunes-topics-ab", "--out", str(out), "--no-untrained"]
+    assert main(args + FAST[2:] + ["--k", "0,1,2", "--pmi"]) == 0
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["ks"] == [0, 1, 2] and (out / "accuracy_vs_k.png").is_file()
+    assert (out / "k-2" / "results.json").is_file()
+    zero, two = sweep["accuracy"]["0"], sweep["accuracy"]["2"]
+    assert zero["icl.plain"] == zero["zsl.plain"] and zero["ft.plain"] is None and two["ft.pmi"] is not None
+    assert "| 0 |" in (out / "sweep.md").read_text()
+
+
+def test_config_file_with_set_overrides_goes_through_the_validated_spec(model_dir, tmp_path, capsys):
+    config = tmp_path / "study.yaml"
+    config.write_text(f"model: {model_dir}\ntask: fortunes-topics-ab\nk: 2\nlimit: 4\nval: 2\nuntrained: false\n")
+    out = tmp_path / "run"
+    argv = ["lm", "run", "--config", str(config), "--out", str(out), "--quiet"]
+    assert main(argv + ["--set", "measures=dual", "--set", "lrs=[0.1]"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["measures"] == "dual" and results["settings"]["lrs"] == [0.1] and results["k"] == 2
+    capsys.readouterr()
+    assert main(argv + ["--set", "measure=dual"]) == 2
+    assert "unknown config key 'lm run.measure' (did you mean 'measures'?)" in capsys.readouterr().err

@@ -2,7 +2,7 @@ import pytest
 import torch
 from scipy.stats import kendalltau
 
-from iclab.analysis.metrics import kendall, kendall_tau, rec2ftp, simam, simaou
+from iclab.icl_vs_ft.metrics import kendall, kendall_tau, rec2ftp, simam, simaou
 
 
 def test_rec2ftp_counts_only_examples_finetuning_fixes():

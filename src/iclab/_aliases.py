@@ -23,6 +23,9 @@ OLD_TO_NEW = {
     "iclab.engines": "iclab.experiments.engines",
     "iclab.text.cli": "iclab.cli.text",
     "iclab.lm.cli": "iclab.cli.lm",
+    "iclab.analysis.adapter": "iclab.icl_vs_ft.adapter",
+    "iclab.analysis.icl_vs_ft": "iclab.icl_vs_ft.engine",
+    "iclab.analysis.metrics": "iclab.icl_vs_ft.metrics",
 }
 
 

@@ -20,32 +20,45 @@ def _quiet_transformers() -> None:
     logging.set_verbosity_error()  # padding and generation hints do not apply to scoring
 
 
+FLAGS = {  # flag -> StudyConfig key; a flag given on the command line overrides --config and --set
+    "model": "model",
+    "task": "task",
+    "limit": "limit",
+    "val": "val",
+    "separator": "separator",
+    "max_tokens": "max_tokens",
+    "batch": "batch",
+    "device": "device",
+    "dtype": "dtype",
+    "threads": "threads",
+    "train": "train_file",
+    "test": "test_file",
+    "revision": "revision",
+    "measures": "measures",
+}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    from ..config import apply_overrides, read_yaml
     from ..errors import UserError
-    from ..lm.study import StudyConfig, run_study
+    from ..lm.study import StudyConfig, run_study, run_sweep
     from ..spec import build
 
     _quiet_transformers()
-    values = {
-        "model": args.model,
-        "task": args.task,
-        "k": args.k,
-        "seeds": _numbers(args.seed, int),
-        "limit": args.limit,
-        "val": args.val,
-        "calibrate": args.calibrate,
-        "separator": args.separator,
-        "max_tokens": args.max_tokens,
-        "batch": args.batch,
-        "untrained": not args.no_untrained,
-        "device": args.device,
-        "dtype": args.dtype,
-        "threads": args.threads,
-        "train_file": args.train,
-        "test_file": args.test,
-        "trust_remote_code": args.trust_remote_code,
-        "revision": args.revision,
-    }
+    values = read_yaml(args.config) if args.config else {}
+    values = apply_overrides(values, args.set)
+    values |= {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
+    for flag in ("calibrate", "pmi", "trust_remote_code"):
+        if getattr(args, flag):
+            values[flag] = True
+    if args.no_untrained:
+        values["untrained"] = False
+    if args.seed is not None:
+        values["seeds"] = _numbers(args.seed, int)
+    if args.k is not None:
+        values["k"] = _numbers(args.k, int)
+    if args.ft is not None:
+        values["ft"] = [f.strip() for f in args.ft.split(",") if f.strip()]
     if args.lrs:
         values["lrs"] = _numbers(args.lrs)
     if args.momentum is not None:
@@ -53,7 +66,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if len(eta) != 1:
             raise UserError(f"--momentum takes one eta in [0, 1), got {args.momentum!r}")
         values["momentum"] = eta[0]
+    for key in ("model", "task"):
+        if key not in values:
+            raise UserError(f"give --{key} (or '{key}:' in --config)")
+    if not args.out:
+        raise UserError("give --out, the output folder")
+    ks = values.get("k")
+    sweep = isinstance(ks, list) and len(ks) > 1
+    if isinstance(ks, list):
+        if not ks or any(not isinstance(k, int) or k < 0 for k in ks):
+            raise UserError(f"k must be numbers >= 0 (0: zero-shot only), got {ks}")
+        values["k"] = max(ks) if sweep else ks[0]
     config = build(StudyConfig, values, prefix="lm run")
+    if sweep:
+        results = run_sweep(config, ks, args.out, progress=not args.quiet)
+        print("\n".join(results["table"]))
+        print(f"wrote {args.out}/sweep.json, sweep.md and accuracy_vs_k.png ({results['seconds']:.0f} s)")
+        return 0
     results = run_study(config, args.out, progress=not args.quiet)
     print("\n".join(results_lines(results)))
     print(f"wrote {args.out}/results.json and results.md ({results['seconds']:.0f} s)")
@@ -129,20 +158,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cmds = lm.add_subparsers(dest="lm_command", required=True, metavar="LM_COMMAND")
 
     p = cmds.add_parser("run", help="ZSL, ICL and K/V finetuning on a text task -> OUT/results.json, results.md")
-    p.add_argument("--model", required=True, help="alias (smollm2), model folder, .gguf file or hub id")
-    p.add_argument("--task", required=True, help="packaged task name (`iclab lm tasks`) or a task .yaml file")
-    p.add_argument("--out", required=True, help="output folder (results are cached here: a re-run resumes)")
-    p.add_argument("--k", type=int, default=16, help="demonstrations (default 16; cut to fit --max-tokens)")
-    p.add_argument("--seed", default="0", help="demonstration seed, or several: 0,1,2 (default 0)")
-    p.add_argument("--limit", type=int, default=64, help="test queries (default 64; Dai et al. used up to 2000)")
-    p.add_argument("--val", type=int, default=16, help="validation queries that pick FT's learning rate (16)")
+    p.add_argument("--config", help="a study YAML (keys of StudyConfig: model, task, k, seeds, ft, measures, ...)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of --config")
+    p.add_argument("--model", help="alias (smollm2), model folder, .gguf file or hub id")
+    p.add_argument("--task", help="packaged task name (`iclab lm tasks`) or a task .yaml file")
+    p.add_argument("--out", help="output folder (results are cached here: a re-run resumes)")
+    p.add_argument(
+        "--k", help="demonstrations (default 16; cut to fit --max-tokens), or a sweep: 0,1,2,4,8,16,32 (0: zero-shot)"
+    )
+    p.add_argument("--seed", help="demonstration seed, or several: 0,1,2 (default 0)")
+    p.add_argument("--limit", type=int, help="test queries (default 64; Dai et al. used up to 2000)")
+    p.add_argument("--val", type=int, help="validation queries that pick FT's learning rate (16)")
     p.add_argument("--lrs", help="FT learning-rate grid, comma-separated (default 1e-3,1e-2,0.1)")
+    p.add_argument(
+        "--measures", choices=["dai", "dual"], help="dai (default: as the authors' code computes them) or dual"
+    )
+    p.add_argument("--ft", help="finetuning methods, comma-separated: kv-sgd (default, Dai), lcgd (Deutch), full")
     p.add_argument(
         "--calibrate", action="store_true", help="contextual calibration: subtract a content-free input's label scores"
     )
-    p.add_argument("--separator", default="eos", help="after each demonstration: eos (default, Dai et al.) or a text")
-    p.add_argument("--max-tokens", type=int, default=2048, help="token budget of a prompt (default 2048)")
-    p.add_argument("--batch", type=int, default=8, help="queries per forward pass (default 8)")
+    p.add_argument("--pmi", action="store_true", help="domain-conditional PMI: subtract the label scores after the "
+                   "template's tail alone (lm-evaluation-harness's acc_mutual_info)")
+    p.add_argument("--separator", help="after each demonstration: eos (default, Dai et al.) or a text")
+    p.add_argument("--max-tokens", type=int, help="token budget of a prompt (default 2048)")
+    p.add_argument("--batch", type=int, help="queries per forward pass (default 8)")
     p.add_argument(
         "--momentum",
         metavar="ETA",
@@ -151,9 +190,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-untrained", action="store_true", help="skip the untrained-model baseline (halves the time)")
     p.add_argument("--train", help="local train file (CSV/JSONL/JSON/parquet) in place of the task's data")
     p.add_argument("--test", help="local test file in place of the task's data")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 keeps torch's default)")
+    p.add_argument("--device", help="cpu (default), cuda, cuda:1, mps")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--threads", type=int, help="torch threads (default 1; 0 keeps torch's default)")
     p.add_argument("--revision", help="a hub model's branch, tag or commit (e.g. a safetensors conversion)")
     p.add_argument("--trust-remote-code", action="store_true", help="run a hub model's own code (off by default)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

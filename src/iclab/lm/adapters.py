@@ -19,10 +19,14 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor, nn
 
-from ..analysis.adapter import AttentionAdapter, KVParameter
 from ..errors import UserError
+from ..icl_vs_ft.adapter import AttentionAdapter, Capture, KVParameter
 from .layouts import attention_modules, layout_of
 from .momentum import momentum_of
+
+# where each family keeps the norm after its last block: Llama-like and XGLM-ish, GPT-2, GPT-NeoX, OPT, XGLM
+FINAL_NORMS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm",
+               "model.layer_norm")
 
 
 class HFAdapter(AttentionAdapter):
@@ -92,13 +96,39 @@ class HFAdapter(AttentionAdapter):
 
     def _query(self, module: nn.Module, h: Tensor) -> Tensor:
         """The attention query of hidden states h (batch, width), before rotary embeddings: (batch, heads * d)."""
+        return self.projections(module, h)[0].flatten(-2)
+
+    def projections(self, module, h):
+        d = getattr(module, "head_dim", None) or module.head_size
         if self.layout == "gpt2":
-            return module.c_attn(h)[..., : module.embed_dim]
-        if self.layout == "gpt_neox":
+            q, k, v = module.c_attn(h).split(module.embed_dim, dim=-1)
+        elif self.layout == "gpt_neox":
             heads = self.model.config.num_attention_heads
-            qkv = module.query_key_value(h).view(len(h), heads, 3, -1)
-            return qkv[:, :, 0].reshape(len(h), -1)
-        return module.q_proj(h)
+            q, k, v = module.query_key_value(h).view(*h.shape[:-1], heads, 3, d).unbind(-2)
+        else:
+            q, k, v = module.q_proj(h), module.k_proj(h), module.v_proj(h)
+        return tuple(x.reshape(*h.shape[:-1], -1, d) for x in (q, k, v))
+
+    def decoder_blocks(self):
+        layers = self.attention_layers()
+        for m in self.model.modules():  # the ModuleList whose i-th block holds the i-th attention layer
+            if isinstance(m, nn.ModuleList) and len(m) == len(layers):
+                if all(any(x is a for x in block.modules()) for block, a in zip(m, layers, strict=True)):
+                    return list(m)
+        raise UserError(f"cannot find the decoder blocks of {type(self.model).__name__}")
+
+    def readout(self, h):
+        modules = dict(self.model.named_modules())
+        for name in FINAL_NORMS:
+            if name in modules:
+                h = modules[name](h)
+                break
+        else:
+            raise UserError(f"cannot find the final norm of {type(self.model).__name__} (looked for {FINAL_NORMS})")
+        project_out = getattr(modules.get("model.decoder"), "project_out", None)  # OPT-350m's narrower output
+        if project_out is not None:
+            h = project_out(h)
+        return self.model.get_output_embeddings()(h)
 
     def _capture(self, module, args, kwargs, output, last):
         h = args[0] if args else kwargs["hidden_states"]
@@ -113,7 +143,8 @@ class HFAdapter(AttentionAdapter):
         keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1)  # grouped-query attention
         scores = torch.einsum("bhd,bhsd->bhs", q[:, :, 0].float(), keys.float()) * module.scaling
         out = output[0] if isinstance(output, tuple) else output
-        return out, scores, h
+        values = self._cache.layers[module.layer_idx].values
+        return Capture(out, scores, h, self._query(module, h[rows, last]), values, module.scaling)
 
     def _prepare(self, prefix):
         from transformers import DynamicCache
@@ -122,8 +153,12 @@ class HFAdapter(AttentionAdapter):
         momentum = momentum_of(self.model)
         key = (tuple(prefix[0].tolist()), momentum.eta if momentum else None)
         if self.reuse_prefix and prefix.shape[1] and (self._memo is None or self._memo[0] != key):
-            cache = DynamicCache()
-            self.model(input_ids=prefix.to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
+            cache, start = DynamicCache(), 0
+            if self._memo is not None and momentum is None and self._memo[0][1] is None:
+                known = self._memo[0][0]
+                if len(known) < len(key[0]) and key[0][: len(known)] == known:  # a longer prefix (a k sweep)
+                    cache, start = DynamicCache(self._memo[1]), len(known)  # encode only the new tokens
+            self.model(input_ids=prefix[:, start:].to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
             # a momentum-patched model also leaves the prefix's momentum carry, which its continuations need
             carries = momentum.carries() if momentum else None
             self._memo = (key, [(layer.keys, layer.values) for layer in cache.layers], carries)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..analysis.adapter import Prompts
-from ..analysis.icl_vs_ft import StudyData
 from ..errors import UserError
+from ..icl_vs_ft.adapter import Prompts
+from ..icl_vs_ft.engine import StudyData
 from .tasks import TaskData, TaskSpec
 
 
@@ -104,6 +104,7 @@ def build_layout(
     queries = encode(tokenizer, [task.format(r) for r in test])
     val_queries = encode(tokenizer, [task.format(r) for r in val])
     content_free = encode(tokenizer, [task.content_free()])[0]
+    domain = encode(tokenizer, [task.domain_premise()])[0] if task.domain_premise() else []
     demo_ids = [
         q + labels[r["label"]].tolist() + sep
         for q, r in zip(encode(tokenizer, [task.format(r) for r in demos]), demos, strict=True)
@@ -134,5 +135,7 @@ def build_layout(
         candidates=labels,
         demo_positions=slice(1, len(prefix)),
         content_free=cf,
+        domain=torch.tensor([domain]) if domain else None,
+        separator_tokens=len(sep),
     )
     return Layout(study, fit, len(prefix) + tail, demos[:fit], test)

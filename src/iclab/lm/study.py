@@ -1,6 +1,6 @@
 """`iclab lm run`: Dai et al.'s ICL-vs-finetuning study on a pretrained causal LM and a text task.
 
-For each demonstration seed, the engine (analysis/icl_vs_ft.py) runs ZSL, ICL and K/V-only finetuning on the
+For each demonstration seed, the engine (icl_vs_ft/engine.py) runs ZSL, ICL and finetuning (kv-sgd, lcgd, full) on the
 pretrained model and on an untrained model of the same architecture (Deutch et al. 2024's baseline), and records
 every measure beside a random-update baseline. Each (seed, model) result is saved in OUT/seed-S/ as soon as it is
 done, keyed by the settings that produced it: a re-run with the same settings reads it back instead of
@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..analysis.icl_vs_ft import StudyResult, study
-from ..analysis.metrics import MEASURES
 from ..errors import UserError
 from ..files import atomic_write_json, atomic_write_text
+from ..icl_vs_ft.engine import RANDOM_BASELINES, SCORINGS, StudyResult, studies, untrained_like
+from ..icl_vs_ft.metrics import MEASURES, VARIANT_MEASURES
 from ..markdown import cell, table
 from ..stats import Summary, summarize
 
@@ -35,8 +35,12 @@ if TYPE_CHECKING:
     from .loading import Loaded
 
 KEYS = list(MEASURES)
+VARIANT_NOTES = {
+    "dai": "as Dai et al.'s code computes them",
+    "dual": "iclab's dual-form reading of the Kendall measure",
+}
 CONDITIONS = ["zsl", "icl", "ft"]
-FORMAT = 1  # bump when a change makes cached (seed, model) results stale
+FORMAT = 2  # bump when a change makes cached (seed, model) results stale
 
 
 @dataclass
@@ -52,7 +56,9 @@ class StudyConfig:
     separator: str = "eos"  # after each demonstration: the EOS token (Dai et al.) or a text such as "\n"
     max_tokens: int = field(default=2048, metadata={"min": 8})  # token budget of a prompt (Dai et al.: 2,048)
     batch: int = field(default=8, metadata={"min": 1})
-    untrained: bool = True  # also run the untrained-model baseline
+    untrained: bool = True  # also run the untrained-model baselines (all weights fresh; Deutch et al.'s)
+    ft: list[str] = field(default_factory=lambda: ["kv-sgd"])  # finetuning methods, each on the same demos
+    pmi: bool = False  # predict by domain-conditional PMI (the label scores after the template's tail subtracted)
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = field(default=1, metadata={"min": 0})  # torch threads; 0 keeps torch's default
@@ -61,8 +67,21 @@ class StudyConfig:
     trust_remote_code: bool = False
     revision: str | None = None  # a hub model's branch, tag or commit
     momentum: float | None = None  # eta of momentum attention patched into the model at inference; None: off
+    measures: str = "dai"  # dai: as the authors' code computes them; dual: iclab's dual-form reading
 
     def check(self, prefix: str = "") -> None:
+        from ..icl_vs_ft.engine import FT_METHODS, VARIANTS
+
+        if self.measures not in VARIANTS:
+            raise UserError(f"unknown measures '{self.measures}'; choose one of {', '.join(VARIANTS)}")
+        bad = [f for f in self.ft if f not in FT_METHODS]
+        if bad or not self.ft:
+            raise UserError(f"unknown finetuning method '{bad[0] if bad else ''}'; choose from {', '.join(FT_METHODS)}")
+        if self.calibrate and self.pmi:
+            raise UserError("choose one scoring: calibrate (contextual calibration) or pmi, not both")
+        self._check()
+
+    def _check(self) -> None:
         if not self.seeds:
             raise UserError("give at least one demonstration seed")
         if not self.lrs or any(lr <= 0 for lr in self.lrs):
@@ -72,29 +91,37 @@ class StudyConfig:
 
             check_eta(self.momentum)
 
-    def key(self) -> dict:
-        """What a cached (seed, model) result depends on."""
+    def key(self, task_hash: str | None = None) -> dict:
+        """What a cached (seed, model) result depends on: the settings and the task's content (`task_hash`: of its
+        YAML and data files), so that editing a task recomputes it."""
         skip = {"seeds", "batch", "device", "threads", "untrained"}
         if not self.momentum:  # off, or eta = 0, which leaves every output exactly unchanged: the plain study's key
             skip.add("momentum")
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip} | {"format": FORMAT}
+        key = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip} | {"format": FORMAT}
+        return key | ({"task_sha256": task_hash} if task_hash else {})
 
 
-def run_study(config: StudyConfig, out: Path, progress: bool = True, loaded: Loaded | None = None) -> dict:
-    """Run (or resume) the study into `out`; `loaded` reuses a model already in memory (loaded only if needed)."""
+def run_study(
+    config: StudyConfig, out: Path, progress: bool = True, loaded: Loaded | None = None, shared: dict | None = None
+) -> dict:
+    """Run (or resume) the study into `out`; `loaded` reuses a model already in memory (loaded only if needed);
+    `shared` (a dict the caller keeps) reuses the baseline models and the adapters, with their prefix caches,
+    across calls (a k sweep)."""
+    shared = {} if shared is None else shared
     from tqdm import tqdm
 
     from .adapters import HFAdapter
     from .loading import load
     from .momentum import patch_momentum
     from .prompts import build_layout
-    from .tasks import load_data, load_task
+    from .tasks import load_data, load_task, task_fingerprint
 
     config.check()
     out = Path(out)
     if config.threads:
         torch.set_num_threads(config.threads)
     task = load_task(config.task, config.train_file, config.test_file)
+    task_hash = task_fingerprint(task)
     data = load_data(task)
     if config.k + config.val > len(data.train):  # before the model loads: a typo should cost no time
         raise UserError(
@@ -102,7 +129,8 @@ def run_study(config: StudyConfig, out: Path, progress: bool = True, loaded: Loa
             f"examples, but task '{task.name}' has {len(data.train)}: lower --k or --val"
         )
     started = time.perf_counter()
-    per_seed, model, untrained = {}, None, None
+    per_seed, model = {}, None
+    baselines, adapters = shared.setdefault("baselines", {}), shared.setdefault("adapters", {})
     with ExitStack() as patches:  # momentum patches come off when the study ends, also on an error
 
         def prepared(m: torch.nn.Module) -> torch.nn.Module:
@@ -112,8 +140,8 @@ def run_study(config: StudyConfig, out: Path, progress: bool = True, loaded: Loa
 
         for seed in tqdm(config.seeds, desc="seeds", disable=not progress or len(config.seeds) == 1):
             folder = out / f"seed-{seed}"
-            wanted = ["trained"] + (["untrained"] if config.untrained else [])
-            cached = {name: _read_part(folder / f"{name}.json", config, seed) for name in wanted}
+            wanted = _models(config)
+            cached = {name: _read_part(folder / f"{name}.json", config, seed, task_hash) for name in wanted}
             if all(cached.values()):
                 per_seed[seed] = cached
                 continue
@@ -134,20 +162,28 @@ def run_study(config: StudyConfig, out: Path, progress: bool = True, loaded: Loa
             for name in wanted:
                 if cached[name]:
                     continue
-                if name == "untrained" and untrained is None:
-                    untrained = prepared(_untrained_like(model))
+                if name != "trained" and name not in baselines:
+                    fresh = _untrained_like(model)
+                    baselines["untrained"] = prepared(fresh)
+                    baselines["untrained-deutch"] = prepared(untrained_like(HFAdapter(model), fresh))
                 t0 = time.perf_counter()
-                result = study(
-                    HFAdapter(model if name == "trained" else untrained),
+                if name not in adapters:
+                    adapters[name] = HFAdapter(model if name == "trained" else baselines[name])
+                by_ft = studies(
+                    adapters[name],
                     layout.data,
-                    config.lrs,
+                    {method: config.lrs for method in config.ft},
                     seed=seed,
                     batch=config.batch,
                     calibrated=config.calibrate,
                     progress=progress,
+                    measures=config.measures,
+                    pmi=config.pmi,
                 )
-                part = _part(result) | info | {"seconds": round(time.perf_counter() - t0, 1)}
-                atomic_write_json(folder / f"{name}.json", {"key": config.key(), "seed": seed, "result": part})
+                part = _part(by_ft[config.ft[0]]) | {"by_ft": {m: _part(r) for m, r in by_ft.items()}}
+                part |= info | {"seconds": round(time.perf_counter() - t0, 1)}
+                key = config.key(task_hash)
+                atomic_write_json(folder / f"{name}.json", {"key": key, "seed": seed, "result": part})
                 cached[name] = part
                 if progress:
                     acc = part["accuracy"]
@@ -162,14 +198,87 @@ def run_study(config: StudyConfig, out: Path, progress: bool = True, loaded: Loa
     return results
 
 
+def run_sweep(config: StudyConfig, ks: list[int], out: Path, progress: bool = True) -> dict:
+    """The study at every k of `ks` (0: zero-shot only, read off the ZSL condition) into OUT/k-K/, one model load
+    and one prefix cache per model (each k's demonstrations start with the smaller k's); OUT/sweep.json, sweep.md
+    and accuracy_vs_k.png hold accuracy against k under every scoring."""
+    from .loading import load
+
+    out, started, loaded, shared, runs = Path(out), time.perf_counter(), None, {}, {}
+    for k in sorted({k for k in ks if k > 0}):
+        c = dataclasses.replace(config, k=k)
+        if loaded is None and not finished(c, out / f"k-{k}"):
+            loaded = load(
+                config.model, config.device, config.dtype, config.trust_remote_code, progress, config.revision
+            )
+        runs[k] = run_study(c, out / f"k-{k}", progress, loaded, shared)
+    first = runs[min(runs)]["spread"]["trained"]["scoring"]
+    rows = {}
+    for k in sorted(set(ks)):
+        scoring = first if k == 0 else runs[k]["spread"]["trained"]["scoring"]
+        rows[k] = {
+            f"{c}.{mode}": (scoring.get(f"{'zsl' if k == 0 else c}.{mode}.accuracy") if c != "ft" or k else None)
+            for c in CONDITIONS
+            for mode in SCORINGS
+        }
+    header = ["k"] + [f"{c.upper()} {mode}" for mode in SCORINGS for c in CONDITIONS]
+    body = [[str(k)] + [_cell(rows[k][f"{c}.{mode}"], True) for mode in SCORINGS for c in CONDITIONS] for k in rows]
+    lines = [f"# Accuracy (%) against k: {config.model} on {config.task}", ""]
+    lines += ["k = 0 is zero-shot (ICL reads the ZSL condition); FT at each k uses the same k demonstrations.", ""]
+    lines += table(header, body, align="l" + "r" * (len(header) - 1))
+    results = {"ks": sorted(set(ks)), "accuracy": rows, "runs": {str(k): f"k-{k}" for k in runs}}
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    atomic_write_json(out / "sweep.json", results)
+    atomic_write_text(out / "sweep.md", "\n".join(lines) + "\n")
+    _draw_sweep(rows, out / "accuracy_vs_k.png")
+    return results | {"table": lines}
+
+
+def _draw_sweep(rows: dict, path: Path) -> None:
+    from ..evaluation.report import plt, save_figure  # report sets the non-interactive backend
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    ks = list(rows)
+    x = [max(k, 0.5) for k in ks]  # k = 0 drawn at 0.5 on the log axis
+    for c, style in (("icl", "-"), ("ft", ":")):
+        for mode in SCORINGS:
+            ys = [(rows[k][f"{c}.{mode}"] or {}).get("mean") for k in ks]
+            if any(y is not None for y in ys):
+                ys = [float("nan") if y is None else y for y in ys]
+                ax.plot(x, ys, style, marker="o", label=f"{c.upper()} {mode}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [str(k) for k in ks])
+    ax.set_xlabel("k demonstrations")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def finished(config: StudyConfig, out: Path) -> bool:
     """Whether `out` holds every (seed, model) result of `config` already: run_study would only read them back."""
-    wanted = ["trained"] + (["untrained"] if config.untrained else [])
-    return all(_read_part(Path(out) / f"seed-{s}" / f"{n}.json", config, s) for s in config.seeds for n in wanted)
+    from .tasks import load_task, task_fingerprint
+
+    task_hash = task_fingerprint(load_task(config.task, config.train_file, config.test_file))
+    wanted = _models(config)
+    return all(
+        _read_part(Path(out) / f"seed-{s}" / f"{n}.json", config, s, task_hash) for s in config.seeds for n in wanted
+    )
+
+
+UNTRAINED = {
+    "untrained": "untrained (all fresh)",
+    "untrained-deutch": "untrained (Deutch: embeddings, norms, unembedding kept)",
+}
+
+
+def _models(config: StudyConfig) -> list[str]:
+    return ["trained"] + (list(UNTRAINED) if config.untrained else [])
 
 
 def _untrained_like(model: torch.nn.Module) -> torch.nn.Module:
-    """The same architecture with fresh random weights (one fixed seed: the same baseline for every demo seed)."""
+    """The same architecture with all weights fresh (one fixed seed: the same baseline for every demo seed); its
+    blocks also give Deutch et al.'s baseline its re-initialised attention and MLP weights."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(20240)
@@ -186,17 +295,21 @@ def _part(r: StudyResult) -> dict:
         "ft_grid": r.ft_grid,
         "per_layer": r.per_layer,
         "scoring": r.scoring,
+        "variant": r.variant,
+        "ft": r.ft,
+        "baselines": r.baselines,
+        "linear_gap": r.linear_gap,
     }
 
 
-def _read_part(path: Path, config: StudyConfig, seed: int) -> dict | None:
+def _read_part(path: Path, config: StudyConfig, seed: int, task_hash: str | None) -> dict | None:
     if not path.is_file():
         return None
     try:
         stored = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None  # a damaged cache entry is recomputed, never trusted
-    if stored.get("key") != json.loads(json.dumps(config.key())) or stored.get("seed") != seed:
+    if stored.get("key") != json.loads(json.dumps(config.key(task_hash))) or stored.get("seed") != seed:
         return None  # made with other settings: recompute (and overwrite)
     return stored["result"]
 
@@ -224,17 +337,24 @@ def summarise(config: StudyConfig, task, per_seed: dict[int, dict]) -> dict:
         return {k: (collect(model, part, k) or {}).get("mean") for k in keys}
 
     spread = {}
-    for model in ("trained", "untrained"):
-        if model == "untrained" and not config.untrained:
-            continue
+    for model in _models(config):
         spread[model] = {
             "accuracy": {c: collect(model, "accuracy", c) for c in CONDITIONS},
             "measures": {k: collect(model, "measures", k) for k in KEYS},
             "random": {k: collect(model, "random", k) for k in KEYS},
+            "baselines": {b: {k: collect(model, "baselines", b, k) for k in KEYS} for b in RANDOM_BASELINES},
+            "by_ft": {
+                f: {
+                    "accuracy": {c: collect(model, "by_ft", f, "accuracy", c) for c in CONDITIONS},
+                    "measures": {k: collect(model, "by_ft", f, "measures", k) for k in KEYS},
+                }
+                for f in config.ft
+            },
+            "linear_gap": _layer_stats(per_seed, seeds, model),
             "scoring": {
                 f"{c}.{mode}.{m}": collect(model, "scoring", c, mode, m)
                 for c in CONDITIONS
-                for mode in ("plain", "calibrated")
+                for mode in SCORINGS
                 for m in ("accuracy", "top_label_share")
             },
         }
@@ -248,8 +368,10 @@ def summarise(config: StudyConfig, task, per_seed: dict[int, dict]) -> dict:
         "k_used": sorted({per_seed[s]["trained"]["k_used"] for s in seeds}),
         "seeds": seeds,
         "test_queries": per_seed[seeds[0]]["trained"]["test"],
-        "scoring": "calibrated" if config.calibrate else "plain",
+        "scoring": "calibrated" if config.calibrate else "pmi" if config.pmi else "plain",
+        "ft": config.ft,
         "momentum": config.momentum,
+        "measures": config.measures,
         "accuracy": means("trained", "accuracy", CONDITIONS),
     }
     results |= {k: (trained["measures"][k] or {}).get("mean") for k in KEYS}
@@ -264,6 +386,13 @@ def summarise(config: StudyConfig, task, per_seed: dict[int, dict]) -> dict:
     results["per_seed"] = {str(s): per_seed[s] for s in seeds}
     results["settings"] = dataclasses.asdict(config)
     return results
+
+
+def _layer_stats(per_seed: dict, seeds: list, model: str) -> list[dict | None]:
+    """Per layer: the softmax-vs-linear gap's mean and sd over seeds."""
+    rows = [per_seed[s][model].get("linear_gap") or [] for s in seeds if model in per_seed[s]]
+    layers = max((len(r) for r in rows), default=0)
+    return [_stats([r[i] if i < len(r) else None for r in rows]) for i in range(layers)]
 
 
 def _fmt(v) -> str:
@@ -281,13 +410,15 @@ def markdown(results: dict) -> list[str]:
     n = len(results["seeds"])
     per = f"mean ± sd over {n} demonstration seeds" if n > 1 else f"demonstration seed {results['seeds'][0]}"
     momentum = results.get("momentum")
+    variant = results.get("measures", "dual")
     title = f"# ICL vs finetuning: {results['model']} on {results['task']}"
     lines = [
         title + (f", momentum attention eta = {momentum:g}" if momentum is not None else ""),
         "",
         f"{results['task_description']}. k = {results['k']} demonstrations (used: "
         f"{', '.join(map(str, results['k_used']))}), {results['test_queries']} test queries, {per}; "
-        f"predictions by {results['scoring']} scoring. Accuracy in %.",
+        f"predictions by {results['scoring']} scoring. Accuracy in %. Measures: the `{variant}` variant "
+        f"({VARIANT_NOTES[variant]}).",
         "",
     ]
     if momentum is not None:
@@ -305,11 +436,7 @@ def markdown(results: dict) -> list[str]:
     lines += scoring_table("accuracy", True)
     lines += ["", "Share of predictions on the most predicted label (1.0: always the same label):", ""]
     lines += scoring_table("top_label_share", False)
-    parts = {"trained": ("trained", "measures"), "random update": ("trained", "random")}
-    if "untrained" in spread:
-        parts["untrained model"] = ("untrained", "measures")
-    rows = [[MEASURES[key]] + [_cell(spread[m][part][key]) for m, part in parts.values()] for key in KEYS]
-    lines += [""] + table(["measure", *parts], rows)
+    lines += [""] + measures_table(spread, variant, results.get("ft", ["kv-sgd"]))
     lrs = [p["trained"]["ft_lr"] for p in results["per_seed"].values()]
     chosen = ", ".join(_fmt_lr(x) for x in lrs)
     lines += [
@@ -317,6 +444,52 @@ def markdown(results: dict) -> list[str]:
         f"FT learning rate chosen per seed from {results['settings']['lrs']}: {chosen}. "
         f"Whole run {results.get('seconds', 0):.0f} s. Numbers: `results.json`.",
     ]
+    return lines
+
+
+def measures_table(spread: dict, variant: str, methods: list[str]) -> list[str]:
+    """Every measure of the variant beside every baseline (for the first FT method), then the FT methods side by
+    side, then the softmax-vs-linear gap per layer."""
+    shown = VARIANT_MEASURES[variant]
+    parts = {f"trained ({methods[0]})": ("trained", "measures")}
+    parts |= {b: ("trained", "baselines", b) for b in RANDOM_BASELINES}
+    parts |= {label: (m, "measures") for m, label in UNTRAINED.items() if m in spread}
+
+    def at(path, key):
+        entry = spread[path[0]]
+        for p in path[1:]:
+            entry = entry.get(p, {})
+        return entry.get(key)
+
+    lines = [f"Measures (`{variant}` variant) beside every baseline:", ""]
+    rows = [[MEASURES[key]] + [_cell(at(path, key)) for path in parts.values()] for key in shown]
+    lines += table(["measure", *parts], rows)
+    if len(methods) > 1:
+        header = ["measure"] + [f"{m} ({label})" for m in methods for label in ("trained", "Deutch untrained")]
+        rows = []
+        for key in ["accuracy FT"] + shown:
+            row = [key if key == "accuracy FT" else MEASURES[key]]
+            for m in methods:
+                for model in ("trained", "untrained-deutch"):
+                    ft = spread.get(model, {}).get("by_ft", {}).get(m)
+                    if ft is None:
+                        row.append("n/a")
+                    elif key == "accuracy FT":
+                        row.append(_cell(ft["accuracy"]["ft"], True))
+                    else:
+                        row.append(_cell(ft["measures"][key]))
+            rows.append(row)
+        lines += ["", "Finetuning methods on the same demonstrations in the same order (each its own lr grid):", ""]
+        lines += table(header, rows)
+    gaps = {m: spread[m].get("linear_gap") or [] for m in spread}
+    if any(gaps.values()):
+        layers = max(len(g) for g in gaps.values())
+        title = "‖softmax attention output - its relaxed linear (dual) form‖ / ‖output‖ per layer, ICL queries:"
+        lines += ["", title, ""]
+        lines += table(
+            ["model", *(f"layer {i}" for i in range(layers))],
+            [[m] + [_cell(g[i]) if i < len(g) else "n/a" for i in range(layers)] for m, g in gaps.items()],
+        )
     return lines
 
 

@@ -17,6 +17,7 @@ shakespeare-genre, and their `-ab` variants whose label words carry no meaning).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import string
 from dataclasses import dataclass, field
 from importlib import resources
@@ -46,6 +47,7 @@ class TaskSpec:
     max_test: int = field(default=2000, metadata={"min": 1})  # ... and cut at 2,000 examples
     name: str = ""
     folder: str = ""  # where relative data files are read from
+    source: str = ""  # the task file's text (what a cached result's key hashes, with the data files)
 
     def __post_init__(self):
         if isinstance(self.labels, list):
@@ -77,6 +79,11 @@ class TaskSpec:
         """The template with every field 'N/A' (Zhao et al. 2021's content-free input)."""
         return self.template.format(**dict.fromkeys(self.fields, "N/A"))
 
+    def domain_premise(self) -> str:
+        """The template's text after its last field (e.g. ' Label:'): the premise of domain-conditional PMI."""
+        literal, field_name, _, _ = list(string.Formatter().parse(self.template))[-1]
+        return literal if field_name is None else ""
+
 
 def packaged_tasks() -> list[str]:
     return sorted(p.name[:-5] for p in DATA.iterdir() if p.name.endswith(".yaml"))
@@ -99,13 +106,27 @@ def load_task(name_or_path: str, train: str | None = None, test: str | None = No
         raise UserError(f"task '{name}' is not valid YAML: {str(e).splitlines()[0]}") from e
     if not isinstance(data, dict):
         raise UserError(f"task '{name}' must be a YAML mapping with template, labels, train and test")
-    task = build(TaskSpec, data | {"name": name, "folder": folder}, prefix=f"task {name}")
+    task = build(TaskSpec, data | {"name": name, "folder": folder, "source": text}, prefix=f"task {name}")
     if train or test:  # local files in the dataset's own schema, e.g. a CSV export of glue/sst2
         task = dataclasses.replace(task, hub=None, hub_config=None, folder=".", train=train or "", test=test or "")
         missing = [k for k in ("train", "test") if not getattr(task, k)]
         if missing:
             raise UserError(f"give both --train and --test files (missing --{missing[0]})")
     return task
+
+
+def task_fingerprint(task: TaskSpec) -> str:
+    """SHA-256 of the task's YAML text and the bytes of its local data files (a hub dataset is named by its id,
+    which the YAML holds): what a cached result depends on, so that an edit to either recomputes it."""
+    digest = hashlib.sha256(task.source.encode())
+    for split in ("train", "test"):
+        name = getattr(task, split)
+        digest.update(f"\0{split}={name}\0".encode())
+        if not task.hub:
+            path = Path(name) if Path(name).is_absolute() else Path(task.folder) / name
+            if path.is_file():
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 @dataclass

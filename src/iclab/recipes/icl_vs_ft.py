@@ -15,6 +15,7 @@ import math
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import torch
@@ -22,12 +23,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from ..analysis.adapter import IclabLMAdapter
-from ..analysis.icl_vs_ft import StudyData, study
-from ..analysis.metrics import MEASURES
 from ..errors import UserError
 from ..evaluation.report import save_figure
 from ..files import atomic_write_json
+from ..icl_vs_ft.adapter import IclabLMAdapter
+from ..icl_vs_ft.engine import FT_METHODS, RANDOM_BASELINES, VARIANTS, StudyData, studies, untrained_like
+from ..icl_vs_ft.metrics import MEASURES, VARIANT_MEASURES
 from ..markdown import cell, table
 from ..model import ModelConfig, TokenLM
 from ..spec import build
@@ -114,25 +115,29 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
     model, info = ensure_model(model_dir, size["steps"], progress)
     torch.manual_seed(1)
     untrained = TokenLM(MODEL, TASK.vocab, max_tokens()).eval()
+    models = {
+        "trained": model,
+        "untrained": untrained,  # every weight fresh
+        "untrained-deutch": untrained_like(IclabLMAdapter(model), untrained),  # Deutch et al.'s baseline
+    }
     started = time.perf_counter()
     g = torch.Generator().manual_seed(2024)
     instances = TASK.instances(size["instances"], g)
-    results = {"trained": [], "untrained": []}
+    results = {v: {name: {f: [] for f in FT_METHODS} for name in models} for v in VARIANTS}
+    grids = dict.fromkeys(FT_METHODS, LRS)
     for i in tqdm(range(size["instances"]), desc="ICL vs FT", disable=not progress):
         instance = {k: v[i : i + 1] for k, v in instances.items()}
-        data = StudyData(**TASK.study_inputs(instance, DEMOS, n_test=64, n_val=32, generator=g))
-        results["trained"].append(study(IclabLMAdapter(model), data, LRS, seed=i))
-        results["untrained"].append(study(IclabLMAdapter(untrained), data, LRS, seed=i))
-    summary = {
-        name: {
-            "accuracy": _aggregate(rs, "accuracy"),
-            "measures": _aggregate(rs, "measures"),
-            "random": _aggregate(rs, "random"),
-            "ft_lr": [r.ft_lr for r in rs],
-            "ft_failed": sum(r.ft_lr is None for r in rs),
-        }
-        for name, rs in results.items()
+        data = StudyData(**TASK.study_inputs(instance, DEMOS, n_test=64, n_val=32, generator=g), separator_tokens=1)
+        for variant in VARIANTS:
+            for name, m in models.items():
+                for method, r in studies(IclabLMAdapter(m), data, grids, seed=i, measures=variant).items():
+                    results[variant][name][method].append(r)
+    variants = {
+        variant: {name: {f: _summary(rs) for f, rs in by_ft.items()} for name, by_ft in per_model.items()}
+        for variant, per_model in results.items()
     }
+    # the headline: Dai's measures, Dai's finetuning; the checks read these
+    summary = {name: variants["dai"][name]["kv-sgd"] for name in models} | {"variants": variants}
     atomic_write_json(
         folder / "results.json", summary | {"model": info, "instances": size["instances"], "demos": DEMOS, "lrs": LRS}
     )
@@ -141,6 +146,19 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
         "checks": check_summary(summary),
         "seconds": round(time.perf_counter() - started, 1),
         "model": {"steps": info["steps"], "train_seconds": info["train_seconds"]},
+    }
+
+
+def _summary(rs: list) -> dict:
+    return {
+        "accuracy": _aggregate(rs, "accuracy"),
+        "measures": _aggregate(rs, "measures"),
+        "random": _aggregate(rs, "random"),
+        "baselines": {b: _aggregate([SimpleNamespace(v=r.baselines[b]) for r in rs], "v") for b in RANDOM_BASELINES},
+        "linear_gap": [summarize(r.linear_gap[i] for r in rs).to_dict("mean", "se", "n")
+                       for i in range(len(rs[0].linear_gap))],
+        "ft_lr": [r.ft_lr for r in rs],
+        "ft_failed": sum(r.ft_lr is None for r in rs),
     }
 
 
@@ -214,11 +232,7 @@ def tables(summary: dict, results: dict) -> list[str]:
         ["model", "ZSL acc", "FT acc", "ICL acc"],
         [[name] + [entry(name, "accuracy", c) for c in ("zsl", "ft", "icl")] for name in ("trained", "untrained")],
     )
-    parts = [("trained", "measures"), ("trained", "random"), ("untrained", "measures")]
-    lines += [""] + table(
-        ["measure", "trained", "random update", "untrained model"],
-        [[MEASURES[key]] + [entry(model, part, key) for model, part in parts] for key in KEYS],
-    )
+    lines += [""] + variant_tables(summary.get("variants"))
     similar = check_summary(summary)[4:]
     passed = sum(c["passed"] for c in similar)
     if passed == len(similar):
@@ -239,6 +253,48 @@ def tables(summary: dict, results: dict) -> list[str]:
         + ".",
         "",
         f"**Verdict.** The evidence {verdict}.",
+        "",
+    ]
+    return lines
+
+
+UNTRAINED = {"untrained": "untrained (all fresh)", "untrained-deutch": "untrained (Deutch)"}
+
+
+def variant_tables(variants: dict | None) -> list[str]:
+    """For each measure variant: every measure beside every baseline (Dai's FT), then the FT methods side by side
+    (trained model; Deutch's untrained model in parentheses)."""
+    if not variants:
+        return []
+
+    def value(entry) -> str:
+        return cell(Summary.from_dict(entry), spread="se")
+
+    lines = []
+    for variant, per_model in variants.items():
+        keys = VARIANT_MEASURES[variant]
+        t = per_model["trained"]["kv-sgd"]
+        header = ["measure", "trained (kv-sgd)", *RANDOM_BASELINES, *UNTRAINED.values()]
+        rows = []
+        for key in keys:
+            row = [MEASURES[key], value(t["measures"].get(key))]
+            row += [value(t["baselines"][b].get(key)) for b in RANDOM_BASELINES]
+            row += [value(per_model[m]["kv-sgd"]["measures"].get(key)) for m in UNTRAINED]
+            rows.append(row)
+        lines += [f"Measures, `{variant}` variant, beside every baseline:", ""] + table(header, rows) + [""]
+
+        def pair(f: str, part: str, key: str, per_model=per_model) -> str:
+            t, u = (per_model[m][f][part].get(key) for m in ("trained", "untrained-deutch"))
+            return f"{value(t)} ({value(u)})"
+
+        rows = [["FT accuracy"] + [pair(f, "accuracy", "ft") for f in FT_METHODS]]
+        rows += [[MEASURES[key]] + [pair(f, "measures", key) for f in FT_METHODS] for key in keys]
+        lines += [f"Finetuning methods, `{variant}` variant (trained model; Deutch's untrained in parentheses):", ""]
+        lines += table(["measure", *FT_METHODS], rows) + [""]
+    gap = variants["dai"]["trained"]["kv-sgd"]["linear_gap"]
+    lines += [
+        "‖softmax attention output - its relaxed linear form‖ / ‖output‖ per layer (trained, ICL queries): "
+        + ", ".join(value(g) for g in gap),
         "",
     ]
     return lines
@@ -269,7 +325,7 @@ def draw(summary: dict, folder: Path) -> list[Path]:
 
 def section(folder: Path, stored: dict) -> list[str]:
     results = json.loads((folder / "results.json").read_text())
-    summary = {k: results[k] for k in ("trained", "untrained")}
+    summary = {k: results[k] for k in ("trained", "untrained", "untrained-deutch", "variants") if k in results}
     figures = draw(summary, folder)
     checks = check_summary(summary)
     stored = stored | {"tables": tables(summary, results)}

@@ -68,10 +68,31 @@ class Internals:
     attn_out: Tensor  # (layers, N, width): attention output at each query's last token, before the residual
     scores: Tensor  # (layers, N, heads, P + T): pre-softmax scores of that token; -inf at the positions after it
     inputs: Tensor  # (layers, N, width): the attention layer's input at that token
+    query: Tensor | None = None  # (layers, N, heads * d): that token's query vector (projection, no rotary)
+    # (layers, N): ‖softmax attention output - its relaxed linear form Σ_j (q·k_j) v_j‖ / ‖softmax output‖
+    linear_gap: Tensor | None = None
+
+    FIELDS = ("attn_out", "scores", "inputs", "query", "linear_gap")
 
     @staticmethod
     def cat(parts: list[Internals]) -> Internals:
-        return Internals(*(torch.cat([getattr(p, f) for p in parts], dim=1) for f in ("attn_out", "scores", "inputs")))
+        return Internals(*(torch.cat([getattr(p, f) for p in parts], dim=1) for f in Internals.FIELDS))
+
+    def select(self, index: Tensor) -> Internals:
+        """The rows `index` along the examples axis."""
+        return Internals(*(getattr(self, f)[:, index] for f in Internals.FIELDS))
+
+
+@dataclass
+class Capture:
+    """What one attention module's forward hook yields (see AttentionAdapter._capture)."""
+
+    out: Tensor  # (batch, tokens, width): the attention output before the residual
+    scores: Tensor  # (batch, heads, keys): pre-softmax scores of the tokens `last`, over every key
+    inputs: Tensor  # (batch, tokens, width): the layer input
+    query: Tensor  # (batch, heads * d): the query vector of the tokens `last` (no rotary)
+    values: Tensor  # (batch, kv_heads, keys, d): the value vectors of every key
+    scale: float  # the scores are scale * q·k
 
 
 class AttentionAdapter:
@@ -100,10 +121,21 @@ class AttentionAdapter:
         other.model = model
         return other
 
-    def _capture(self, module: nn.Module, args: tuple, kwargs: dict, output, last: Tensor):
-        """(attention output (batch, tokens, width), pre-softmax scores of the tokens `last` (batch,) over every
-        key, earlier and later, (batch, heads, keys), layer input (batch, tokens, width)) from one attention
-        module's forward-hook arguments."""
+    def _capture(self, module: nn.Module, args: tuple, kwargs: dict, output, last: Tensor) -> Capture:
+        """The internals at the tokens `last` (batch,) from one attention module's forward-hook arguments."""
+        raise NotImplementedError
+
+    def projections(self, module: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The query, key and value projections of hidden states h (..., width) in one attention module, each
+        (..., heads, d) (keys and values: the key/value heads), before any rotary embedding."""
+        raise NotImplementedError
+
+    def decoder_blocks(self) -> list[nn.Module]:
+        """The residual blocks, in order (each holds one attention layer): what layer-causal GD detaches."""
+        raise NotImplementedError
+
+    def readout(self, h: Tensor) -> Tensor:
+        """Logits of hidden states from the residual stream: the final norm and the unembedding (the logit lens)."""
         raise NotImplementedError
 
     def _prepare(self, prefix: Tensor) -> None:
@@ -126,14 +158,18 @@ class AttentionAdapter:
             def save(module, args, kwargs, output):
                 h = args[0] if args else kwargs["hidden_states"]
                 at = (last + h.shape[1] - tokens).to(h.device)  # the model may run a prefix before the ids
-                out, scores, h = self._capture(module, args, kwargs, output, at)
+                c = self._capture(module, args, kwargs, output, at)
+                h, scores = c.inputs, c.scores.detach().float()
                 rows = torch.arange(len(at), device=h.device)
                 key_of_last = (scores.shape[-1] - h.shape[1] + at).to(scores.device)
                 later = torch.arange(scores.shape[-1], device=scores.device) > key_of_last[:, None, None]
+                scores = scores.masked_fill(later, float("-inf"))
                 records[index] = (
-                    out[rows, at].detach().float().cpu(),
-                    scores.detach().float().masked_fill(later, float("-inf")).cpu(),
+                    c.out[rows, at].detach().float().cpu(),
+                    scores.cpu(),
                     (h if full_inputs else h[rows, at]).detach().float().cpu(),
+                    c.query.detach().float().cpu(),
+                    _linear_gap(scores, c.values.detach().float(), c.scale).cpu(),
                 )
 
             return save
@@ -166,9 +202,9 @@ class AttentionAdapter:
                 if g == 0:  # the internals at the query's last token do not depend on what follows it
                     with self._recording(ids.shape[1], last) as records:
                         logits = self._forward(prompts.prefix, ids, positions)
-                    out, sc, inputs = (torch.stack(r) for r in zip(*records, strict=True))
+                    out, sc, inputs, query, gap = (torch.stack(r) for r in zip(*records, strict=True))
                     sc = F.pad(sc, (0, width + len(stem) - sc.shape[-1]), value=float("-inf"))[..., :width]
-                    parts.append(Internals(out, sc, inputs))
+                    parts.append(Internals(out, sc, inputs, query, gap))
                     done.append(rows)
                 else:
                     logits = self._forward(prompts.prefix, ids, positions)
@@ -178,7 +214,7 @@ class AttentionAdapter:
                     scores[rows, c] = picked.squeeze(-1).mean(-1)
         internals = Internals.cat(parts)
         back = torch.argsort(torch.cat(done))  # batch order -> the prompts' order
-        return scores, Internals(internals.attn_out[:, back], internals.scores[:, back], internals.inputs[:, back])
+        return scores, internals.select(back)
 
     @torch.no_grad()
     def layer_inputs(self, ids: Tensor) -> Tensor:
@@ -187,6 +223,18 @@ class AttentionAdapter:
         with self._recording(ids.shape[1], last, full_inputs=True) as records:
             self._forward(ids[:, :0], ids, last[:, None])
         return torch.stack([r[2][0] for r in records])
+
+
+def _linear_gap(scores: Tensor, values: Tensor, scale: float) -> Tensor:
+    """Per row: ‖softmax attention output - the relaxed linear attention output‖ / ‖softmax output‖, heads
+    concatenated. Relaxed linear attention (Dai et al.'s dual form) drops the softmax and the scale: Σ_j (q·k_j) v_j.
+    scores (batch, heads, keys) with -inf after the token, values (batch, kv_heads, keys, d)."""
+    values = values.repeat_interleave(scores.shape[1] // values.shape[1], dim=1)  # grouped-query attention
+    keys = min(scores.shape[-1], values.shape[2])
+    scores, values = scores[..., :keys], values[:, :, :keys]
+    soft = torch.einsum("bhs,bhsd->bhd", torch.softmax(scores, dim=-1), values).flatten(1)
+    linear = torch.einsum("bhs,bhsd->bhd", scores.nan_to_num(neginf=0.0) / scale, values).flatten(1)
+    return (soft - linear).norm(dim=-1) / soft.norm(dim=-1).clamp(min=1e-30)
 
 
 def _append(queries: Tensor, lengths: Tensor, stem: Tensor) -> tuple[Tensor, Tensor]:
@@ -243,9 +291,20 @@ class IclabLMAdapter(AttentionAdapter):
                 out.append(KVParameter(f"blocks.{i}.attn.qkv.{kind}", p, mask))
         return out
 
+    def decoder_blocks(self):
+        return list(self.model.blocks)
+
+    def readout(self, h):
+        return self.model.ln_f(h) @ self.model.tok.weight.T
+
+    def projections(self, module, h):
+        heads = module.heads
+        q, k, v = module.qkv(h).view(*h.shape[:-1], 3, heads, -1).unbind(-3)
+        return q, k, v
+
     def _capture(self, module, args, kwargs, output, last):
         h = args[0]
-        q, k, _ = module.split_heads(h)
+        q, k, v = module.split_heads(h)
         q_last = q[torch.arange(len(h)), :, last]  # (batch, heads, head_dim)
         scores = torch.einsum("bhd,bhsd->bhs", q_last, k) / math.sqrt(q.shape[-1])
-        return output, scores, h
+        return Capture(output, scores, h, q_last.flatten(1), v, 1 / math.sqrt(q.shape[-1]))
