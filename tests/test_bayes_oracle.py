@@ -90,6 +90,14 @@ def test_finite_pool_is_the_dmmse_of_its_own_pool(gen):
     assert torch.allclose(torch.tensor(ours[:, -1]), truth, atol=0.05)
 
 
+def test_a_given_task_prior_replaces_the_evaluated_one(gen):
+    pool = {"name": "finite_pool", "size": 4, "base": {"name": "noisy_linear", "noise_std": 0.5}}
+    fresh = make_task("noisy_linear:noise_std=0.5", 3)
+    xs, ys, _ = sample_prompts(fresh, make_inputs("isotropic", 3), 5, 6, gen)
+    dmmse = make_estimator({"name": "posterior_mean", "task": pool}).fit_prior(fresh).predict(xs, ys)
+    assert torch.equal(dmmse, make_estimator("posterior_mean").fit_prior(make_task(pool, 3)).predict(xs, ys))
+
+
 def test_a_pool_larger_than_a_block_gives_the_same_answer(gen, monkeypatch):
     from iclab.baselines import bayes
 

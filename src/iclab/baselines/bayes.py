@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from ..tasks import sample_prompts
+from ..tasks import make_task, sample_prompts
 from ..tasks.functions import FinitePool, Mixture
 from .base import Estimator
 from .linear import lasso_prefixes, on_support, predict_with, prefix_grams
@@ -183,12 +183,15 @@ class PosteriorMean(Estimator):
     sparse_linear (noiseless: noise variance NOISELESS_VARIANCE), noisy_linear (ridge with alpha = noise_std^2),
     finite_pool of these (the dMMSE estimator: the posterior-weighted mean of the pool's task vectors) and
     mixtures of all of them with any weights and noise levels (the posterior runs over the class, its noise
-    level, its support or pool member). Sparse classes enumerate their supports: keep C(d, nnz) small."""
+    level, its support or pool member). Sparse classes enumerate their supports: keep C(d, nnz) small.
+    With `task` (a task spec) it uses that task's prior instead, whatever it is evaluated on: e.g. a finite
+    pool's dMMSE on fresh Gaussian tasks."""
 
     name = "posterior_mean"
+    task: dict = field(default_factory=dict)  # empty: the evaluated task's prior
 
     def fit_prior(self, task, inputs=None, points: int | None = None) -> PosteriorMean:
-        self.prior_ = exact_prior(task)
+        self.prior_ = exact_prior(make_task(self.task, task.dims, "posterior_mean.task") if self.task else task)
         return self
 
     def _predict(self, xs, ys):
