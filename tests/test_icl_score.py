@@ -33,6 +33,7 @@ def test_score_is_zero_for_zero_one_for_the_oracle_and_linear_between():
 def test_the_oracle_joins_the_config_baselines_where_exact_and_cheap():
     assert default_oracle(make_task("noisy_linear", 5), ["zero"], 5) == ["posterior_mean"]
     assert default_oracle(make_task("linear", 5), ["zero", "posterior_mean"], 5) == []
+    assert default_oracle(make_task("linear", 5), ["least_squares"], 5) == []  # no zero row: no score anyway
     assert default_oracle(make_task("quadratic", 5), ["zero"], 5) == []
     assert default_oracle(make_task("sparse_linear:nnz=3", 20), ["zero"], 20) == []  # 1,140 supports: too many
     config = load_config(None, ["eval.prompts=20", "eval.bootstrap=10", "eval.baselines=[zero,least_squares]"])

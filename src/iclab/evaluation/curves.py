@@ -10,7 +10,7 @@ The ICL score (Campbell et al. 2024) maps an error onto the scale from the zero 
 oracle (1): (err_zero - err) / (err_zero - err_oracle). It is computed from stored rows of `zero` and of an
 oracle fitted to the evaluated task (ORACLES), so curves.csv keeps its columns and old CSVs score too where
 they hold both rows. Evaluating with the config's baselines adds `posterior_mean` by itself where it is exact
-and cheap.
+and cheap, when `zero` is among them.
 """
 
 from __future__ import annotations
@@ -204,10 +204,11 @@ def evaluate(
 
 
 def default_oracle(task: FunctionClass, names: list[str], dims: int) -> list[str]:
-    """['posterior_mean'] when the task's posterior mean is exact and costs at most CHEAP_PARTS batched solves
-    and `names` has no oracle yet, else []: so that the config's curves carry the ICL score. (Not under a shift
-    of the outputs, where the task's own prior no longer describes the prompts: evaluate adds it only unshifted.)"""
-    if any(n in ORACLES for n in names):
+    """['posterior_mean'] when `names` has `zero` but no oracle yet and the task's posterior mean is exact and
+    costs at most CHEAP_PARTS batched solves, else []: so that the config's curves carry the ICL score. (Not
+    under a shift of the outputs, where the task's own prior no longer describes the prompts: evaluate adds it
+    only unshifted.)"""
+    if "zero" not in names or any(n in ORACLES for n in names):
         return []
     try:
         return ["posterior_mean"] if prior_parts(exact_prior(task), dims) <= CHEAP_PARTS else []
