@@ -158,10 +158,13 @@ def test_model_selection_tolerance():
 
 
 def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
+    from test_bayes_recipes import AS_TINY, TD_TINY
     from test_momentum_recipe import TINY as MOMENTUM_TINY
 
-    from iclab.recipes import icl_vs_ft, lsa_gd, momentum
+    from iclab.recipes import algorithm_selection, icl_vs_ft, lsa_gd, momentum, task_diversity
 
+    monkeypatch.setitem(task_diversity.SIZES, "quick", TD_TINY)
+    monkeypatch.setitem(algorithm_selection.SIZES, "quick", AS_TINY)
     monkeypatch.setitem(zoo.SETTINGS, "quick", {"dims": 3, "steps": {"linear": 2, "scalar": 2}})
     monkeypatch.setitem(momentum.SIZES, "quick", MOMENTUM_TINY)
     monkeypatch.setitem(lsa_gd.SIZES, "quick", 5)
@@ -172,6 +175,9 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
     for recipe in recipes.RECIPES.values():
         assert recipe.title in report and recipe.claim in report
     assert report.count("**PASS**") + report.count("**FAIL**") == sum(len(s["checks"]) for s in summaries)
+    assert "| pool M |" in report and "mean excess" in report  # the study recipes' tables
+    for name, figure in (("task-diversity", "phase"), ("algorithm-selection", "levels")):
+        assert (tmp_path / name / f"{figure}.png").stat().st_size > 1000
     (tmp_path / "report.md").unlink()
     result = subprocess.run(
         [sys.executable, "-m", "iclab.cli", "report", str(tmp_path)], capture_output=True, text=True
@@ -225,7 +231,8 @@ def test_every_recipe_is_one_declared_frozen_recipe(tmp_path, monkeypatch):
     for name, recipe in recipes.RECIPES.items():
         assert isinstance(recipe, Recipe) and recipe.name == name and set(recipe.models) <= set(zoo.MODELS)
     assert recipes.RECIPES["sparsity"].models == ("dense", "sparse", "dense_sparse")
-    assert [n for n, r in recipes.RECIPES.items() if not r.shipped] == ["momentum"]
+    unshipped = ["momentum", "task-diversity", "algorithm-selection"]  # the last two: not trained at full size yet
+    assert [n for n, r in recipes.RECIPES.items() if not r.shipped] == unshipped
     with pytest.raises(dataclasses.FrozenInstanceError):
         lsa_gd.RECIPE.shipped = False
     monkeypatch.setitem(recipes.RECIPES, "lsa-gd", dataclasses.replace(lsa_gd.RECIPE, modes=("full",)))

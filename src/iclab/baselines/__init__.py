@@ -2,14 +2,15 @@
 
 Every estimator answers the same call as the transformer: `predict(xs, ys)` with xs (batch, n, d) and
 ys (batch, n) returns (batch, n) predictions where entry k predicts ys[:, k] from the k examples before it
-(xs[:, :k], ys[:, :k]) and the query xs[:, k]. With no examples (k = 0) every estimator predicts 0.
+(xs[:, :k], ys[:, :k]) and the query xs[:, k]. With no examples (k = 0) every estimator predicts 0, except
+posterior_mean on a finite pool: the posterior mean is then the pool's mean function.
 """
 
 from __future__ import annotations
 
 from ..spec import Registry, format_named, parse_named
 from .base import Estimator
-from .bayes import BayesLinear, TunedLasso
+from .bayes import BayesLinear, PosteriorMean, TunedLasso
 from .linear import Averaging, Lasso, LeastSquares, Ridge, lasso_prefixes, least_squares_prefixes
 from .mlp import MLP
 from .neighbors import KNearestNeighbors, Zero
@@ -24,6 +25,7 @@ for _cls in (
     Ridge,
     Lasso,
     BayesLinear,
+    PosteriorMean,
     TunedLasso,
     MLP,
     DecisionTree,
@@ -42,6 +44,7 @@ __all__ = [
     "Lasso",
     "LeastSquares",
     "MLP",
+    "PosteriorMean",
     "Ridge",
     "TunedLasso",
     "Zero",

@@ -5,6 +5,12 @@ The error at k is the prediction error for y_{k+1} given k examples, averaged ov
 divided by the task's E[y^2] (so predicting 0 scores about 1), or the 0-1 sign error for classification.
 Under a prompting strategy (tasks/prompting.py) the query at k comes from another set than the k demonstrations:
 every estimator then sees, for each k, one batch of prompts made of k demonstrations and that query.
+
+The ICL score (Campbell et al. 2024) maps an error onto the scale from the zero predictor (0) to the Bayes
+oracle (1): (err_zero - err) / (err_zero - err_oracle). It is computed from stored rows of `zero` and of an
+oracle fitted to the evaluated task (ORACLES), so curves.csv keeps its columns and old CSVs score too where
+they hold both rows. Evaluating with the config's baselines adds `posterior_mean` by itself where it is exact
+and cheap, when `zero` is among them.
 """
 
 from __future__ import annotations
@@ -19,13 +25,16 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..baselines import Estimator, make_estimator
+from ..baselines.bayes import CHEAP_PARTS, exact_prior, prior_parts
 from ..config import Config
+from ..errors import UserError
 from ..files import atomic_write_text
 from ..spec import format_named, parse_named
 from ..tasks import FunctionClass, InputDistribution, make_inputs, make_shift, make_task, sample_prompts
 from ..tasks.prompting import make_prompting
 
 CURVE_COLUMNS = ["task", "estimator", "k", "mean", "lo", "hi"]
+ORACLES = ("posterior_mean", "bayes")  # estimator labels fitted to the evaluated task's own prior: the score's 1
 
 
 @dataclass
@@ -182,13 +191,50 @@ def evaluate(
     prompting: str | dict | None = None,
 ) -> list[dict]:
     """Curve rows for the model (if given) and the baselines on one evaluation set; under a `prompting` strategy
-    other than 'standard' the task column reads e.g. 'linear@random_quadrants'."""
+    other than 'standard' the task column reads e.g. 'linear@random_quadrants'. With the config's baselines
+    (`baselines` None) and no shift, the Bayes oracle joins them where it is exact and cheap (default_oracle)."""
     evalset = make_eval_set(config, task, shift, prompting=prompting)
     names = config.eval.baselines if baselines is None else baselines
+    if baselines is None and shift is None:
+        names = names + default_oracle(evalset.task, names, config.dims)
     estimators = ([TransformerEstimator(model)] if model is not None else []) + [
         make_estimator(name, prefix="baseline") for name in names
     ]
     return curve_rows(evalset.label, estimator_errors(estimators, evalset, config.eval.batch_size, progress), config)
+
+
+def default_oracle(task: FunctionClass, names: list[str], dims: int) -> list[str]:
+    """['posterior_mean'] when `names` has `zero` but no oracle yet and the task's posterior mean is exact and
+    costs at most CHEAP_PARTS batched solves, else []: so that the config's curves carry the ICL score. (Not
+    under a shift of the outputs, where the task's own prior no longer describes the prompts: evaluate adds it
+    only unshifted.)"""
+    if "zero" not in names or any(n in ORACLES for n in names):
+        return []
+    try:
+        return ["posterior_mean"] if prior_parts(exact_prior(task), dims) <= CHEAP_PARTS else []
+    except UserError:
+        return []
+
+
+def icl_scores(rows: list[dict]) -> dict[tuple, float]:
+    """The ICL score of every row whose curve (its task, and sweep point if any) has rows of `zero` and of an
+    oracle (ORACLES) at its k, keyed by (sweep, task, estimator, k) (sweep '' outside sweeps). Absent where the
+    oracle is not better than zero by more than rounding (e.g. at k = 0, where both predict 0)."""
+    by = {(r.get("sweep", ""), r["task"], r["estimator"], r["k"]): r["mean"] for r in rows if not r.get("run")}
+    out = {}
+    for r in rows:
+        sweep, task, k = r.get("sweep", ""), r["task"], r["k"]
+        zero = by.get((sweep, task, "zero", k))
+        oracle = next((by[sweep, task, o, k] for o in ORACLES if (sweep, task, o, k) in by), None)
+        if zero is None or oracle is None or zero - oracle <= 1e-9:
+            continue
+        out[sweep, task, series_name(r), k] = (zero - r["mean"]) / (zero - oracle)
+    return out
+
+
+def series_name(row: dict) -> str:
+    """A row's series: its run for a sweep's transformers, else its estimator."""
+    return row["run"] if row.get("run") and row["estimator"] == "transformer" else row["estimator"]
 
 
 def read_curves(path: Path) -> list[dict]:

@@ -16,7 +16,7 @@ from ..files import atomic_write_text  # noqa: E402
 from ..markdown import cell, table  # noqa: E402
 from ..training.checkpoint import latest_checkpoint, read_state  # noqa: E402
 from ..training.runs import build_model, read_config, read_metrics  # noqa: E402
-from .curves import read_curves  # noqa: E402
+from .curves import icl_scores, read_curves, series_name  # noqa: E402
 
 
 def slug(text: str) -> str:
@@ -95,16 +95,38 @@ def plot_run(run_dir: Path) -> list[Path]:
     return [plot_curves(rows, t, plot_path(run_dir / "eval", t, config.task["name"]), config.dims) for t in tasks]
 
 
+def _table_ks(rows: list[dict], dims: int) -> list[int]:
+    points = max(r["k"] for r in rows) + 1
+    return sorted({0, 1, dims // 2, dims, min(2 * dims, points - 1), points - 1} & set(range(points)))
+
+
 def _curve_table(rows: list[dict], task: str, dims: int) -> str:
     rows = [r for r in rows if r["task"] == task]
-    points = max(r["k"] for r in rows) + 1
-    ks = sorted({0, 1, dims // 2, dims, min(2 * dims, points - 1), points - 1} & set(range(points)))
+    ks = _table_ks(rows, dims)
     by = {(r["estimator"], r["k"]): r for r in rows}
     body = [
         [est] + [f"{cell(by[est, k]['mean'])} [{cell(by[est, k]['lo'])}, {cell(by[est, k]['hi'])}]" for k in ks]
         for est in dict.fromkeys(r["estimator"] for r in rows)
     ]
     return "\n".join(table(["estimator"] + [f"k={k}" for k in ks], body))
+
+
+def score_table(rows: list[dict], task: str, dims: int) -> list[str]:
+    """The ICL score of every estimator of `task` at the curve table's k (Campbell et al.: predicting 0 scores 0,
+    the Bayes oracle 1), with a line saying how; [] when the stored rows lack `zero` or an oracle."""
+    rows = [r for r in rows if r["task"] == task]
+    scores = icl_scores(rows)
+    if not scores:
+        return []
+    ks = _table_ks(rows, dims)
+    estimators = dict.fromkeys(r["estimator"] for r in rows)
+    body = [[est] + [cell(scores.get(("", task, est, k))) for k in ks] for est in estimators]
+    return [
+        "ICL score (Campbell et al. 2024): (error of zero − error) / (error of zero − error of the Bayes oracle); "
+        "0 is predicting 0, 1 the Bayes oracle (n/a where the oracle is no better than 0, as at k = 0):",
+        "",
+        *table(["estimator"] + [f"k={k}" for k in ks], body),
+    ]
 
 
 def checks_section(checks: list[dict]) -> list[str]:
@@ -159,6 +181,8 @@ def render_report(run_dir: Path) -> Path:
             _curve_table(rows, t, config.dims),
             "",
         ]
+        score = score_table(rows, t, config.dims)
+        out += score + [""] if score else []
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(out))
     return path
@@ -171,10 +195,6 @@ def sweep_value(label: str) -> float | str:
         return float(value)
     except ValueError:
         return value
-
-
-def series_name(row: dict) -> str:
-    return row["run"] if row["estimator"] == "transformer" and row["run"] else row["estimator"]
 
 
 def sweep_series(rows: list[dict], k: int) -> dict[str, list[dict]]:

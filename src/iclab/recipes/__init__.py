@@ -5,7 +5,8 @@ differs, the modes it has, the shared models it needs and whether they ship, and
 functions; it checks the claim's shape as PASS/FAIL lines with numbers. Two kinds:
 - a sweep recipe (model_selection, sparsity, convex, frequency) sweeps the shared models (recipes.models) and
   is built by `sweep_recipe` (sweep.py) from its `compute`, `check_rows` and `draw`;
-- a study recipe (lsa_gd, icl_vs_ft, momentum) trains what it needs itself in its own `run`.
+- a study recipe (lsa_gd, icl_vs_ft, momentum, task_diversity, algorithm_selection) trains what it needs itself
+  in its own `run`.
 `--pretrained` renders the recipes whose models ship (shipped=True) in seconds; `--jobs N` trains the sweep
 recipes' models N at a time before any recipe runs. Results land in DIR/NAME/ (curves or results, checks.json,
 figures) and DIR/report.md, which `iclab report DIR` re-renders from those files alone.
@@ -19,12 +20,33 @@ from pathlib import Path
 from ..errors import UserError
 from ..files import atomic_write_json, atomic_write_text
 from ..spec import unknown_key_error
-from . import convex, frequency, icl_vs_ft, lsa_gd, model_selection, momentum, sparsity
+from . import (
+    algorithm_selection,
+    convex,
+    frequency,
+    icl_vs_ft,
+    lsa_gd,
+    model_selection,
+    momentum,
+    sparsity,
+    task_diversity,
+)
 from .models import PRETRAINED, train_models
 from .recipe import Recipe
 
 RECIPES: dict[str, Recipe] = {
-    m.RECIPE.name: m.RECIPE for m in (model_selection, sparsity, convex, frequency, lsa_gd, icl_vs_ft, momentum)
+    m.RECIPE.name: m.RECIPE
+    for m in (
+        model_selection,
+        sparsity,
+        convex,
+        frequency,
+        lsa_gd,
+        icl_vs_ft,
+        momentum,
+        task_diversity,
+        algorithm_selection,
+    )
 }
 
 

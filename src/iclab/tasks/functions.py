@@ -341,6 +341,15 @@ class FinitePool(_Composite):
     def apply(self, params, xs, generator=None):
         return self._base.apply(params, xs, generator)
 
+    def linear_pool(self) -> tuple[Tensor, float] | None:
+        """The pool as (size, dims) weight vectors w (on the CPU) and the noise std of y = w.x + noise, when the
+        base class is one linear-Gaussian class (linear, sparse_linear, noisy_linear without renormalize): what
+        the Bayes estimator of the pool (Raventos et al.'s dMMSE) needs. None for every other base."""
+        prior = self._base.linear_prior()
+        if prior is None or len(prior) != 1 or getattr(self._base, "renormalize", False):
+            return None
+        return self.pool(torch.device("cpu"))["w"], prior[0][2]
+
     def training_loss(self, preds, ys, params, normalized=False):
         return self._base.training_loss(preds, ys, params, normalized)
 

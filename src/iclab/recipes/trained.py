@@ -1,0 +1,62 @@
+"""What the study recipes that train their own transformers share (task-diversity, algorithm-selection): the
+demo's model at the recipes' depth on a task of their choosing, trained once (or shipped), and the predictions
+of a set of estimators on one evaluation set, for errors and prediction distances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor
+
+from ..baselines import Estimator
+from ..config import Config, load_config, packaged_config
+from ..evaluation.curves import EvalSet, predictions
+from ..training.checkpoint import latest_checkpoint, read_state
+from ..training.trainer import resume, train
+from .common import ensure_run
+from .models import RECIPE_LAYERS, pretrained_dir
+
+
+def study_config(task: dict, dims: int, steps: int, prompts: int, train_extra: dict | None = None) -> Config:
+    """The demo's settings with the recipes' 3 layers, `task` in `dims` dimensions, 2d + 1 points per prompt."""
+    base = load_config(packaged_config("demo")).to_dict()
+    base["model"]["layers"] = RECIPE_LAYERS
+    base |= {"dims": dims, "points": 2 * dims + 1, "task": task, "threads": 0}  # 0: the caller's threads
+    base["train"] |= {"steps": steps, "eval_every": 0, "checkpoint_every": 500} | (train_extra or {})
+    base["eval"] |= {"prompts": prompts, "baselines": []}
+    return load_config(base=base)
+
+
+def ensure_study_model(name: str, config: Config, root: Path, mode: str, pretrained: bool, progress: bool) -> Path:
+    """The run folder of model `name`: shipped with iclab (--pretrained), or trained into root/models/MODE/NAME
+    (a finished run is reused, an interrupted one resumed)."""
+    if pretrained:
+        return pretrained_dir(name)
+    run_dir = root / "models" / mode / name
+    ensure_run(
+        run_dir,
+        config,
+        lambda: train(config, run_dir, progress=progress),
+        lambda: resume(run_dir, progress=progress),
+        name=name,
+    )
+    return run_dir
+
+
+def train_info(run_dir: Path) -> dict:
+    state = read_state(latest_checkpoint(run_dir))
+    return {"steps": state["step"], "train_seconds": round(state["elapsed_seconds"], 1)}
+
+
+def all_predictions(estimators: dict[str, Estimator], evalset: EvalSet) -> dict[str, Tensor]:
+    """(prompts, points) float64 predictions of every estimator on the same prompts (fit_prior on its task)."""
+    out = {}
+    for name, est in estimators.items():
+        est.fit_prior(evalset.task, evalset.inputs, evalset.xs.shape[1])
+        out[name] = predictions(est, evalset, slice(None)).double()
+    return out
+
+
+def normalised(diff: Tensor, evalset: EvalSet) -> Tensor:
+    """Squared differences divided by each prompt's E[y^2], as the curves' errors."""
+    return diff.square() / evalset.scale.double().unsqueeze(1)

@@ -1,0 +1,60 @@
+"""The task-diversity and algorithm-selection recipes: their checks on known shapes (the whole pipeline on
+two-step models runs in test_recipes.py's end-to-end test, with every recipe)."""
+
+from iclab.recipes import algorithm_selection, task_diversity
+
+TD_TINY = {"dims": 3, "pools": [2, 8], "steps": 2, "prompts": 32}
+AS_TINY = {"dims": 3, "steps": 2, "prompts": 32}
+
+
+def pool_entry(size, own, fresh, errors=None):
+    """A task-diversity model entry with given (to_dmmse, to_ridge) distances on its own and on fresh tasks."""
+    errors = errors or {"transformer": [1, 0.5], "dmmse": [1, 0.5], "ridge": [1, 0.3], "zero": [1, 1]}
+    entry = {"pool": size, "steps": 2, "train_seconds": 1.0}
+    for where, (d, r) in (("own", own), ("fresh", fresh)):
+        entry[where] = {"errors": errors, "to_dmmse": d, "to_ridge": r, "dmmse_to_ridge": 0.1}
+    return entry
+
+
+def test_the_threshold_is_where_models_turn_towards_ridge_for_good():
+    models = [pool_entry(2, (0.01, 0.3), (0.2, 0.9)), pool_entry(8, (0.1, 0.2), (0.1, 0.05))]
+    models += [pool_entry(32, (0.1, 0.2), (0.1, 0.2)), pool_entry(128, (0.1, 0.2), (0.3, 0.01))]
+    assert task_diversity.threshold(models) == {"below": 32, "at": 128}  # 8 was closer to ridge, but not for good
+    assert task_diversity.threshold(models[:1]) is None
+    assert task_diversity.threshold(models[1:2]) == {"below": None, "at": 8}
+
+
+def test_task_diversity_checks_want_dmmse_below_and_ridge_above():
+    worse = {"transformer": [1, 0.8], "dmmse": [1, 0.8], "ridge": [1, 0.3], "zero": [1, 1]}
+    good = {"transformer": [1, 0.31], "dmmse": [1, 0.32], "ridge": [1, 0.3], "zero": [1, 1]}
+    models = [pool_entry(2, (0.01, 0.3), (0.2, 0.9), worse), pool_entry(64, (0.1, 0.05), (0.3, 0.01), good)]
+    results = {"models": models, "threshold": task_diversity.threshold(models)}
+    assert [c["passed"] for c in task_diversity.check_results(results)] == [True, True, True, True]
+    flat = [pool_entry(2, (0.3, 0.01), (0.9, 0.2), good), models[1]]
+    checks = task_diversity.check_results({"models": flat, "threshold": task_diversity.threshold(flat)})
+    assert [c["passed"] for c in checks] == [False, False, True, False]
+
+
+def level(own: str, errors: dict) -> dict:
+    return {"own": own, "errors": {n: [1.0, e] for n, e in errors.items()}}
+
+
+def test_algorithm_selection_wants_each_level_near_its_own_optimum(monkeypatch):
+    monkeypatch.setattr(algorithm_selection, "NOISE_STDS", [0.1, 1.0])
+    monkeypatch.setattr(algorithm_selection, "FIXED_ALPHAS", [0.1])
+    ridge = {"ridge:alpha=0.01": (0.1, 0.9), "ridge:alpha=0.1": (0.2, 0.6), "ridge:alpha=1": (0.5, 0.5)}
+
+    def results(model):
+        return {
+            "levels": {
+                s: level(own, {n: v[i] for n, v in ridge.items()} | {"transformer": model[i], "oracle": 0})
+                for i, (s, own) in enumerate((("0.1", "ridge:alpha=0.01"), ("1", "ridge:alpha=1")))
+            }
+        }
+
+    assert all(c["passed"] for c in algorithm_selection.check_results(results([0.12, 0.52])))
+    # a model that is ridge at one fixed penalty (0.1) is no better than that penalty, though at each level it
+    # beats the other level's penalty
+    checks = algorithm_selection.check_results(results([0.2, 0.6]))
+    assert [c["passed"] for c in checks] == [False, True, True]
+    assert [c["passed"] for c in algorithm_selection.check_results(results([0.6, 0.5]))][1:] == [False, True]
