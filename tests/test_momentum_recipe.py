@@ -34,8 +34,8 @@ def test_reproduce_momentum_end_to_end(tiny, tmp_path):
     [summary] = recipes.reproduce("momentum", tmp_path, quick=True, progress=False)
     folder = tmp_path / "momentum"
     results = json.loads((folder / "results.json").read_text())
-    assert results["variants"] == ["softmax", "eta=0.5", "ema"]
-    assert len(results["lm"]["runs"]) == len(results["icl"]["runs"]) == 6
+    assert results["variants"] == ["softmax", "eta=0.5", "ema", "ema-past"]
+    assert len(results["lm"]["runs"]) == len(results["icl"]["runs"]) == 8
     assert all(len(r["perplexity"]) == 2 for r in results["lm"]["runs"])
     assert all(len(r["error"]) == 7 for r in results["icl"]["runs"])
     pairs = {(r["variant"], r["seed"]) for r in results["lm"]["runs"]}
@@ -50,7 +50,8 @@ def test_reproduce_momentum_end_to_end(tiny, tmp_path):
     assert (folder / "momentum_decays.png").stat().st_size > 1000
     report = (tmp_path / "report.md").read_text()
     assert momentum.RECIPE.title in report and momentum.RECIPE.claim in report and "| fixed eta=0.5 |" in report
-    assert "| learned EMA |" in report and "**Does any variant support the paper?**" in report
+    assert "| learned EMA |" in report and "| learned EMA, earlier tokens only |" in report
+    assert "**Does any variant support the paper?**" in report
     assert "this one is Dai et al.'s experiment" in report
     # the report re-renders from stored files alone
     (tmp_path / "report.md").unlink()
@@ -77,8 +78,9 @@ def test_same_seed_runs_start_alike(tiny, tmp_path):
         assert first["softmax"] != first[variant] and abs(first["softmax"] - first[variant]) < 0.5
     config = json.loads((root / "softmax" / "seed=0" / "config.json").read_text())
     assert config["model"]["attention"] == "softmax" and config["model"]["momentum"] is None
-    config = json.loads((root / "ema" / "seed=0" / "config.json").read_text())["model"]
-    assert (config["attention"], config["ema_dims"], config["ema_current"]) == ("ema", 8, True)
+    for variant, current in (("ema", True), ("ema-past", False)):
+        config = json.loads((root / variant / "seed=0" / "config.json").read_text())["model"]
+        assert (config["attention"], config["ema_dims"], config["ema_current"]) == ("ema", 8, current)
 
 
 def test_an_interrupted_run_is_resumed_and_other_settings_refused(tiny, tmp_path):

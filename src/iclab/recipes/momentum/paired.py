@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ...stats import paired_difference
 from ..common import check
-from .settings import EMA, STANDARD, eta_of, label
+from .settings import EMA, EMA_PAST, STANDARD, eta_of, label
 
 Key = str | float  # a variant of the trained-in parts ("softmax", "eta=0.5", "ema"), an eta of the pretrained LM's
 
@@ -73,10 +73,11 @@ def best_against(
 
 
 def supported(results: dict) -> dict[str, tuple[bool, bool]]:
-    """For the best fixed eta (of the grid, per measure) and the learned EMA: (does it lower perplexity at the
+    """For the best fixed eta (of the grid, per measure) and each learned EMA: (does it lower perplexity at the
     longest context, does it lower the in-context regression error), each beyond 2 s.e. of the paired difference."""
     lm, icl = lm_values(results), icl_values(results)
-    groups = {"fixed eta": fixed_variants(results), "learned EMA": [EMA]}
+    groups = {"fixed eta": fixed_variants(results)}
+    groups |= {label(v): [v] for v in (EMA, EMA_PAST) if v in results["variants"]}
     return {
         group: (best_against(lm, candidates)[0], best_against(icl, candidates)[0])
         for group, candidates in groups.items()
@@ -116,7 +117,11 @@ def check_results(results: dict) -> list[dict]:
     fixed = fixed_variants(results)
     for candidates, who, than in (
         (fixed, "fixed-eta momentum trained in", ": the grid's best eta beats standard attention"),
-        ([EMA], "the learned EMA trained in (the authors' momentum attention)", " against standard attention"),
+        (
+            [EMA] if EMA in results["variants"] else [],
+            "the learned EMA trained in (the authors' momentum attention)",
+            " against standard attention",
+        ),
     ):
         if not candidates:
             continue

@@ -97,8 +97,10 @@ def tables(results: dict) -> list[str]:
         "with eta fixed, in models trained from scratch; (2) **learned EMA trained in**: the authors' own momentum "
         "attention (their code, posted in microsoft/LMOps issue #9): per channel of the values, 8 EMA components "
         "with learned decays sigmoid(δ) and weights γ/√width, the current token included, added before the output "
-        "projection, in models trained from scratch: **this one is Dai et al.'s experiment**; (3) fixed eta "
-        "**patched into a pretrained LM** at inference (below the tables, full mode only).",
+        "projection, in models trained from scratch: **this one is Dai et al.'s experiment** (and, as an ablation, "
+        "the same EMA over earlier tokens only, `model.ema_current: false`: the authors' EMA also gives each token's "
+        "own value a direct path to the output, which is not momentum); (3) fixed eta **patched into a pretrained "
+        "LM** at inference (below the tables, full mode only).",
         "",
     ]
     rows = []

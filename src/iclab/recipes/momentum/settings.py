@@ -46,12 +46,15 @@ HOW_TO_RUN_LM = (
 )
 
 
-STANDARD, EMA = "softmax", "ema"  # the variants' keys besides fixed eta's "eta=E"
+# the variants' keys besides fixed eta's "eta=E". ema-past: the learned EMA without the current token (an
+# ablation: the authors' EMA gives each token's own value a direct path to the output, which is not momentum)
+STANDARD, EMA, EMA_PAST = "softmax", "ema", "ema-past"
 
 
 def variants(size: dict) -> list[str]:
-    """The attentions trained in, each a key of the results: standard, every fixed eta of the grid, learned EMA."""
-    return [STANDARD] + [f"eta={eta:g}" for eta in size["etas"]] + [EMA]
+    """The attentions trained in, each a key of the results: standard, every fixed eta of the grid, the learned
+    EMA as the authors built it, and without the current token."""
+    return [STANDARD] + [f"eta={eta:g}" for eta in size["etas"]] + [EMA, EMA_PAST]
 
 
 def eta_of(variant: str) -> float | None:
@@ -63,13 +66,14 @@ def attention(variant: str) -> list[str]:
     """Overrides for one variant. The EMA keeps the authors' defaults (8 components, the current token in)."""
     if variant in (STANDARD, EMA):
         return [f"model.attention={variant}"]
+    if variant == EMA_PAST:
+        return ["model.attention=ema", "model.ema_current=false"]
     return ["model.attention=momentum", f"model.momentum={eta_of(variant)}"]
 
 
 def label(variant: str) -> str:
-    if variant == STANDARD:
-        return "standard"
-    return "learned EMA" if variant == EMA else f"fixed {variant}"
+    names = {STANDARD: "standard", EMA: "learned EMA", EMA_PAST: "learned EMA, earlier tokens only"}
+    return names.get(variant, f"fixed {variant}")
 
 
 def eta_label(eta: float) -> str:
