@@ -139,13 +139,22 @@ def test_checks_pair_the_seeds():
     assert checks[3]["claim"].startswith("the learned EMA trained in (the authors' momentum attention) lowers")
     assert checks[3]["detail"].startswith("standard 120; learned EMA: 118 (-1.97 ± 3.5)")
     assert support_line(results_with(lm, icl)).startswith(
-        "**Does any variant support the paper?** No: neither fixed eta nor the learned EMA lowered both perplexity "
-        "and the in-context error here (fixed eta lowered only the perplexity; learned EMA lowered only the "
-        "in-context error)."
+        "**Does any variant support the paper?** No: no variant lowered both perplexity and the in-context "
+        "regression error here. Lowered, beyond 2 s.e.: fixed eta: perplexity only; learned EMA: in-context error "
+        "only. (The best"
     )
     both = results_with({"softmax": [100, 120, 140], "ema": [98, 118, 138]}, {"softmax": same, "ema": [0.2, 0.3, 0.4]})
     assert [c["passed"] for c in momentum.check_results(both)] == [True, True, True]
     assert "Yes: learned EMA lowered both" in support_line(both)
+    # the ablation without the current token: no perplexity gain left, so the EMA's came from the current token
+    ablation = both | {"variants": ["softmax", "ema", "ema-past"]}
+    ablation["lm"]["runs"] += [
+        {"variant": "ema-past", "seed": s, "perplexity": [200.0, 100 + 20 * s]} for s in range(3)
+    ]
+    ablation["icl"]["runs"] += [{"variant": "ema-past", "seed": s, "error": [1.0] + [0.4] * 4} for s in range(3)]
+    line = support_line(ablation)
+    assert "learned EMA: both; learned EMA, earlier tokens only: neither." in line
+    assert "Without the current token the learned EMA's perplexity gain disappears" in line
 
 
 @pytest.fixture
