@@ -53,6 +53,7 @@ def test_reproduce_momentum_end_to_end(tiny, tmp_path):
     assert "| learned EMA |" in report and "| learned EMA, earlier tokens only |" in report
     assert "**Does any variant support the paper?**" in report
     assert "this one is Dai et al.'s experiment" in report
+    assert "they start at 0.436 / 0.500 / 0.564" in report and "**The decays stayed where they started**" in report
     # the report re-renders from stored files alone
     (tmp_path / "report.md").unlink()
     result = subprocess.run(
