@@ -1,8 +1,9 @@
-"""The cost of momentum attention: milliseconds per training step of standard and momentum attention at the sizes
-of `iclab reproduce momentum` (a text TokenLM and the ICL transformer), timed in alternation within one run so
-that load on the machine hits both alike; the ratio is the result. Also the momentum term alone (one matmul with
-the decay matrix) against the attention it is added to, at longer sequences. Writes
-benchmarks/results/momentum.json.
+"""The cost of momentum attention: milliseconds per training step of standard attention, fixed-eta momentum and the
+learned EMA (`attention: ema`) at the sizes of `iclab reproduce momentum` (a text TokenLM and the ICL transformer),
+timed in alternation within one run so that load on the machine hits all alike; the ratios are the result. Also the
+terms alone against the attention they are added to, at longer sequences: fixed eta's blocked matmul, and the
+EMA's two paths (a matmul with its Toeplitz matrix, and an FFT convolution), forward and backward, which decide
+where `ema_term` switches from one to the other (model.EMA_DIRECT). Writes benchmarks/results/momentum.json.
 
     python benchmarks/momentum.py [--threads 1] [--rounds 5] [--steps 5]
 """
@@ -17,9 +18,11 @@ import _common
 import torch
 import torch.nn.functional as F
 
-from iclab.model import ICLTransformer, ModelConfig, TokenLM, momentum_term
+from iclab import model as model_module
+from iclab.model import ICLTransformer, ModelConfig, MovingAverage, TokenLM, momentum_term
 
 VOCAB, CONTEXT = 1024, 128
+DIRECT = model_module.EMA_DIRECT
 
 
 def lm_case(attention: dict):
@@ -40,7 +43,7 @@ def icl_case(attention: dict):
 
 
 CASES = [("text LM 3/96/3, 32 x 128 tokens", lm_case), ("ICL 3/64/2, d=5, batch 128", icl_case)]
-ATTENTIONS = {"softmax": {}, "momentum": {"attention": "momentum", "momentum": 0.5}}
+ATTENTIONS = {"softmax": {}, "momentum": {"attention": "momentum", "momentum": 0.5}, "ema": {"attention": "ema"}}
 
 
 def step_ms(model, loss, optimizer, steps: int) -> float:
@@ -53,17 +56,35 @@ def step_ms(model, loss, optimizer, steps: int) -> float:
     return 1000 * (time.perf_counter() - start) / steps
 
 
-def term_ms(tokens: int, repeats: int = 5) -> tuple[float, float]:
-    """Forward milliseconds of the momentum term and of causal softmax attention, (8, 4, tokens, 32) tensors."""
-    q, k, v = (torch.randn(8, 4, tokens, 32) for _ in range(3))
-    out = []
-    for fn in (lambda: momentum_term(v, 0.9), lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)):
+def timed(fn, repeats: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
         fn()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        out.append(1000 * (time.perf_counter() - start) / repeats)
-    return out[0], out[1]
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
+def term_ms(tokens: int, repeats: int = 5) -> dict:
+    """Forward + backward milliseconds of each term and of causal softmax attention on 4,096 tokens (batch 4096 /
+    tokens) of 4 heads x 32 channels: the EMA on the merged 128 channels, 8 components each, by its matrix path
+    (up to 512 tokens: the matrix has channels x tokens^2 entries) and by its FFT path."""
+    batch = max(1, 4096 // tokens)
+    q, k, v = (torch.randn(batch, 4, tokens, 32, requires_grad=True) for _ in range(3))
+    merged = v.detach().transpose(1, 2).reshape(batch, tokens, 128).requires_grad_()
+    torch.manual_seed(0)
+    ema = MovingAverage(128)
+    ema.reset_parameters()
+    fns = {
+        "softmax_attention_ms": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward(),
+        "momentum_term_ms": lambda: momentum_term(v, 0.9).sum().backward(),
+    }
+    row = {"tokens": tokens, "batch": batch} | {name: timed(fn, repeats) for name, fn in fns.items()}
+    for path, limit in (("matrix", tokens), ("fft", 0)):  # EMA_DIRECT = tokens: the matrix; 0: the FFT
+        model_module.EMA_DIRECT = limit
+        skip = path == "matrix" and tokens > 512
+        row[f"ema_{path}_ms"] = None if skip else timed(lambda: ema(merged).sum().backward(), repeats)
+    model_module.EMA_DIRECT = DIRECT
+    return row
 
 
 def main() -> None:
@@ -86,18 +107,21 @@ def main() -> None:
         for _ in range(args.rounds):  # alternate, so that load on the machine hits both alike
             for label, (model, loss, optimizer) in runs.items():
                 times[label].append(step_ms(model, loss, optimizer, args.steps))
-        softmax, momentum = (statistics.median(times[label]) for label in ATTENTIONS)
-        rows.append({"case": name, "softmax_ms": softmax, "momentum_ms": momentum, "ratio": momentum / softmax})
+        softmax, momentum, ema = (statistics.median(times[label]) for label in ATTENTIONS)
+        rows.append(
+            {"case": name, "softmax_ms": softmax, "momentum_ms": momentum, "ema_ms": ema}
+            | {"ratio": momentum / softmax, "ema_ratio": ema / softmax, "ema_vs_momentum": ema / momentum}
+        )
     _common.print_table(rows)
-    terms = []
-    for tokens in (128, 512, 2048):
-        term, attention = term_ms(tokens)
-        terms.append({"tokens": tokens, "momentum_term_ms": term, "softmax_attention_ms": attention})
+    terms = [term_ms(tokens) for tokens in (22, 64, 128, 512, 2048)]
     _common.print_table(terms)
     _common.write_result(
         "momentum",
         {
             "momentum_step_ratio": {r["case"]: round(r["ratio"], 3) for r in rows},
+            "ema_step_ratio": {r["case"]: round(r["ema_ratio"], 3) for r in rows},
+            "ema_vs_momentum_step_ratio": {r["case"]: round(r["ema_vs_momentum"], 3) for r in rows},
+            "ema_direct_up_to_tokens": DIRECT,
             "steps": rows,
             "term_vs_attention": terms,
             "settings": vars(args),

@@ -14,6 +14,11 @@ There is no token-embedding table (the GPT-2 model of the Garg release carries a
 Momentum attention (Dai et al. 2023) adds to softmax attention an exponential moving average of the earlier value
 vectors, sum_{i<t} eta^(t-i) v_i, by analogy with gradient descent with momentum. `momentum_term` computes it for a
 whole sequence at once; its `carry` argument continues a sequence (a cached prefix, or one token at a time).
+
+`attention: ema` is momentum attention as the authors built it (the code posted in microsoft/LMOps issue #9,
+`NewGPTEMA`): a learned EMA per channel of the value vectors, the sum of `ema_dims` components each with its own
+decay p = sigmoid(delta) and weight gamma / sqrt(width), added to the attention output before the output projection
+and trained in. `MovingAverage` holds those parameters; `ema_term` computes it without a loop over positions.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from torch import Tensor, nn
 
 from .spec import key_error
 
+EMA_DIMS = 8  # EMA components per channel in the authors' code
+
 
 @dataclass
 class ModelConfig:
@@ -36,10 +43,16 @@ class ModelConfig:
     mlp_ratio: int = field(default=4, metadata={"min": 1})
     # softmax: standard attention. linear: un-normalised attention, scores (q.k)/sqrt(head_dim) without softmax,
     # the "relaxed" attention of the dual form (Dai et al.; von Oswald et al.). momentum: softmax attention plus
-    # sum_{i<t} eta^(t-i) v_i, an exponential moving average of earlier value vectors (Dai et al.).
-    attention: str = field(default="softmax", metadata={"choices": ["softmax", "linear", "momentum"]})
+    # sum_{i<t} eta^(t-i) v_i, an exponential moving average of earlier value vectors (Dai et al.). ema: softmax
+    # attention plus a learned EMA of the value vectors, the authors' own momentum attention (see MovingAverage).
+    attention: str = field(default="softmax", metadata={"choices": ["softmax", "linear", "momentum", "ema"]})
     # eta of momentum attention, in [0, 1); eta = 0 is softmax attention exactly. Only with attention: momentum.
     momentum: float | None = None
+    # attention: ema only. EMA components per channel, each with its own learned decay (the authors' code: 8);
+    # and whether a token's own value enters its EMA (the authors' code: yes, at weight gamma / sqrt(width); false
+    # gives sum_{i<t}, the form of the paper's formula). Left out, they take those defaults.
+    ema_dims: int | None = field(default=None, metadata={"min": 1})
+    ema_current: bool | None = None
     # learned: a learned embedding per position (GPT-2, as in Garg et al.). type: only a learned x-token / y-token
     # embedding; order then comes from the causal mask alone, which suits prompts whose examples are exchangeable.
     positions: str = field(default="learned", metadata={"choices": ["learned", "type"]})
@@ -52,6 +65,9 @@ class ModelConfig:
     _prefix: InitVar[str | None] = None  # the config key of this section, so that errors name it
 
     def __post_init__(self, _prefix: str | None) -> None:
+        if self.attention == "ema":  # stored explicitly, so that a run's config.json keeps its meaning
+            self.ema_dims = EMA_DIMS if self.ema_dims is None else self.ema_dims
+            self.ema_current = True if self.ema_current is None else self.ema_current
         self.check(_prefix or "model")  # also when built in Python, not only from a config file
 
     def check(self, prefix: str) -> None:
@@ -65,6 +81,9 @@ class ModelConfig:
             )
         if self.momentum is not None and not 0 <= self.momentum < 1:
             raise key_error(f"{prefix}.momentum", f"eta must be in [0, 1), got {self.momentum}")
+        for key in ("ema_dims", "ema_current"):
+            if getattr(self, key) is not None and self.attention != "ema":
+                raise key_error(f"{prefix}.{key}", f"applies only to attention: ema (attention is {self.attention!r})")
 
     @property
     def eta(self) -> float:
@@ -121,12 +140,71 @@ def momentum_carry(term: Tensor, v: Tensor, eta: float) -> Tensor:
     return eta * (term[..., -1, :] + v[..., -1, :])
 
 
+# up to this many tokens ema_term multiplies by the kernel's matrix, beyond it convolves by FFT: on this CPU the
+# matrix is 2x faster at 22 tokens (the ICL models), the two tie at 64, the FFT is 1.5x faster at 128
+EMA_DIRECT = 64
+
+
+def ema_kernel(log_decay: Tensor, weight: Tensor, length: int, current: bool = True) -> Tensor:
+    """k[d, l] = sum_n weight[d, n] decay[d, n]^l for lags l = 0 .. length-1, from log decays (channels, dims) < 0:
+    every power is exp(l log p) <= 1, so nothing overflows at any length. Without `current`, k[d, 0] = 0."""
+    lags = torch.arange(int(not current), length, dtype=log_decay.dtype, device=log_decay.device)
+    kernel = torch.einsum("dnl,dn->dl", torch.exp(lags * log_decay.unsqueeze(-1)), weight)
+    return F.pad(kernel, (length - kernel.shape[-1], 0))
+
+
+def ema_term(v: Tensor, log_decay: Tensor, weight: Tensor, current: bool = True) -> Tensor:
+    """out[t, d] = sum_{i<=t} k[d, t-i] v[i, d] with the kernel of `ema_kernel`, for v (..., tokens, channels).
+
+    The causal convolution is a matmul with the kernel's lower-triangular Toeplitz matrix for short sequences, and
+    an FFT convolution (the authors' and MEGA's way, O(T log T)) for longer ones, where it is faster on this CPU
+    (benchmarks/momentum.py)."""
+    tokens = v.shape[-2]
+    kernel = ema_kernel(log_decay, weight, tokens, current)  # (channels, tokens)
+    if tokens <= EMA_DIRECT:  # (channels, t, i) = k[d, t - i], 0 for i > t: windows of the zero-padded kernel
+        toeplitz = F.pad(kernel, (tokens - 1, 0)).unfold(-1, tokens, 1).flip(-1)
+        return torch.einsum("dti,...id->...td", toeplitz, v)
+    n = 2 * tokens  # zero-padded so that the circular convolution is the causal one
+    spectrum = torch.fft.rfft(v.transpose(-2, -1), n=n) * torch.fft.rfft(kernel, n=n)
+    return torch.fft.irfft(spectrum, n=n)[..., :tokens].transpose(-2, -1)
+
+
+class MovingAverage(nn.Module):
+    """The learned EMA of the authors' momentum attention, per channel of the value vectors: `dims` components
+    with decays sigmoid(delta) in (0, 1) and weights gamma / sqrt(channels) (MEGA's EMA without its expansion
+    beta, damping alpha and residual omega; the authors' scale is 1 / sqrt(channels), MEGA's 1 / sqrt(dims)).
+
+    Its parameters start at zero (an EMA that adds nothing) and are drawn by `reset_parameters`, which the models
+    call after every other weight: a model with the same seed then has the weights of softmax attention, plus
+    these, so that runs pair by seed."""
+
+    def __init__(self, channels: int, dims: int = EMA_DIMS, current: bool = True):
+        super().__init__()
+        self.current, self.scale = current, 1 / math.sqrt(channels)
+        self.delta = nn.Parameter(torch.zeros(channels, dims))
+        self.gamma = nn.Parameter(torch.zeros(channels, dims))
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            nn.init.normal_(self.delta, std=0.2)  # decays sigmoid(delta) near 0.5 at the start
+            nn.init.normal_(self.gamma, std=1.0)
+
+    def decay(self) -> Tensor:
+        """The decays sigmoid(delta), (channels, dims)."""
+        return torch.sigmoid(self.delta)
+
+    def forward(self, v: Tensor) -> Tensor:
+        """The EMA term for values v (..., tokens, channels)."""
+        return ema_term(v, F.logsigmoid(self.delta), self.gamma * self.scale, self.current)
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, width: int, heads: int, attention: str, momentum: float = 0.0):
+    def __init__(self, width: int, heads: int, attention: str, momentum: float = 0.0, ema: MovingAverage | None = None):
         super().__init__()
         self.heads, self.attention, self.momentum = heads, attention, momentum
         self.qkv = nn.Linear(width, 3 * width)  # fused query, key and value projections
         self.proj = nn.Linear(width, width)
+        self.ema = ema
 
     def split_heads(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(batch, tokens, width) -> q, k, v each (batch, heads, tokens, head_dim)."""
@@ -149,14 +227,19 @@ class CausalSelfAttention(nn.Module):
             term = momentum_term(v, self.momentum)
             out = out + (term[:, :, 0::2] if x_only else term)
         b, _, tq, _ = out.shape
-        return self.proj(out.transpose(1, 2).reshape(b, tq, -1))
+        out = out.transpose(1, 2).reshape(b, tq, -1)  # heads merged: (batch, tokens, width)
+        if self.ema is not None:  # per channel of the merged values, before the projection (the authors' code)
+            term = self.ema(v.transpose(1, 2).reshape(b, t, -1))
+            out = out + (term[:, 0::2] if x_only else term)
+        return self.proj(out)
 
 
 class Block(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.ln1 = nn.LayerNorm(config.width)
-        self.attn = CausalSelfAttention(config.width, config.heads, config.attention, config.eta)
+        ema = MovingAverage(config.width, config.ema_dims, config.ema_current) if config.attention == "ema" else None
+        self.attn = CausalSelfAttention(config.width, config.heads, config.attention, config.eta, ema)
         self.ln2 = nn.LayerNorm(config.width)
         self.fc = nn.Linear(config.width, config.mlp_ratio * config.width)
         self.fc_out = nn.Linear(config.mlp_ratio * config.width, config.width)
@@ -188,6 +271,13 @@ def init_gpt2(blocks: nn.ModuleList, pos: nn.Parameter, std: float = 0.02) -> No
     nn.init.normal_(pos, std=std)
 
 
+def init_ema(blocks: nn.ModuleList) -> None:
+    """Draw the EMA parameters, last of all weights (see MovingAverage)."""
+    for block in blocks:
+        if block.attn.ema is not None:
+            block.attn.ema.reset_parameters()
+
+
 class ICLTransformer(nn.Module):
     def __init__(self, config: ModelConfig, dims: int, max_points: int):
         super().__init__()
@@ -199,6 +289,7 @@ class ICLTransformer(nn.Module):
         self.read_out = nn.Linear(config.width, 1)
         if config.init == "gpt2":
             init_gpt2(self.blocks, self.pos)
+        init_ema(self.blocks)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -245,6 +336,7 @@ class TokenLM(nn.Module):
         self.ln_f = nn.LayerNorm(config.width)
         if config.init == "gpt2":
             init_gpt2(self.blocks, self.pos)
+        init_ema(self.blocks)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,7 +1,7 @@
 """The config of a language-modelling run: corpus and tokenizer, context length, model, training, evaluation.
 
-It reuses iclab's ModelConfig (attention: softmax, linear or momentum) and TrainConfig (AdamW, warm-up and decay,
-clipping, checkpoints); for text, `train.eval_every` logs the validation loss at `eval.lengths` on the first
+It reuses iclab's ModelConfig (attention: softmax, linear, momentum or ema) and TrainConfig (AdamW, warm-up and
+decay, clipping, checkpoints); for text, `train.eval_every` logs the validation loss at `eval.lengths` on the first
 `train.eval_prompts` validation windows. YAML files and `--set key=value` overrides work as for ICL runs.
 """
 

