@@ -7,7 +7,7 @@ for y_{k+1} from the k examples before x_{k+1}: one pass evaluates every prefix 
 
 By default parameters keep PyTorch's default initialisation (position embeddings start at zero) and the MLP uses
 the exact GELU: on the demo task this init learned faster than GPT-2's N(0, 0.02) scheme (error at k = 2d 0.066
-vs 0.080 after 2,500 steps, one seed each), and the exact GELU is 10x cheaper on this CPU than the tanh form.
+vs 0.080 after 2,500 steps, one seed each), and the tanh form took 1.3x as long as the exact GELU on this CPU.
 `init: gpt2` and `activation: gelu_new` give the Garg release's model (Hugging Face GPT2Model, dropout 0) exactly.
 There is no token-embedding table (the GPT-2 model of the Garg release carries an unused 50257 x width one).
 
