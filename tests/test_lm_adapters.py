@@ -144,7 +144,7 @@ def test_deutch_untrained_and_lcgd_on_every_family(name):
         source = fresh if n in block_params and not in_norm else model
         assert torch.equal(p, source.state_dict()[n]), n
     # the logit lens of the last block is the model's own output
-    from iclab.icl_vs_ft.engine import _layer_causal
+    from iclab.icl_vs_ft.finetune import _layer_causal
 
     ids = torch.tensor([[0, 5, 9, 13]])
     with torch.no_grad(), _layer_causal(adapter) as outputs:
