@@ -1,5 +1,6 @@
 """`iclab lm run` end to end on a tiny random model folder: results, Markdown, resume, and CLI errors."""
 
+import dataclasses
 import json
 
 import pytest
@@ -109,6 +110,13 @@ def test_momentum_runs_the_patched_model_and_never_reuses_a_plain_result(model_d
     keys = {eta: lm_study.StudyConfig(model=model_dir, task="cb", momentum=eta).key() for eta in (None, 0.0, 0.5)}
     assert keys[0.0] == keys[None] != keys[0.5]
     assert "momentum η = 0.5" in "\n".join(lm_study.summary_table([patched]))
+    # with the untrained baselines too: each runs patched, once (Deutch's is a copy of the patched model)
+    etas.clear()
+    both = lm_study.run_study(
+        dataclasses.replace(config, untrained=True, seeds=[1]), tmp_path / "both", progress=False, loaded=loaded
+    )
+    assert etas == [0.5, 0.5, 0.5] and momentum_of(loaded.model) is None
+    assert set(both["per_seed"]["1"]) == {"trained", "untrained", "untrained-deutch"}
 
 
 def test_tasks_lists_the_packaged_tasks(capsys):

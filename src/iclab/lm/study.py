@@ -192,7 +192,8 @@ def run_study(
                 if name != "trained" and name not in baselines:
                     fresh = _untrained_like(model)
                     baselines["untrained"] = prepared(fresh)
-                    baselines["untrained-deutch"] = prepared(untrained_like(HFAdapter(model), fresh))
+                    # a deep copy of `model`, which already carries any momentum patch (a copy keeps it)
+                    baselines["untrained-deutch"] = untrained_like(HFAdapter(model), fresh)
                 t0 = time.perf_counter()
                 if name not in adapters:
                     adapters[name] = HFAdapter(model if name == "trained" else baselines[name])
