@@ -63,6 +63,9 @@ class TrainConfig:
     # squared error of y, as in Garg et al. normalized: each prompt's squared error divided by its class's E[y^2],
     # the evaluation's metric, so that in a mixture a class with small outputs weighs as much as the rest
     loss: str = field(default="mse", metadata={"choices": ["mse", "normalized"]})
+    # adamw: AdamW for every parameter. muon: Muon for the blocks' 2-D weights, AdamW for embeddings, read-in/out,
+    # biases and norms (see training/optim.py); both take lr, the schedule and weight_decay
+    optimizer: str = field(default="adamw", metadata={"choices": ["adamw", "muon"]})
     weight_decay: float = field(default=0.01, metadata={"min": 0.0})
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = field(default=1.0, metadata={"min": 0.0})  # 0 turns clipping off

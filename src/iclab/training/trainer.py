@@ -1,4 +1,5 @@
-"""The training loop: AdamW with warm-up and decay, gradient clipping, Garg's curriculum, checkpoints, resume.
+"""The training loop: AdamW or Muon (optim.py) with warm-up and decay, gradient clipping, Garg's curriculum,
+checkpoints, resume.
 
 Resuming restores model, optimizer and the data generator, so the loss sequence of an interrupted and resumed
 run equals that of an uninterrupted one (on the same device and thread count).
@@ -29,6 +30,7 @@ from ..files import atomic_write_json, atomic_write_text
 from ..tasks import index_params, make_inputs, make_task, sample_prompts
 from . import distributed
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from .optim import make_optimizer
 from .runs import RunDir, build_model, device_of, read_config, read_metrics, set_threads, torch_dtype
 
 
@@ -50,14 +52,6 @@ def learning_rate(train: TrainConfig, step: int) -> float:
     progress = (step - train.warmup) / max(1, train.steps - train.warmup)
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if train.schedule == "cosine" else 1 - progress
     return train.lr * (train.min_lr_ratio + (1 - train.min_lr_ratio) * shape)
-
-
-def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
-    # weight decay on matrices only (not on biases, LayerNorm gains), as in GPT-2 / nanoGPT
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas))
 
 
 def join(config: Config) -> distributed.Context:
