@@ -45,6 +45,8 @@ def test_ctrl_c_then_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path,
     straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
     assert [s for s, _ in straight] == list(range(1, 21))
     assert resumed == straight  # bit-identical on the CPU
+    flops = [[m["flops"] for m in read_metrics(tmp_path / run)] for run in ("straight", "resumed")]
+    assert flops[0] == flops[1]
     a, _ = load_model(tmp_path / "straight")
     b, _ = load_model(tmp_path / "resumed")
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))

@@ -30,6 +30,7 @@ from ..files import atomic_write_json, atomic_write_text
 from ..tasks import index_params, make_inputs, make_task, sample_prompts
 from . import distributed
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from .flops import icl_forward_flops, step_flops
 from .optim import make_optimizer
 from .runs import RunDir, build_model, device_of, read_config, read_metrics, set_threads, torch_dtype
 
@@ -67,7 +68,7 @@ class Trainer:
     """Owns the model, optimizer and data stream of one run directory (this rank's share of it under torchrun).
 
     It trains the ICL transformer on prompts of the run's task. A subclass trains something else with the same
-    loop, logging, checkpoints, resume and data parallelism by overriding the four methods marked "subclasses"
+    loop, logging, checkpoints, resume and data parallelism by overriding the five methods marked "subclasses"
     and the run kind's `read_config` and `resume_command` (see text.train.TextTrainer)."""
 
     read_config = staticmethod(read_config)  # reads a run folder's config.json
@@ -94,7 +95,7 @@ class Trainer:
             self.forward = torch.compile(self.forward)
         # data stream: its own generator, saved in checkpoints so that resumed runs see the same prompts
         self.generator = torch.Generator(self.device).manual_seed(config.seed + 1)
-        self.step, self.seconds = 0, 0.0
+        self.step, self.seconds, self.flops = 0, 0.0, 0  # flops: of every training step so far (flops.py)
         self.val = self.validation_set() if config.train.eval_every and self.ctx.is_main else None
 
     def build_model(self) -> torch.nn.Module:
@@ -129,9 +130,17 @@ class Trainer:
         self.model.train()
         return prompt_errors(preds, self.val).mean(0).tolist()
 
+    def step_flops(self, step: int) -> int:
+        """FLOPs of training step `step` (subclasses): its global batch of prompts at that step's length."""
+        cfg = self.config
+        points = cfg.curriculum.points.at(step) if cfg.curriculum.points else cfg.points
+        return step_flops(icl_forward_flops(cfg.model, cfg.dims, points), cfg.train.batch_size)
+
     def restore(self) -> None:
         state = load_training_state(latest_checkpoint(self.run_dir), self.model, self.optimizer, self.generator)
         self.step, self.seconds = state["step"], state["elapsed_seconds"]
+        # a checkpoint from before FLOPs were logged: they follow from the config and the step alone
+        self.flops = state["flops"] if "flops" in state else sum(self.step_flops(s) for s in range(self.step))
 
     def save(self) -> None:
         if self.ctx.is_main:
@@ -141,7 +150,12 @@ class Trainer:
                 self.model,
                 self.optimizer,
                 self.generator,
-                {"elapsed_seconds": self.seconds, "steps": self.config.train.steps, "processes": self.ctx.world_size},
+                {
+                    "elapsed_seconds": self.seconds,
+                    "flops": self.flops,
+                    "steps": self.config.train.steps,
+                    "processes": self.ctx.world_size,
+                },
                 keep=self.config.train.keep_checkpoints,
             )
 
@@ -160,6 +174,7 @@ class Trainer:
         if train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
         self.optimizer.step()
+        self.flops += self.step_flops(self.step)
         self.step += 1
         return distributed.mean(loss, self.ctx)  # the loss of the global batch, the same on every rank
 
@@ -170,9 +185,9 @@ class Trainer:
         row = None
         if self.step % cfg.log_every == 0 or last:
             lr = self.optimizer.param_groups[0]["lr"]
-            row = {"step": self.step, "loss": loss, "lr": lr, "seconds": round(self.seconds, 3)}
+            row = {"step": self.step, "loss": loss, "lr": lr, "seconds": round(self.seconds, 3), "flops": self.flops}
         if self.val is not None and (self.step % cfg.eval_every == 0 or last):
-            row = (row or {"step": self.step, "seconds": round(self.seconds, 3)}) | {
+            row = (row or {"step": self.step, "seconds": round(self.seconds, 3), "flops": self.flops}) | {
                 "val_error": [round(e, 5) for e in self.validation_curve()]
             }
         return row
