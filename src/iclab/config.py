@@ -51,6 +51,9 @@ class Curriculum:
     points: Ramp | None = None
 
 
+LOGGERS = ("tensorboard", "wandb")
+
+
 @dataclass
 class TrainConfig:
     steps: int = field(default=2000, metadata={"min": 0})
@@ -79,6 +82,14 @@ class TrainConfig:
     # bf16 units), and torch.compile of the training forward (pays its compile time back only on long runs)
     autocast: str = field(default="none", metadata={"choices": ["none", "bf16"]})
     compile: bool = False
+    # live views of metrics.jsonl (which stays the record) for long runs: tensorboard, wandb (offline unless
+    # WANDB_MODE says otherwise); each needs its package installed (training/loggers.py)
+    loggers: list[str] = field(default_factory=list)
+
+    def check(self, prefix: str) -> None:
+        for i, name in enumerate(self.loggers):
+            if name not in LOGGERS:
+                raise key_error(f"{prefix}.loggers[{i}]", f"unknown logger {name!r}; choose from {', '.join(LOGGERS)}")
 
 
 @dataclass

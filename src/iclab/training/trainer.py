@@ -28,7 +28,7 @@ from ..errors import UserError
 from ..evaluation.curves import make_eval_set, prompt_errors
 from ..files import atomic_write_json, atomic_write_text
 from ..tasks import index_params, make_inputs, make_task, sample_prompts
-from . import distributed
+from . import distributed, loggers
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from .flops import icl_forward_flops, step_flops
 from .optim import make_optimizer
@@ -78,6 +78,7 @@ class Trainer:
         self.config, self.run_dir = config, Path(run_dir)
         set_threads(config)
         self.ctx = join(config)
+        loggers.require(config.train.loggers)  # on every rank, so that a missing package stops them all
         self.rows = distributed.batch_rows(config.train.batch_size, self.ctx)
         self.device, self.dtype = distributed.local_device(device_of(config), self.ctx), torch_dtype(config)
         with torch.random.fork_rng(devices=[]):  # initialise from the run's seed, leaving global RNG state alone
@@ -195,6 +196,7 @@ class Trainer:
     def run(self, progress: bool = True) -> TrainResult:
         cfg = self.config.train
         main = self.ctx.is_main  # only rank 0 logs, shows progress and writes files
+        live = loggers.open_loggers(cfg.loggers, self.run_dir, self.config.to_dict(), self.step) if main else []
         metrics = (self.run_dir / "metrics.jsonl").open("a") if main else None
         bar = tqdm(
             total=cfg.steps,
@@ -226,6 +228,8 @@ class Trainer:
                 if row is not None:
                     metrics.write(json.dumps(row) + "\n")
                     metrics.flush()
+                    for logger in live:
+                        logger.log(row)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
@@ -241,6 +245,8 @@ class Trainer:
             bar.close()
             if metrics is not None:
                 metrics.close()
+            for logger in live:
+                logger.close()
         return TrainResult(self.run_dir, self.step, loss, self.seconds, self.model.num_parameters())
 
 
