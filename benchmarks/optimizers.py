@@ -12,6 +12,7 @@ import argparse
 from concurrent.futures import ProcessPoolExecutor
 
 import _common
+import torch
 from time_to_quality import train_metrics
 
 from iclab.config import load_config, packaged_config
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # as each training process runs (and so the machine record says)
     dims = load_config(packaged_config("demo"), args.overrides).dims
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [(seed, opt) for seed in seeds for opt in OPTIMIZERS]

@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import _common
+import torch
 
 from iclab.config import load_config, packaged_config
 from iclab.training.runs import read_metrics
@@ -92,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=900.0, help="training seconds per setting")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # as each training process runs (and so the machine record says)
     dims = load_config(packaged_config("demo")).dims
     with ProcessPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(train_metrics, overrides, args.budget) for name, overrides in SETTINGS.items()}
@@ -120,8 +122,10 @@ def main() -> None:
             "flops_to_least_squares_level": runs["iclab"]["to_least_squares_level"]["flops"],
             "error_at_d": runs["iclab"]["error_at_d"],
             "error_at_2d": runs["iclab"]["error_at_2d"],
-            # null: Garg's settings did not reach quality within the budget
+            # null: Garg's settings did not reach quality within the budget; then their whole run's seconds over
+            # ours bound the speedup from below
             "speedup_vs_garg_settings": garg / ours if ours and garg else None,
+            "speedup_vs_garg_settings_at_least": (garg or runs["garg"]["seconds"]) / ours if ours else None,
             "budget_seconds": args.budget,
             "quality": f"validation error <= {QUALITY} at k = 2d; least-squares level: within {GAP} of least "
             "squares (0) at every k >= d",
