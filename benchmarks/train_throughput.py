@@ -1,6 +1,9 @@
 """Training throughput (tokens/s) of iclab's transformer against transformers.GPT2Model (the Garg release's
 backbone) with the same read-in/read-out, sizes and batches. The two are timed in alternation within one run, so
-load on the machine hits both alike; the ratio is the result. Writes benchmarks/results/train_throughput.json.
+load on the machine hits both alike; the ratio is the result. Also the achieved training GFLOP/s (iclab's FLOPs
+count, training/flops.py, for both models: the same useful work) and its share of this machine's fp32 matmul
+peak, measured in the same run as the best time of a 2048 x 2048 matmul. Writes
+benchmarks/results/train_throughput.json.
 
     python benchmarks/train_throughput.py [--threads 1] [--rounds 5] [--steps 5]
 """
@@ -15,10 +18,11 @@ import torch
 from torch import nn
 
 from iclab.model import ICLTransformer, ModelConfig
+from iclab.training.flops import icl_forward_flops, step_flops
 
 # (name, layers, width, heads, dims, points, batch): the demo default, Garg's small and standard sizes
 SIZES = [
-    ("demo 3/64/2 d5", 3, 64, 2, 5, 11, 256),
+    ("demo 6/64/2 d5", 6, 64, 2, 5, 11, 256),
     ("garg-small 6/128/4 d20", 6, 128, 4, 20, 41, 64),
     ("garg 12/256/8 d20", 12, 256, 8, 20, 41, 16),
 ]
@@ -63,6 +67,18 @@ def time_steps(model, optimizer, batches) -> float:
     return time.perf_counter() - start
 
 
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """The fp32 matmul rate of this machine at the current thread count: the best of `repeats` timings."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -72,6 +88,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
+    peak = matmul_peak_gflops()
+    print(f"fp32 matmul peak (2048^2, {args.threads} thread(s)): {peak:.1f} GFLOP/s")
     for i in map(int, args.sizes.split(",")):
         name, layers, width, heads, dims, points, batch = SIZES[i]
         torch.manual_seed(0)
@@ -91,6 +109,7 @@ def main() -> None:
             for k in models:
                 seconds[k].append(time_steps(models[k], optims[k], batches))
         tokens = args.steps * batch * 2 * points
+        flops = args.steps * step_flops(icl_forward_flops(ours.config, dims, points), batch)
         best = {k: min(v) for k, v in seconds.items()}  # least disturbed round
         rows.append(
             {
@@ -99,6 +118,9 @@ def main() -> None:
                 "hf_params": sum(p.numel() for p in theirs.parameters()),
                 "iclab_tokens_per_s": tokens / best["iclab"],
                 "hf_tokens_per_s": tokens / best["hf_gpt2"],
+                "iclab_gflops_per_s": flops / best["iclab"] / 1e9,
+                "hf_gflops_per_s": flops / best["hf_gpt2"] / 1e9,
+                "iclab_share_of_peak": flops / best["iclab"] / 1e9 / peak,
                 "speedup": best["hf_gpt2"] / best["iclab"],
                 "speedup_median": sorted(seconds["hf_gpt2"])[len(seconds["hf_gpt2"]) // 2]
                 / sorted(seconds["iclab"])[len(seconds["iclab"]) // 2],
@@ -113,7 +135,10 @@ def main() -> None:
             "goal": ">= 2 (demo size)",
             "sizes": rows,
             "threads": args.threads,
-            "note": "forward + backward + AdamW step; best of rounds, models alternated within each round",
+            "matmul_peak_gflops": peak,
+            "note": "forward + backward + AdamW step; best of rounds, models alternated within each round; "
+            "GFLOP/s from iclab's FLOPs count (training/flops.py) for both models; peak: best 2048^2 fp32 matmul "
+            "in the same run; measured on a 2-core machine shared with other jobs",
         },
     )
 

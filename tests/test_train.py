@@ -17,8 +17,13 @@ def losses(run_dir):
     return [(m["step"], m["loss"]) for m in read_metrics(run_dir) if "loss" in m]
 
 
-def test_ctrl_c_then_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path, monkeypatch):
-    overrides = TINY + ["train.steps=20", "curriculum.dims={start: 2, end: 3, inc: 1, every: 8}"]
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_ctrl_c_then_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path, monkeypatch, optimizer):
+    overrides = TINY + [
+        "train.steps=20",
+        "curriculum.dims={start: 2, end: 3, inc: 1, every: 8}",
+        f"train.optimizer={optimizer}",
+    ]
     train(load_config(None, overrides), tmp_path / "straight", progress=False)
 
     step = Trainer.train_step
@@ -40,6 +45,8 @@ def test_ctrl_c_then_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path,
     straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
     assert [s for s, _ in straight] == list(range(1, 21))
     assert resumed == straight  # bit-identical on the CPU
+    flops = [[m["flops"] for m in read_metrics(tmp_path / run)] for run in ("straight", "resumed")]
+    assert flops[0] == flops[1]
     a, _ = load_model(tmp_path / "straight")
     b, _ = load_model(tmp_path / "resumed")
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
@@ -157,3 +164,35 @@ def test_normalized_loss_weighs_each_prompt_by_its_class_scale(tmp_path):
     scale = torch.where(params["component"] == 0, 3.0, 1.0)
     assert losses["mse"] == pytest.approx(errors.mean().item(), rel=1e-5)
     assert losses["normalized"] == pytest.approx((errors / scale).mean().item(), rel=1e-5)
+
+
+def test_muon_steps_the_blocks_matrices_by_their_orthogonalised_gradient_and_adamw_the_rest(tmp_path):
+    lr = 1e-3
+    overrides = ["train.optimizer=muon", f"train.lr={lr}", "train.weight_decay=0", "train.grad_clip=0"]
+    trainer = Trainer(load_config(None, TINY + overrides + ["train.warmup=0", "train.schedule=constant"]), tmp_path)
+    muon, adamw = trainer.optimizer.parts["muon"], trainer.optimizer.parts["adamw"]
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    in_muon = {names[id(p)] for g in muon.param_groups for p in g["params"]}
+    in_adamw = {names[id(p)] for g in adamw.param_groups for p in g["params"]}
+    hidden = {f"blocks.0.{m}.weight" for m in ("attn.qkv", "attn.proj", "fc", "fc_out")}
+    assert in_muon == hidden and in_adamw == set(names.values()) - hidden  # embeddings, read-in/out, biases, norms
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train_step()
+    params = dict(trainer.model.named_parameters())
+    # AdamW's first step moves every element by lr * g / (|g| + eps): by lr wherever the gradient is not tiny
+    moved = (params["read_in.weight"] - before["read_in.weight"]).abs()
+    assert torch.allclose(moved, torch.full_like(moved, lr), rtol=1e-3)
+    # Muon's moves a matrix by -0.2 sqrt(max(rows, cols)) lr times its gradient's orthogonalisation: in the basis of
+    # the gradient's singular vectors (exact SVD), every direction with a singular value >= 1 % of the largest
+    # moves by about 1 (Newton-Schulz leaves 0.5 .. 1.5), where a gradient step would move them by 1 .. 0.01
+    fc, grad = params["blocks.0.fc.weight"], params["blocks.0.fc.weight"].grad
+    u, s, vh = torch.linalg.svd(grad, full_matrices=False)
+    step = (before["blocks.0.fc.weight"] - fc.detach()) / (0.2 * max(grad.shape) ** 0.5 * lr)
+    moved = (u.T @ step @ vh.T).diag()[s >= 0.01 * s[0]]
+    assert len(moved) >= 3 and ((0.5 < moved) & (moved < 1.5)).all()
+
+
+def test_an_unknown_optimizer_is_a_one_line_error():
+    with pytest.raises(UserError, match="train.optimizer") as info:
+        load_config(None, ["train.optimizer=sgd"])
+    assert "adamw" in str(info.value) and "muon" in str(info.value) and "\n" not in str(info.value)

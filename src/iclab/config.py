@@ -51,6 +51,9 @@ class Curriculum:
     points: Ramp | None = None
 
 
+LOGGERS = ("tensorboard", "wandb")
+
+
 @dataclass
 class TrainConfig:
     steps: int = field(default=2000, metadata={"min": 0})
@@ -63,6 +66,9 @@ class TrainConfig:
     # squared error of y, as in Garg et al. normalized: each prompt's squared error divided by its class's E[y^2],
     # the evaluation's metric, so that in a mixture a class with small outputs weighs as much as the rest
     loss: str = field(default="mse", metadata={"choices": ["mse", "normalized"]})
+    # adamw: AdamW for every parameter. muon: Muon for the blocks' 2-D weights, AdamW for embeddings, read-in/out,
+    # biases and norms (see training/optim.py); both take lr, the schedule and weight_decay
+    optimizer: str = field(default="adamw", metadata={"choices": ["adamw", "muon"]})
     weight_decay: float = field(default=0.01, metadata={"min": 0.0})
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = field(default=1.0, metadata={"min": 0.0})  # 0 turns clipping off
@@ -76,6 +82,14 @@ class TrainConfig:
     # bf16 units), and torch.compile of the training forward (pays its compile time back only on long runs)
     autocast: str = field(default="none", metadata={"choices": ["none", "bf16"]})
     compile: bool = False
+    # live views of metrics.jsonl (which stays the record) for long runs: tensorboard, wandb (offline unless
+    # WANDB_MODE says otherwise); each needs its package installed (training/loggers.py)
+    loggers: list[str] = field(default_factory=list)
+
+    def check(self, prefix: str) -> None:
+        for i, name in enumerate(self.loggers):
+            if name not in LOGGERS:
+                raise key_error(f"{prefix}.loggers[{i}]", f"unknown logger {name!r}; choose from {', '.join(LOGGERS)}")
 
 
 @dataclass

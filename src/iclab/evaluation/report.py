@@ -87,6 +87,28 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
+def plot_training(metrics: list[dict], path: Path, dims: int) -> Path | None:
+    """The validation error at k = d and k = 2d during training, against seconds and against training FLOPs
+    (None if the run logged no validation curve). Runs from before FLOPs were logged get the seconds panel only."""
+    rows = [m for m in metrics if "val_error" in m]
+    if not rows:
+        return None
+    axes_x = [("seconds", "training seconds")] + ([("flops", "training FLOPs")] if "flops" in rows[0] else [])
+    fig, axes = plt.subplots(1, len(axes_x), figsize=(4.2 * len(axes_x), 3.6), dpi=120, squeeze=False)
+    ks = sorted({k for k in (dims, 2 * dims) if k < len(rows[0]["val_error"])})
+    for ax, (key, label) in zip(axes[0], axes_x, strict=True):
+        for k in ks:
+            ax.plot([r[key] for r in rows], [r["val_error"][k] for r in rows], label=f"k = {k}")
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation error (normalised)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle("validation error during training", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def plot_run(run_dir: Path) -> list[Path]:
     """(Re)draw one PNG per evaluated task of a run."""
     config = read_config(run_dir)
@@ -162,9 +184,13 @@ def render_report(run_dir: Path) -> Path:
         f"lr {config.train.lr} ({config.train.schedule}, warm-up {config.train.warmup}), seed {config.seed}, "
         f"{config.threads or 'default'} thread(s)",
         f"- wall time of training: {state['elapsed_seconds']:.0f} s"
+        + (f", {state['flops']:.3g} FLOPs" if "flops" in state else "")
         + (f"; final training loss {losses[-1]['loss']:.4f}" if losses else ""),
         "",
     ]
+    training = plot_training(metrics, run_dir / "training.png", config.dims)
+    if training is not None:
+        out += ["## Training", "", f"![validation error during training]({training.name})", ""]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     if not tasks:
         out += ["No evaluation yet: run `iclab eval " + str(run_dir) + "`.", ""]

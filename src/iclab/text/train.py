@@ -22,6 +22,7 @@ from ..files import atomic_write_json
 from ..model import TokenLM
 from ..training import distributed
 from ..training.checkpoint import latest_checkpoint, load_model_weights, read_state
+from ..training.flops import lm_forward_flops, step_flops
 from ..training.runs import RunDir, device_of, set_threads, torch_dtype
 from ..training.trainer import Trainer, TrainResult, resume, train_in
 from .config import TextConfig, read_text_config
@@ -63,6 +64,10 @@ class TextTrainer(Trainer):
         windows = sample_windows(self.data.train, self.config.train.batch_size, self.config.context + 1, self.generator)
         with self.autocast():
             return next_token_loss(self.forward, windows[self.rows].to(self.device))
+
+    def step_flops(self, step: int) -> int:
+        forward = lm_forward_flops(self.config.model, self.data.vocab, self.config.context)
+        return step_flops(forward, self.config.train.batch_size)
 
     def validation_curve(self) -> list[float]:
         return mean_loss_at(position_loss(self.model, self.val), self.config.eval.lengths)

@@ -1,7 +1,8 @@
 """Checkpoints.
 
 A checkpoint is a directory `checkpoints/step-NNNNNNN/` holding `model.safetensors`, `optimizer.safetensors`
-(Adam moments and the data-generator state) and `state.json` (step, elapsed time, optimizer hyper-parameters).
+(the optimizer's moments or momentum buffers and the data-generator state) and `state.json` (step, elapsed time,
+optimizer hyper-parameters). Several optimizers (Muon + AdamW) are stored side by side, each under its name.
 It is written under a temporary name and renamed into place, so a crash never leaves a half-written checkpoint
 under a real name, and older checkpoints are pruned only after the new one exists. Weights load through
 safetensors: nothing is ever unpickled.
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
 from ..files import atomic_write_json, disk_full_error, is_disk_full
+from .optim import Optimizers
 
 FORMAT = 1
 
@@ -33,35 +35,57 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit())
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, entry in state["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"state.{index}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+def _parts(optimizer: torch.optim.Optimizer | Optimizers) -> dict[str, torch.optim.Optimizer]:
+    """A run's torch optimizers by name (optim.Optimizers); a single optimizer is unnamed, '' (the layout of
+    every AdamW checkpoint, unchanged since before Muon)."""
+    return getattr(optimizer, "parts", None) or {"": optimizer}
 
 
-def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        if name.startswith("state."):
-            _, index, key = name.split(".", 2)
+def _optimizer_tensors(optimizer: torch.optim.Optimizer | Optimizers) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every optimizer's tensors (moments, momentum buffers) named `[part.]state.INDEX.KEY`, and its JSON rest:
+    the param groups and non-tensor state, under the part's name (at the top level for a single optimizer)."""
+    tensors, metas = {}, {}
+    for part, opt in _parts(optimizer).items():
+        state, prefix, scalars = opt.state_dict(), f"{part}." if part else "", {}
+        for index, entry in state["state"].items():
+            for key, value in entry.items():
+                if torch.is_tensor(value):
+                    tensors[f"{prefix}state.{index}.{key}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars[f"{index}.{key}"] = value
+        metas[part] = {"param_groups": state["param_groups"], "scalars": scalars}
+    return tensors, metas.get("", metas)
+
+
+def _load_optimizer(
+    optimizer: torch.optim.Optimizer | Optimizers, tensors: dict[str, torch.Tensor], meta: dict, ckpt: Path
+) -> None:
+    for part, opt in _parts(optimizer).items():
+        if (part and part not in meta) or (not part and "param_groups" not in meta):
+            raise UserError(
+                f"checkpoint {ckpt} holds the state of another train.optimizer; "
+                "resume it with the config it was trained with"
+            )
+        prefix, state = f"{part}." if part else "", {}
+        for name, value in tensors.items():
+            if name.startswith(prefix + "state."):
+                _, index, key = name[len(prefix) :].split(".", 2)
+                state.setdefault(int(index), {})[key] = value
+        part_meta = meta[part] if part else meta
+        for name, value in part_meta["scalars"].items():
+            index, key = name.split(".", 1)
             state.setdefault(int(index), {})[key] = value
-    for name, value in meta["scalars"].items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
+        try:
+            opt.load_state_dict({"state": state, "param_groups": part_meta["param_groups"]})
+        except ValueError as e:
+            raise UserError(f"checkpoint {ckpt} does not fit the run's optimizer: {e}") from None
 
 
 def save_checkpoint(
     run_dir: Path,
     step: int,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Optimizers,
     generator: torch.Generator,
     info: dict,
     keep: int = 2,
@@ -138,7 +162,7 @@ def load_model_weights(model: torch.nn.Module, ckpt: Path) -> None:
 
 
 def load_training_state(
-    ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+    ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | Optimizers, generator: torch.Generator
 ) -> dict:
     """Restore model, optimizer and data generator from `ckpt`; return its state.json."""
     state = read_state(ckpt)
@@ -147,5 +171,5 @@ def load_training_state(
     if "rng.data" not in tensors:
         raise UserError(f"checkpoint file {ckpt / 'optimizer.safetensors'} lacks the data-generator state")
     generator.set_state(tensors.pop("rng.data"))
-    optimizer.load_state_dict(_optimizer_state(tensors, state["optimizer"]))
+    _load_optimizer(optimizer, tensors, state["optimizer"], ckpt)
     return state

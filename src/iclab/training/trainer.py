@@ -1,4 +1,5 @@
-"""The training loop: AdamW with warm-up and decay, gradient clipping, Garg's curriculum, checkpoints, resume.
+"""The training loop: AdamW or Muon (optim.py) with warm-up and decay, gradient clipping, Garg's curriculum,
+checkpoints, resume.
 
 Resuming restores model, optimizer and the data generator, so the loss sequence of an interrupted and resumed
 run equals that of an uninterrupted one (on the same device and thread count).
@@ -27,8 +28,10 @@ from ..errors import UserError
 from ..evaluation.curves import make_eval_set, prompt_errors
 from ..files import atomic_write_json, atomic_write_text
 from ..tasks import index_params, make_inputs, make_task, sample_prompts
-from . import distributed
+from . import distributed, loggers
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from .flops import icl_forward_flops, step_flops
+from .optim import make_optimizer
 from .runs import RunDir, build_model, device_of, read_config, read_metrics, set_threads, torch_dtype
 
 
@@ -52,14 +55,6 @@ def learning_rate(train: TrainConfig, step: int) -> float:
     return train.lr * (train.min_lr_ratio + (1 - train.min_lr_ratio) * shape)
 
 
-def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
-    # weight decay on matrices only (not on biases, LayerNorm gains), as in GPT-2 / nanoGPT
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas))
-
-
 def join(config: Config) -> distributed.Context:
     """This process's place in a (possibly data-parallel) run of `config`; joins the process group under torchrun.
     A batch that does not divide among the processes fails here, on every rank, before anything is written."""
@@ -73,7 +68,7 @@ class Trainer:
     """Owns the model, optimizer and data stream of one run directory (this rank's share of it under torchrun).
 
     It trains the ICL transformer on prompts of the run's task. A subclass trains something else with the same
-    loop, logging, checkpoints, resume and data parallelism by overriding the four methods marked "subclasses"
+    loop, logging, checkpoints, resume and data parallelism by overriding the five methods marked "subclasses"
     and the run kind's `read_config` and `resume_command` (see text.train.TextTrainer)."""
 
     read_config = staticmethod(read_config)  # reads a run folder's config.json
@@ -83,6 +78,7 @@ class Trainer:
         self.config, self.run_dir = config, Path(run_dir)
         set_threads(config)
         self.ctx = join(config)
+        loggers.require(config.train.loggers)  # on every rank, so that a missing package stops them all
         self.rows = distributed.batch_rows(config.train.batch_size, self.ctx)
         self.device, self.dtype = distributed.local_device(device_of(config), self.ctx), torch_dtype(config)
         with torch.random.fork_rng(devices=[]):  # initialise from the run's seed, leaving global RNG state alone
@@ -100,7 +96,7 @@ class Trainer:
             self.forward = torch.compile(self.forward)
         # data stream: its own generator, saved in checkpoints so that resumed runs see the same prompts
         self.generator = torch.Generator(self.device).manual_seed(config.seed + 1)
-        self.step, self.seconds = 0, 0.0
+        self.step, self.seconds, self.flops = 0, 0.0, 0  # flops: of every training step so far (flops.py)
         self.val = self.validation_set() if config.train.eval_every and self.ctx.is_main else None
 
     def build_model(self) -> torch.nn.Module:
@@ -135,9 +131,17 @@ class Trainer:
         self.model.train()
         return prompt_errors(preds, self.val).mean(0).tolist()
 
+    def step_flops(self, step: int) -> int:
+        """FLOPs of training step `step` (subclasses): its global batch of prompts at that step's length."""
+        cfg = self.config
+        points = cfg.curriculum.points.at(step) if cfg.curriculum.points else cfg.points
+        return step_flops(icl_forward_flops(cfg.model, cfg.dims, points), cfg.train.batch_size)
+
     def restore(self) -> None:
         state = load_training_state(latest_checkpoint(self.run_dir), self.model, self.optimizer, self.generator)
         self.step, self.seconds = state["step"], state["elapsed_seconds"]
+        # a checkpoint from before FLOPs were logged: they follow from the config and the step alone
+        self.flops = state["flops"] if "flops" in state else sum(self.step_flops(s) for s in range(self.step))
 
     def save(self) -> None:
         if self.ctx.is_main:
@@ -147,7 +151,12 @@ class Trainer:
                 self.model,
                 self.optimizer,
                 self.generator,
-                {"elapsed_seconds": self.seconds, "steps": self.config.train.steps, "processes": self.ctx.world_size},
+                {
+                    "elapsed_seconds": self.seconds,
+                    "flops": self.flops,
+                    "steps": self.config.train.steps,
+                    "processes": self.ctx.world_size,
+                },
                 keep=self.config.train.keep_checkpoints,
             )
 
@@ -166,6 +175,7 @@ class Trainer:
         if train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
         self.optimizer.step()
+        self.flops += self.step_flops(self.step)
         self.step += 1
         return distributed.mean(loss, self.ctx)  # the loss of the global batch, the same on every rank
 
@@ -176,9 +186,9 @@ class Trainer:
         row = None
         if self.step % cfg.log_every == 0 or last:
             lr = self.optimizer.param_groups[0]["lr"]
-            row = {"step": self.step, "loss": loss, "lr": lr, "seconds": round(self.seconds, 3)}
+            row = {"step": self.step, "loss": loss, "lr": lr, "seconds": round(self.seconds, 3), "flops": self.flops}
         if self.val is not None and (self.step % cfg.eval_every == 0 or last):
-            row = (row or {"step": self.step, "seconds": round(self.seconds, 3)}) | {
+            row = (row or {"step": self.step, "seconds": round(self.seconds, 3), "flops": self.flops}) | {
                 "val_error": [round(e, 5) for e in self.validation_curve()]
             }
         return row
@@ -186,6 +196,7 @@ class Trainer:
     def run(self, progress: bool = True) -> TrainResult:
         cfg = self.config.train
         main = self.ctx.is_main  # only rank 0 logs, shows progress and writes files
+        live = loggers.open_loggers(cfg.loggers, self.run_dir, self.config.to_dict(), self.step) if main else []
         metrics = (self.run_dir / "metrics.jsonl").open("a") if main else None
         bar = tqdm(
             total=cfg.steps,
@@ -217,6 +228,8 @@ class Trainer:
                 if row is not None:
                     metrics.write(json.dumps(row) + "\n")
                     metrics.flush()
+                    for logger in live:
+                        logger.log(row)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
@@ -232,6 +245,8 @@ class Trainer:
             bar.close()
             if metrics is not None:
                 metrics.close()
+            for logger in live:
+                logger.close()
         return TrainResult(self.run_dir, self.step, loss, self.seconds, self.model.num_parameters())
 
 
