@@ -174,7 +174,7 @@ class AttentionAdapter:
 
             return save
 
-        with _hooks([(m, hook(i)) for i, m in enumerate(self.attention_layers())]):
+        with forward_hooks([(m, hook(i)) for i, m in enumerate(self.attention_layers())]):
             yield records
         if any(r is None for r in records):
             raise RuntimeError("an attention layer did not run: the adapter does not match the model")
@@ -249,7 +249,8 @@ def _append(queries: Tensor, lengths: Tensor, stem: Tensor) -> tuple[Tensor, Ten
 
 
 @contextmanager
-def _hooks(pairs):
+def forward_hooks(pairs):
+    """Register (module, hook) forward hooks for the duration of a `with` block; removed even on an error."""
     handles = [m.register_forward_hook(fn, with_kwargs=True) for m, fn in pairs]
     try:
         yield

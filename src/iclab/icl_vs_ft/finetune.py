@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
-from .adapter import AttentionAdapter, _hooks
+from .adapter import AttentionAdapter, forward_hooks
 
 FT_METHODS = ("kv-sgd", "lcgd", "full")
 
@@ -51,7 +51,7 @@ def _layer_causal(adapter: AttentionAdapter):
     blocks = adapter.decoder_blocks()
     handles = [b.register_forward_pre_hook(detach, with_kwargs=True) for b in blocks]
     try:
-        with _hooks([(b, keep) for b in blocks]):
+        with forward_hooks([(b, keep) for b in blocks]):
             yield outputs
     finally:
         for h in handles:
@@ -71,7 +71,7 @@ def _recording_queries(adapter: AttentionAdapter, into: list):
         return save
 
     layers = adapter.attention_layers()
-    with _hooks([(m, hook(i)) for i, m in enumerate(layers)]):
+    with forward_hooks([(m, hook(i)) for i, m in enumerate(layers)]):
         yield lambda: into.append(torch.stack([per_layer[i] for i in range(len(layers))]))
 
 
