@@ -71,6 +71,7 @@ def test_every_row_goes_to_the_logger_and_a_resume_continues_after_the_checkpoin
     first, second = FakeWandbRun.runs
     assert first.init["mode"] == "offline" and first.init["config"]["train"]["loggers"] == ["wandb"]
     assert first.finished and second.finished
+    assert first.init["id"] == second.init["id"] and second.init["resume"] == "allow"  # one W&B run, continued
     sent = {}
     for step, data in first.logged + second.logged:
         for name, value in data.items():

@@ -6,7 +6,8 @@ seconds, flops, and the validation curve as `val_error/k=NN`, each at the row's 
 - tensorboard: event files in RUN_DIR/tensorboard (`tensorboard --logdir RUN_DIR`). A resumed run purges the
   events after its checkpoint's step, as metrics.jsonl drops those lines.
 - wandb: a W&B run in RUN_DIR/wandb with the config attached, offline unless WANDB_MODE says otherwise (offline
-  needs no account or network; `wandb sync` uploads it later). Each training process is its own W&B run.
+  needs no account or network; `wandb sync` uploads it later). A resume continues the same W&B run (its id is kept in
+  RUN_DIR/wandb/run_id).
 
 Neither package is an iclab requirement: a missing one is a one-line error naming the package to install,
 raised on every rank before training starts. They are imported only when asked for, hence inside the classes.
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import uuid
 from pathlib import Path
 
 from ..errors import UserError
+from ..files import atomic_write_text
 
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}  # logger -> the pip package it needs
 
@@ -59,6 +62,15 @@ class TensorBoard:
         self.writer.close()
 
 
+def wandb_id(run_dir: Path) -> str:
+    """The W&B run id of this run folder: made once, kept in RUN_DIR/wandb/run_id, so a resume logs to the same run."""
+    path = run_dir / "wandb" / "run_id"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, uuid.uuid4().hex[:12])
+    return path.read_text().strip()
+
+
 class Wandb:
     def __init__(self, run_dir: Path, config: dict, step: int):
         import wandb
@@ -66,6 +78,8 @@ class Wandb:
         self.run = wandb.init(
             project=os.environ.get("WANDB_PROJECT", "iclab"),
             name=Path(run_dir).name,
+            id=wandb_id(Path(run_dir)),
+            resume="allow",  # a resumed run continues the same W&B run instead of opening a new one
             dir=str(run_dir),
             config=config,
             mode=os.environ.get("WANDB_MODE", "offline"),
