@@ -184,3 +184,26 @@ def test_exact_prior_refuses_what_it_cannot_compute():
     est = make_estimator("posterior_mean").fit_prior(make_task("sparse_linear:nnz=3", 3))
     with pytest.raises(UserError, match="nnz 3 exceeds the input dimension 2"):
         est.predict(torch.randn(2, 3, 2), torch.randn(2, 3))
+
+
+def test_three_classes_with_uneven_weights_match_enumeration(gen):
+    """Dense + nnz = 1 + nnz = 2 at 0.5/0.25/0.25 in d = 3 (the K-class model-selection oracle): `bayes` with
+    explicit classes and `posterior_mean` of the mixture task both equal the brute-force enumeration."""
+    components = [
+        {"name": "linear", "weight": 0.5},
+        {"name": "sparse_linear", "nnz": 1, "weight": 0.25},
+        {"name": "sparse_linear", "nnz": 2, "weight": 0.25},
+    ]
+    task = make_task({"name": "mixture", "components": components}, 3)
+    xs, ys, _ = sample_prompts(task, make_inputs("isotropic", 3), 8, 7, gen)
+    xs, ys = xs.double(), ys.double()
+    v = NOISELESS_VARIANCE
+    hand = [GaussianClass(0.5, 3, v), GaussianClass(0.25, 1, v), GaussianClass(0.25, 2, v)]
+    reference = per_prefix(xs, ys, brute_force(hand))
+    mixture = make_estimator("posterior_mean").fit_prior(task).predict(xs, ys).numpy()
+    sparse_task = make_task("sparse_linear:nnz=2", 3)  # bayes reads only the noise from the evaluated task
+    bayes = make_estimator("bayes:nnz=[3,1,2],weights=[0.5,0.25,0.25]").fit_prior(sparse_task).predict(xs, ys)
+    assert np.allclose(mixture, reference, atol=1e-6) and np.allclose(bayes.numpy(), reference, atol=1e-6)
+    # the weights matter: the even-weight oracle is a different predictor on the same prompts
+    even = make_estimator("bayes:nnz=[3,1,2],weights=[1,1,1]").fit_prior(sparse_task).predict(xs, ys).numpy()
+    assert np.abs(even - reference).max() > 1e-3

@@ -11,6 +11,7 @@ from conftest import TINY
 from iclab import recipes
 from iclab.config import load_config
 from iclab.errors import UserError
+from iclab.evaluation.curves import read_curves, series_name
 from iclab.evaluation.sweeps import run_sweep, sweep_points
 from iclab.recipes import convex, frequency, model_selection
 from iclab.recipes import models as zoo
@@ -238,3 +239,72 @@ def test_every_recipe_is_one_declared_frozen_recipe(tmp_path, monkeypatch):
     monkeypatch.setitem(recipes.RECIPES, "lsa-gd", dataclasses.replace(lsa_gd.RECIPE, modes=("full",)))
     with pytest.raises(UserError, match="recipe 'lsa-gd' has no quick size"):
         recipes.reproduce("lsa-gd", tmp_path, quick=True)
+
+
+def three_class_rows(mixture: dict[str, float], ks=range(6)) -> list[dict]:
+    """Hand-built rows of the 3-class recipe: each specialist at 0.30 on its class, the oracle at 0.10."""
+    three = model_selection.THREE_CLASSES
+    rows = []
+    for k in ks:
+        for c in three["classes"]:
+            sweep = f"class={c.label}"
+            rows += rows_for({c.specialist: {sweep: 0.30}, three["mixture"]: {sweep: mixture[c.label]}}, k)
+            rows += rows_for({name: {sweep: 0.5} for name in ("least_squares", "lasso_cv")}, k)
+            rows += rows_for({model_selection.oracle(three | {"dims": 5}): {sweep: 0.10}}, k)
+    return rows
+
+
+def test_three_class_model_selection_checks_each_class_and_reports_the_oracle_gap(tmp_path):
+    setting = model_selection.THREE_CLASSES | {"dims": 5}
+    assert model_selection.oracle(setting) == "bayes:nnz=[5,1,2],weights=[0.5,0.25,0.25]"
+    assert model_selection.model_names(setting) == ("dense", "sparse", "sparse2", "dense_sparse_sparse2")
+    near = {"dense": 0.33, "sparse": 0.32, "sparse2": 0.345}  # 0.345 = 0.30 * 1.15: at the limit
+    checks = model_selection.check_rows(three_class_rows(near), setting)
+    assert [c["passed"] for c in checks] == [True, True, True]  # one per class; the gap is reported, not checked
+    assert "sparse2 specialist" in checks[2]["claim"]
+    rows = three_class_rows(near, ks=[0, 1, 2, 4, 5]) + three_class_rows(near | {"sparse2": 0.60}, ks=[3])
+    checks = model_selection.check_rows(rows, setting)
+    assert [c["passed"] for c in checks] == [True, True, False] and "at k = 3: mixture 0.600" in checks[2]["detail"]
+    gaps = model_selection.oracle_gaps(rows, setting)
+    assert gaps[("sparse2", "dense_sparse_sparse2")] == pytest.approx([0.245, 0.245, 0.245, 0.5, 0.245, 0.245])
+    assert gaps[("sparse2", "sparse2")] == pytest.approx([0.2] * 6)
+    table = model_selection.oracle_gap_table(rows, setting)
+    assert "| sparse2 | dense_sparse_sparse2 | 0.245 | 0.245 | 0.245 | 0.500 | 0.245 | 0.245 |" in table
+    assert "| dense | dense | 0.200 |" in "\n".join(table)
+    figures = model_selection.draw(rows, tmp_path, setting)
+    assert [f.name for f in figures] == ["dense.png", "sparse.png", "sparse2.png", "oracle_gap.png"]
+    assert all(f.stat().st_size > 1000 for f in figures)
+
+
+def test_the_three_class_mixture_task_has_the_oracle_prior():
+    from iclab.baselines.bayes import exact_prior
+    from iclab.tasks import make_task
+
+    setting = model_selection.THREE_CLASSES | {"dims": 5}
+    prior = exact_prior(make_task(model_selection.mixture_task(setting), 5))
+    oracle = parse_named(model_selection.oracle(setting))
+    assert [c.nnz for c in prior] == oracle["nnz"] and [c.weight for c in prior] == pytest.approx(oracle["weights"])
+
+
+def test_three_class_recipe_runs_on_two_step_models(tmp_path, monkeypatch):
+    """The whole 3-class recipe (train, sweep, checks, figures, section with the gap table) with the model
+    entries it asks the shared model table for."""
+    three = model_selection.THREE_CLASSES
+    monkeypatch.setitem(zoo.MODELS, "sparse2", ("linear", {"name": "sparse_linear", "nnz": 2}))
+    monkeypatch.setitem(zoo.MODELS, three["mixture"], ("linear", model_selection.mixture_task(three)))
+    monkeypatch.setitem(zoo.SETTINGS, "quick", {"dims": 3, "steps": {"linear": 2, "scalar": 2}})
+    recipe = model_selection.RECIPE_3
+    assert recipe.name == "model-selection-3" and set(recipe.models) <= set(zoo.MODELS) and not recipe.shipped
+    summary = recipe.run(tmp_path, "quick", False, False)
+    assert len(summary["checks"]) == 3 and summary["setting"] == {"dims": 3, "nnz": 1}
+    rows = read_curves(tmp_path / recipe.name / "curves.csv")
+    assert {r["sweep"] for r in rows} == {"class=dense", "class=sparse", "class=sparse2"}
+    assert {series_name(r) for r in rows} >= {
+        "sparse2",
+        "dense_sparse_sparse2",
+        "bayes:nnz=[3,1,2],weights=[0.5,0.25,0.25]",
+    }
+    lines = recipe.section(tmp_path / recipe.name, summary | {"mode": "quick"})
+    assert "![model-selection-3](model-selection-3/oracle_gap.png)" in lines
+    assert any(line.startswith("Error above the 3-class Bayes oracle") for line in lines)
+    assert sum(line.startswith("- **") for line in lines) == 3

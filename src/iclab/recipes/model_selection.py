@@ -1,55 +1,122 @@
 """Yadlowsky et al., finding 1: a model pretrained on a mixture of dense and sparse linear regression matches
-each specialist on its own class."""
+each specialist on its own class; and the same report for K classes with uneven weights (Panwar et al.'s
+2-3-task mixtures), beside the K-class Bayes oracle.
+
+The functions read their classes from the setting: `setting["classes"]` (a list of Class) and
+`setting["mixture"]` (the mixture model's name). Without them it is the 2-class recipe: dense and sparse
+(nnz = setting["nnz"]), half each, mixed by `dense_sparse`."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import NamedTuple
 
-from ..evaluation.curves import evaluate
-from ..evaluation.report import plot_sweep_curves
+import matplotlib.pyplot as plt
+
+from ..evaluation.curves import evaluate, read_curves
+from ..evaluation.report import plot_sweep_curves, save_figure
+from ..markdown import table
+from ..spec import format_named
+from ..tasks import make_task
 from ..training.runs import load_model, read_config
 from .common import check, close_to, excess_over_tolerance, ks, tolerance, value
 from .sweep import sweep_recipe
 
-MODELS = ("dense", "sparse", "dense_sparse")
+
+class Class(NamedTuple):
+    """One pretraining class: its label (sweep point `class=LABEL`), its task, its weight in the mixture, and the
+    model trained on it alone."""
+
+    label: str
+    task: dict
+    weight: float
+    specialist: str
 
 
-def classes(setting: dict) -> dict[str, str]:
-    return {"class=dense": "linear", "class=sparse": f"sparse_linear:nnz={setting['nnz']}"}
+# The 3-class recipe: dense, nnz = 1 and nnz = 2 sparse at 0.5/0.25/0.25, mixed by one model (recipes.models).
+THREE_CLASSES = {
+    "mixture": "dense_sparse_sparse2",
+    "classes": [
+        Class("dense", {"name": "linear"}, 0.5, "dense"),
+        Class("sparse", {"name": "sparse_linear", "nnz": 1}, 0.25, "sparse"),
+        Class("sparse2", {"name": "sparse_linear", "nnz": 2}, 0.25, "sparse2"),
+    ],
+}
+
+
+def classes(setting: dict) -> list[Class]:
+    if "classes" in setting:
+        return list(setting["classes"])
+    sparse = {"name": "sparse_linear", "nnz": setting["nnz"]}
+    return [Class("dense", {"name": "linear"}, 0.5, "dense"), Class("sparse", sparse, 0.5, "sparse")]
+
+
+def mixture(setting: dict) -> str:
+    return setting.get("mixture", "dense_sparse")
+
+
+def model_names(setting: dict) -> tuple[str, ...]:
+    """The specialists, then the mixture: every one is evaluated on every class."""
+    return tuple(dict.fromkeys([c.specialist for c in classes(setting)] + [mixture(setting)]))
+
+
+def mixture_task(setting: dict) -> dict:
+    """The task the mixture model trains on: each class at its weight."""
+    return {"name": "mixture", "components": [c.task | {"weight": c.weight} for c in classes(setting)]}
 
 
 def oracle(setting: dict) -> str:
-    """The Bayes-optimal estimator for the pretraining mixture (dense and sparse, half each)."""
-    return f"bayes:nnz=[{setting['dims']},{setting['nnz']}],weights=[0.5,0.5]"
+    """The Bayes-optimal estimator for the pretraining mixture: every class's nnz (d for dense) at its weight. The
+    classes are noiseless, so `bayes` takes the (near-zero) noise of whichever class it is evaluated on."""
+    parts = [
+        (nnz, c.weight * p)
+        for c in classes(setting)
+        for p, nnz, _ in make_task(c.task, setting["dims"], "model selection class").linear_prior()
+    ]
+    return format_named({"name": "bayes", "nnz": [n for n, _ in parts], "weights": [w for _, w in parts]})
 
 
 def compute(models: dict[str, Path], setting: dict, progress: bool = False) -> list[dict]:
+    loaded = {}
+    for name in model_names(setting):
+        config = read_config(models[name])
+        loaded[name] = (load_model(models[name], config)[0], config)
+    baselines = ["least_squares", "lasso_cv", oracle(setting)]
     rows = []
-    for label, task in classes(setting).items():
-        for name in MODELS:
-            config = read_config(models[name])
-            model, _ = load_model(models[name], config)
-            rows += [{"run": name, "sweep": label} | r for r in evaluate(model, config, task, baselines=[])]
-        config = read_config(models["dense_sparse"])
-        baselines = ["least_squares", "lasso_cv", oracle(setting)]
-        rows += [{"run": "", "sweep": label} | r for r in evaluate(None, config, task, baselines=baselines)]
+    for c in classes(setting):
+        label = f"class={c.label}"
+        for name, (model, config) in loaded.items():
+            rows += [{"run": name, "sweep": label} | r for r in evaluate(model, config, c.task, baselines=[])]
+        config = loaded[mixture(setting)][1]
+        rows += [{"run": "", "sweep": label} | r for r in evaluate(None, config, c.task, baselines=baselines)]
     return rows
 
 
+def specialist_check(rows: list[dict], c: Class, mix: str) -> dict:
+    label = f"class={c.label}"
+    gaps = [(k, value(rows, mix, label, k), value(rows, c.specialist, label, k)) for k in ks(rows)]
+    worst = max(gaps, key=lambda g: excess_over_tolerance(g[1], g[2]))
+    return check(
+        f"on {c.label} prompts the mixture model is within 15 % (or 0.02) of the {c.specialist} specialist at every k",
+        all(close_to(m, s) for _, m, s in gaps),
+        f"closest to the limit at k = {worst[0]}: mixture {worst[1]:.3f}, specialist {worst[2]:.3f} "
+        f"(excess {worst[1] - worst[2]:+.3f}, allowed {tolerance(worst[2]):.3f})",
+    )
+
+
 def check_rows(rows: list[dict], setting: dict) -> list[dict]:
-    out = []
-    for label, specialist in (("class=dense", "dense"), ("class=sparse", "sparse")):
-        gaps = [(k, value(rows, "dense_sparse", label, k), value(rows, specialist, label, k)) for k in ks(rows)]
-        worst = max(gaps, key=lambda g: excess_over_tolerance(g[1], g[2]))
-        out.append(
-            check(
-                f"on {label[6:]} prompts the mixture model is within 15 % (or 0.02) of the {specialist} specialist "
-                f"at every k",
-                all(close_to(m, s) for _, m, s in gaps),
-                f"closest to the limit at k = {worst[0]}: mixture {worst[1]:.3f}, specialist {worst[2]:.3f} "
-                f"(excess {worst[1] - worst[2]:+.3f}, allowed {tolerance(worst[2]):.3f})",
-            )
-        )
+    """Per class: the mixture is close to that class's specialist at every k. The gap to the K-class oracle is
+    reported (oracle_gap_table, the oracle_gap figure), not checked: (1) the paper's claim is about the
+    specialists, the cost of selecting, not about optimality; (2) per class the K-class oracle is no lower
+    bound (a model that always assumes one class beats it on that class's prompts; it is optimal only over the
+    whole mixture, in unnormalised squared error), so no per-class inequality holds in principle; (3) our
+    CPU-sized models sit far above it (2-class, d = 5: 0.358 against 0.008 on sparse prompts at k = 2), so a
+    bound would measure our compute budget, not the claim."""
+    out = [specialist_check(rows, c, mixture(setting)) for c in classes(setting)]
+    if "classes" in setting:
+        return out
+    # the 2-class recipe also checks that the mixture exploits sparsity where least squares cannot
     d = setting["dims"]
     under = [
         (k, value(rows, "dense_sparse", "class=sparse", k), value(rows, "least_squares", "class=sparse", k))
@@ -65,16 +132,64 @@ def check_rows(rows: list[dict], setting: dict) -> list[dict]:
     return out
 
 
+def oracle_gaps(rows: list[dict], setting: dict) -> dict[tuple[str, str], list[float]]:
+    """(class label, model) -> the model's error minus the K-class oracle's at every k, for the mixture and
+    that class's specialist: their difference is the cost of selecting, the rest the models' distance to
+    optimal."""
+    best = oracle(setting)
+    return {
+        (c.label, name): [
+            value(rows, name, f"class={c.label}", k) - value(rows, best, f"class={c.label}", k) for k in ks(rows)
+        ]
+        for c in classes(setting)
+        for name in (mixture(setting), c.specialist)
+    }
+
+
+def oracle_gap_table(rows: list[dict], setting: dict) -> list[str]:
+    header = ["prompts", "model", *(f"k={k}" for k in ks(rows))]
+    body = [[label, name, *gaps] for (label, name), gaps in oracle_gaps(rows, setting).items()]
+    caption = f"Error above the {len(classes(setting))}-class Bayes oracle (`{oracle(setting)}`), per class and k:"
+    return [caption, "", *table(header, body), ""]
+
+
+def plot_oracle_gap(rows: list[dict], path: Path, setting: dict) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    colours = {c.label: f"C{i}" for i, c in enumerate(classes(setting))}
+    for (label, name), gaps in oracle_gaps(rows, setting).items():
+        mix = name == mixture(setting)
+        ax.plot(
+            ks(rows),
+            gaps,
+            color=colours[label],
+            ls="-" if mix else "--",
+            lw=2.2 if mix else 1.2,
+            label=f"{name} on {label} prompts",
+        )
+    ax.axhline(0, color="grey", lw=1)
+    ax.axvline(setting["dims"], color="grey", ls=":", lw=1)
+    ax.set_xlabel("in-context examples k")
+    ax.set_ylabel("error minus the oracle's (normalised)")
+    ax.set_title(f"gap to the {len(classes(setting))}-class Bayes oracle (d = {setting['dims']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def draw(rows: list[dict], out: Path, setting: dict) -> list[Path]:
-    return [
+    figures = [
         plot_sweep_curves(
-            [r for r in rows if r["sweep"] == label],
-            out / f"{label[6:]}.png",
-            f"{label[6:]} prompts (d = {setting['dims']})",
+            [r for r in rows if r["sweep"] == f"class={c.label}"],
+            out / f"{c.label}.png",
+            f"{c.label} prompts (d = {setting['dims']})",
             setting["dims"],
         )
-        for label in classes(setting)
+        for c in classes(setting)
     ]
+    if "classes" in setting:
+        figures.append(plot_oracle_gap(rows, out / "oracle_gap.png", setting))
+    return figures
 
 
 RECIPE = sweep_recipe(
@@ -93,8 +208,43 @@ RECIPE = sweep_recipe(
         "higher than the paper's: the models stay well above the Bayes-optimal oracle and, at k >= d, above least "
         "squares, which is exact there."
     ),
-    models=MODELS,
+    models=model_names({"nnz": 1}),
     compute=compute,
     check=check_rows,
     draw=draw,
 )
+
+
+def _three(setting: dict) -> dict:
+    return setting | THREE_CLASSES
+
+
+_THREE = sweep_recipe(
+    name="model-selection-3",
+    title="Model selection among three classes: dense, nnz = 1 and nnz = 2 sparse at 0.5/0.25/0.25",
+    claim=(
+        "Yadlowsky et al.'s finding 1 beyond two classes (the 2-3-task mixtures of Panwar et al. 2024): "
+        "pretrained on dense, 1-sparse and 2-sparse linear regression with uneven weights, the transformer "
+        "matches each class's specialist on that class's prompts; its distance to the Bayes-optimal predictor for "
+        "the 3-class prior is reported per class and k."
+    ),
+    differences=(
+        "The setting of `model-selection` (3 layers, width 64, d = 5, d = 4 in quick mode, 2d + 1 points, CPU "
+        "minutes, normalised loss) with a third class, nnz = 2, which a 3-layer specialist does not learn to "
+        "exploit in d = 5 within CPU minutes (models.py): there the check compares the mixture with a specialist "
+        "near least squares. The gap to the oracle is not checked (model_selection.check_rows says why)."
+    ),
+    models=model_names(THREE_CLASSES),
+    compute=lambda models, setting, progress=False: compute(models, _three(setting), progress),
+    check=lambda rows, setting: check_rows(rows, _three(setting)),
+    draw=lambda rows, out, setting: draw(rows, out, _three(setting)),
+)
+
+
+def _three_section(folder: Path, stored: dict) -> list[str]:
+    tables = oracle_gap_table(read_curves(folder / "curves.csv"), _three(stored["setting"]))
+    return _THREE.section(folder, stored | {"tables": tables})
+
+
+# Its models do not ship (yet): `--pretrained` skips it rather than failing on a missing checkpoint.
+RECIPE_3 = dataclasses.replace(_THREE, section=_three_section, shipped=False)
