@@ -63,7 +63,7 @@ __all__ = [
     "summary_table",
 ]
 
-FORMAT = 2  # bump when a change makes cached (seed, model) results stale
+FORMAT = 3  # bump when a change makes cached (seed, model) results stale (3: `scoring` replaced calibrate/pmi)
 
 
 @dataclass
@@ -75,13 +75,14 @@ class StudyConfig:
     limit: int = field(default=64, metadata={"min": 1})  # test queries
     val: int = field(default=16, metadata={"min": 1})  # validation queries that pick FT's learning rate
     lrs: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 0.1])
-    calibrate: bool = False  # contextual calibration (Zhao et al. 2021) for every prediction
+    # the headline scoring: the top-level accuracies, Rec2FTP and the pick of FT's learning rate use it; plain,
+    # calibrated (contextual calibration, Zhao et al. 2021) and pmi (domain-conditional PMI) are all reported
+    scoring: str = "plain"
     separator: str = "eos"  # after each demonstration: the EOS token (Dai et al.) or a text such as "\n"
     max_tokens: int = field(default=2048, metadata={"min": 8})  # token budget of a prompt (Dai et al.: 2,048)
     batch: int = field(default=8, metadata={"min": 1})
     untrained: bool = True  # also run the untrained-model baselines (all weights fresh; Deutch et al.'s)
     ft: list[str] = field(default_factory=lambda: ["kv-sgd"])  # finetuning methods, each on the same demos
-    pmi: bool = False  # predict by domain-conditional PMI (the label scores after the template's tail subtracted)
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = field(default=1, metadata={"min": 0})  # torch threads; 0 keeps torch's default
@@ -100,8 +101,8 @@ class StudyConfig:
         bad = [f for f in self.ft if f not in FT_METHODS]
         if bad or not self.ft:
             raise UserError(f"unknown finetuning method '{bad[0] if bad else ''}'; choose from {', '.join(FT_METHODS)}")
-        if self.calibrate and self.pmi:
-            raise UserError("choose one scoring: calibrate (contextual calibration) or pmi, not both")
+        if self.scoring not in SCORINGS:
+            raise UserError(f"unknown scoring '{self.scoring}'; choose one of {', '.join(SCORINGS)}")
         self._check()
 
     def _check(self) -> None:
@@ -203,10 +204,10 @@ def run_study(
                     {method: config.lrs for method in config.ft},
                     seed=seed,
                     batch=config.batch,
-                    calibrated=config.calibrate,
+                    calibrated=config.scoring == "calibrated",
                     progress=progress,
                     measures=config.measures,
-                    pmi=config.pmi,
+                    pmi=config.scoring == "pmi",
                 )
                 part = _part(by_ft[config.ft[0]]) | {"by_ft": {m: _part(r) for m, r in by_ft.items()}}
                 part |= info | {"seconds": round(time.perf_counter() - t0, 1)}

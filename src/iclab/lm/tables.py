@@ -79,7 +79,7 @@ def summarise(config: Any, task, per_seed: dict[int, dict]) -> dict:
         "k_used": sorted({per_seed[s]["trained"]["k_used"] for s in seeds}),
         "seeds": seeds,
         "test_queries": per_seed[seeds[0]]["trained"]["test"],
-        "scoring": "calibrated" if config.calibrate else "pmi" if config.pmi else "plain",
+        "scoring": config.scoring,
         "ft": config.ft,
         "momentum": config.momentum,
         "measures": config.measures,
@@ -128,8 +128,9 @@ def markdown(results: dict) -> list[str]:
         "",
         f"{results['task_description']}. k = {results['k']} demonstrations (used: "
         f"{', '.join(map(str, results['k_used']))}), {results['test_queries']} test queries, {per}; "
-        f"predictions by {results['scoring']} scoring. Accuracy in %. Measures: the `{variant}` variant "
-        f"({VARIANT_NOTES[variant]}).",
+        f"Accuracy in % under every scoring (calibrated: contextual calibration; pmi: domain-conditional PMI); "
+        f"the headline scoring, {results['scoring']}, gives Rec2FTP and picks FT's learning rate (FT under the other "
+        f"scorings is the same finetuned model). Measures: the `{variant}` variant ({VARIANT_NOTES[variant]}).",
         "",
     ]
     if momentum is not None:
@@ -138,7 +139,7 @@ def markdown(results: dict) -> list[str]:
     def scoring_table(metric: str, percent: bool) -> list[str]:
         rows = []
         for model in spread:
-            for mode in ("plain", "calibrated"):
+            for mode in SCORINGS:
                 cells = [sd_cell(spread[model]["scoring"][f"{c}.{mode}.{metric}"], percent) for c in CONDITIONS]
                 if not all(c == "n/a" for c in cells):
                     rows.append([model, mode, *cells])
@@ -227,7 +228,7 @@ def summary_table(runs: list[dict]) -> list[str]:
     rows = []
     for r in runs:
         t, u = r["spread"]["trained"], r["spread"].get("untrained")
-        acc = [sd_cell(t["scoring"][f"{c}.{m}.accuracy"], True) for m in ("plain", "calibrated") for c in CONDITIONS]
+        acc = [sd_cell(t["scoring"][f"{c}.{m}.accuracy"], True) for m in SCORINGS for c in CONDITIONS]
         simaou, kendall = (_with_baselines(t, u, key) for key in ("simaou", "kendall"))
         simam = f"{sd_cell(t['measures']['simam_icl_ft'])} / {sd_cell(t['measures']['simam_icl_zsl'])}"
         separator = r["settings"]["separator"].replace("\n", "\\n")  # a newline shows as \n
@@ -237,6 +238,7 @@ def summary_table(runs: list[dict]) -> list[str]:
         task = r["task"] + (f" ({', '.join(notes)})" if notes else "")
         rows.append([task, Path(r["model"]).name, str(len(r["seeds"])), *acc, sd_cell(t["measures"]["rec2ftp"])])
         rows[-1] += [simaou, simam, kendall]
-    header = ["task", "model", "seeds", "ZSL", "ICL", "FT", "ZSL cal.", "ICL cal.", "FT cal.", "Rec2FTP"]
+    header = ["task", "model", "seeds", "ZSL", "ICL", "FT", "ZSL cal.", "ICL cal.", "FT cal.", "ZSL PMI", "ICL PMI"]
+    header += ["FT PMI", "Rec2FTP"]
     header += ["SimAOU (random; untrained)", "SimAM ICL-FT / ICL-ZSL", "Kendall (random; untrained)"]
     return table(header, rows, align="ll" + "r" * (len(header) - 2))
