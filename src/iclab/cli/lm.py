@@ -97,13 +97,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def results_lines(results: dict) -> list[str]:
     from ..icl_vs_ft.engine import SCORINGS
-    from ..lm.tables import sd_cell
+    from ..icl_vs_ft.results import value
 
     spread = results["spread"]["trained"]["scoring"]
     momentum = f", momentum eta {results['momentum']:g}" if results.get("momentum") is not None else ""
     lines = []
     for mode in SCORINGS:
-        cells = {c: sd_cell(spread.get(f"{c}.{mode}.accuracy"), True) for c in ("zsl", "icl", "ft")}
+        cells = {c: value(spread.get(f"{c}.{mode}.accuracy"), True) for c in ("zsl", "icl", "ft")}
         text = ", ".join(f"{c.upper()} {v}" for c, v in cells.items())
         headline = " (headline)" if mode == results["scoring"] else ""
         lines.append(f"accuracy % {mode}{headline}{momentum}: {text}")

@@ -15,7 +15,6 @@ import math
 import shutil
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import torch
@@ -27,12 +26,10 @@ from ..errors import UserError
 from ..evaluation.report import save_figure
 from ..files import atomic_write_json
 from ..icl_vs_ft.adapter import IclabLMAdapter
-from ..icl_vs_ft.engine import FT_METHODS, RANDOM_BASELINES, VARIANTS, StudyData, studies, untrained_like
-from ..icl_vs_ft.metrics import MEASURES, VARIANT_MEASURES
-from ..markdown import cell, table
+from ..icl_vs_ft.engine import FT_METHODS, VARIANTS, StudyData, studies, untrained_like
+from ..icl_vs_ft.results import accuracy_tables, as_dict, gap_table, measures_tables, spread_note, summarise
 from ..model import ModelConfig, TokenLM
 from ..spec import build
-from ..stats import Summary, summarize
 from ..tasks.keywords import KeywordClassification
 from .common import check, section_lines
 from .models import pretrained_dir
@@ -45,7 +42,6 @@ TRAIN_DEMOS, DEMOS = 12, 8
 MODEL_NAME = "keywords_lm"  # its folder under DIR/models/MODE/ and in the package's pretrained/
 SIZES = {"quick": {"steps": 600, "instances": 16}, "full": {"steps": 2000, "instances": 64}}
 LRS = [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
-KEYS = list(MEASURES)
 
 
 def max_tokens() -> int:
@@ -97,15 +93,6 @@ def ensure_model(folder: Path, steps: int, progress: bool) -> tuple[TokenLM, dic
     return model, info
 
 
-def _aggregate(results: list, attr: str) -> dict[str, dict | None]:
-    """Mean, standard error and count over instances of every value of result.<attr> that is defined."""
-    out = {}
-    for key in getattr(results[0], attr):
-        summary = summarize(getattr(r, attr)[key] for r in results)
-        out[key] = None if summary is None else summary.to_dict("mean", "se", "n")
-    return out
-
-
 def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
     size = SIZES["full" if pretrained else mode]
     folder = out / NAME
@@ -131,9 +118,9 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
         for variant in VARIANTS:
             for name, m in models.items():
                 for method, r in studies(IclabLMAdapter(m), data, grids, seed=i, measures=variant).items():
-                    results[variant][name][method].append(r)
+                    results[variant][name][method].append(as_dict(r))
     variants = {
-        variant: {name: {f: _summary(rs) for f, rs in by_ft.items()} for name, by_ft in per_model.items()}
+        variant: {name: {f: summarise(rs) for f, rs in by_ft.items()} for name, by_ft in per_model.items()}
         for variant, per_model in results.items()
     }
     # the headline: Dai's measures, Dai's finetuning; the checks read these
@@ -146,19 +133,6 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
         "checks": check_summary(summary),
         "seconds": round(time.perf_counter() - started, 1),
         "model": {"steps": info["steps"], "train_seconds": info["train_seconds"]},
-    }
-
-
-def _summary(rs: list) -> dict:
-    return {
-        "accuracy": _aggregate(rs, "accuracy"),
-        "measures": _aggregate(rs, "measures"),
-        "random": _aggregate(rs, "random"),
-        "baselines": {b: _aggregate([SimpleNamespace(v=r.baselines[b]) for r in rs], "v") for b in RANDOM_BASELINES},
-        "linear_gap": [summarize(r.linear_gap[i] for r in rs).to_dict("mean", "se", "n")
-                       for i in range(len(rs[0].linear_gap))],
-        "ft_lr": [r.ft_lr for r in rs],
-        "ft_failed": sum(r.ft_lr is None for r in rs),
     }
 
 
@@ -225,14 +199,13 @@ def check_summary(summary: dict) -> list[dict]:
 
 
 def tables(summary: dict, results: dict) -> list[str]:
-    def entry(model: str, part: str, key: str) -> str:
-        return cell(Summary.from_dict(summary[model][part][key]), spread="se")
-
-    lines = table(
-        ["model", "ZSL acc", "FT acc", "ICL acc"],
-        [[name] + [entry(name, "accuracy", c) for c in ("zsl", "ft", "icl")] for name in ("trained", "untrained")],
-    )
-    lines += [""] + variant_tables(summary.get("variants"))
+    """The report's tables (icl_vs_ft/results.py, as `iclab lm run` writes them) and the verdict."""
+    note = spread_note(results["instances"], "task instances")
+    models = {m: summary[m] for m in ("trained", "untrained", "untrained-deutch") if m in summary}
+    lines = accuracy_tables(models, note) + [""]
+    for variant, by_model in (summary.get("variants") or {}).items():
+        lines += measures_tables(by_model, variant, list(FT_METHODS), note) + [""]
+    lines += gap_table(models, note)
     similar = check_summary(summary)[4:]
     passed = sum(c["passed"] for c in similar)
     if passed == len(similar):
@@ -247,54 +220,11 @@ def tables(summary: dict, results: dict) -> list[str]:
     failed = summary["trained"]["ft_failed"]
     lines += [
         "",
-        f"Means ± standard errors over {results['instances']} task instances of {results['demos']} "
-        f"demonstrations and 64 test queries; FT learning rate from {results['lrs']} by validation accuracy"
-        + (f"; FT diverged at every rate on {failed} instances" if failed else "")
-        + ".",
+        f"{results['instances']} task instances of {results['demos']} demonstrations and 64 test queries, plain "
+        f"scoring (the keyword task has no content-free input); FT learning rate from {results['lrs']} by "
+        "validation accuracy" + (f"; FT diverged at every rate on {failed} instances" if failed else "") + ".",
         "",
         f"**Verdict.** The evidence {verdict}.",
-        "",
-    ]
-    return lines
-
-
-UNTRAINED = {"untrained": "untrained (all fresh)", "untrained-deutch": "untrained (Deutch)"}
-
-
-def variant_tables(variants: dict | None) -> list[str]:
-    """For each measure variant: every measure beside every baseline (Dai's FT), then the FT methods side by side
-    (trained model; Deutch's untrained model in parentheses)."""
-    if not variants:
-        return []
-
-    def value(entry) -> str:
-        return cell(Summary.from_dict(entry), spread="se")
-
-    lines = []
-    for variant, per_model in variants.items():
-        keys = VARIANT_MEASURES[variant]
-        t = per_model["trained"]["kv-sgd"]
-        header = ["measure", "trained (kv-sgd)", *RANDOM_BASELINES, *UNTRAINED.values()]
-        rows = []
-        for key in keys:
-            row = [MEASURES[key], value(t["measures"].get(key))]
-            row += [value(t["baselines"][b].get(key)) for b in RANDOM_BASELINES]
-            row += [value(per_model[m]["kv-sgd"]["measures"].get(key)) for m in UNTRAINED]
-            rows.append(row)
-        lines += [f"Measures, `{variant}` variant, beside every baseline:", ""] + table(header, rows) + [""]
-
-        def pair(f: str, part: str, key: str, per_model=per_model) -> str:
-            t, u = (per_model[m][f][part].get(key) for m in ("trained", "untrained-deutch"))
-            return f"{value(t)} ({value(u)})"
-
-        rows = [["FT accuracy"] + [pair(f, "accuracy", "ft") for f in FT_METHODS]]
-        rows += [[MEASURES[key]] + [pair(f, "measures", key) for f in FT_METHODS] for key in keys]
-        lines += [f"Finetuning methods, `{variant}` variant (trained model; Deutch's untrained in parentheses):", ""]
-        lines += table(["measure", *FT_METHODS], rows) + [""]
-    gap = variants["dai"]["trained"]["kv-sgd"]["linear_gap"]
-    lines += [
-        "‖softmax attention output - its relaxed linear form‖ / ‖output‖ per layer (trained, ICL queries): "
-        + ", ".join(value(g) for g in gap),
         "",
     ]
     return lines
