@@ -83,3 +83,46 @@ def test_recipe_tables_read_a_results_json_of_an_older_run():
     lines = recipe.tables(summary, {"instances": 4, "demos": 8, "lrs": [0.1]})
     assert "| trained | plain | 50.0 ± 10.0 | 50.0 ± 10.0 | 50.0 ± 10.0 |" in lines
     assert len(recipe.check_summary(summary)) == 9
+
+
+def _emergence(gains: list[float], kendall: list[float]) -> dict:
+    def at(mean):
+        return {"mean": mean, "se": 0.0, "n": 4}
+
+    return {"emergence": {
+        str(step): {"accuracy": {"zsl": at(0.5), "icl": at(0.5 + g)},
+                    "measures": {"simaou": at(g), "kendall": at(k), "simam_icl_ft": at(2 * g)}}
+        for step, g, k in zip((0, 10, 20, 40), gains, kendall, strict=True)
+    }}
+
+
+def test_emergence_check_asks_whether_the_measures_rise_with_icl_ability():
+    from scipy.stats import kendalltau
+
+    gains = [0.0, 0.1, 0.3, 0.2]
+    rising = recipe.emergence_check(_emergence(gains, [0.0, 0.1, 0.3, 0.2]))[0]
+    assert rising["passed"] and "Kendall τ = 1.00" in rising["detail"] and "steps 0, 10, 20, 40" in rising["detail"]
+    kendall = [0.3, 0.1, 0.2, 0.0]
+    mixed = recipe.emergence_check(_emergence(gains, kendall))[0]
+    assert not mixed["passed"] and f"Kendall τ = {kendalltau(gains, kendall).statistic:.2f}" in mixed["detail"]
+    assert recipe.emergence_check({"trained": {}}) == []  # no checkpoints: no check
+
+
+def test_recipe_measures_every_checkpoint_of_pretraining(tmp_path, monkeypatch):
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    monkeypatch.setitem(recipe.SIZES, "quick", {"steps": 8, "instances": 1})
+    out = recipe.run(tmp_path, "quick", pretrained=False, progress=False)
+    folder = tmp_path / "models" / "quick" / recipe.MODEL_NAME
+    torch.manual_seed(0)  # train_model's seed: step 0 is the initial model
+    initial = recipe.TokenLM(recipe.MODEL, recipe.TASK.vocab, recipe.max_tokens()).state_dict()
+    saved = load_file(folder / "checkpoints" / "step-0.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in initial.items())
+    results = json.loads((tmp_path / recipe.NAME / "results.json").read_text())
+    assert sorted(map(int, results["emergence"])) == [0, 1, 2, 4, 8]
+    assert results["emergence"]["8"] == results["trained"]  # the end point is the study's own model
+    assert out["checks"][-1]["claim"].startswith("the similarity measures rise with ICL ability")
+    assert (tmp_path / recipe.NAME / "emergence.png").stat().st_size > 1000
