@@ -129,6 +129,39 @@ def test_pmi_subtracts_the_domain_premise_scores_after_bos(family):
     assert set(c.summary()) == {"plain", "pmi"}
 
 
+def test_every_study_reports_every_scoring_and_the_headline_picks_the_learning_rate(family):
+    from iclab.icl_vs_ft.engine import SCORINGS, studies
+
+    _, model, _, data = family
+    adapter = HFAdapter(model)
+    # each scoring's accuracy from scores computed here: after the prompts, the content-free query and the premise
+    scores, _ = adapter.score(data.icl, data.candidates)
+    cf = adapter.score(Prompts(data.icl.prefix, data.content_free), data.candidates)[0][0]
+    dom = adapter.score(Prompts(data.icl.prefix[:, :1], data.domain), data.candidates)[0][0]
+    expected = {"plain": scores, "calibrated": scores - cf, "pmi": scores - dom}
+    lrs = {"kv-sgd": [1e-3, 0.1]}
+    val = {}  # lr -> scoring -> validation accuracy of the finetuned model
+    for lr in lrs["kv-sgd"]:
+        tuned = finetune(adapter, data.demos, lr)
+        v, _ = tuned.score(data.val_zsl, data.candidates)
+        v_cf = tuned.score(Prompts(data.val_zsl.prefix, data.content_free), data.candidates)[0][0]
+        v_dom = tuned.score(Prompts(data.val_zsl.prefix[:, :1], data.domain), data.candidates)[0][0]
+        val[lr] = {m: float((x.argmax(-1) == data.val_gold).float().mean())
+                   for m, x in (("plain", v), ("calibrated", v - v_cf), ("pmi", v - v_dom))}
+    for headline in SCORINGS:
+        r = studies(adapter, data, lrs, calibrated=headline == "calibrated", pmi=headline == "pmi")["kv-sgd"]
+        for condition in ("zsl", "icl", "ft"):
+            assert set(r.scoring[condition]) == set(SCORINGS), (headline, condition)
+        for mode, s in expected.items():
+            acc = float((s.argmax(-1) == data.gold).float().mean())
+            assert r.scoring["icl"][mode]["accuracy"] == pytest.approx(acc, abs=1e-9), (headline, mode)
+        assert r.accuracy["icl"] == r.scoring["icl"][headline]["accuracy"]
+        assert r.accuracy["ft"] == r.scoring["ft"][headline]["accuracy"]
+        # FT's learning rate is the one with the best validation accuracy under the headline scoring
+        assert {float(k): v for k, v in r.ft_grid.items()} == pytest.approx({lr: val[lr][headline] for lr in val})
+        assert val[r.ft_lr][headline] == max(val[lr][headline] for lr in val)
+
+
 @pytest.mark.parametrize("name", ["gpt2", "gpt_neox", "llama", "opt", "xglm"])
 def test_deutch_untrained_and_lcgd_on_every_family(name):
     from iclab.icl_vs_ft.engine import untrained_like

@@ -29,14 +29,25 @@ def test_run_writes_every_measure_with_its_baselines_and_resumes(model_dir, tmp_
     assert results["seeds"] == [0, 1] and results["k_used"] == [4] and results["test_queries"] == 8
     for name in ("trained", "untrained"):
         assert (out / "seed-1" / f"{name}.json").is_file()
+    sc = {c: [results["per_seed"][s]["trained"]["accuracy"][c] for s in ("0", "1")] for c in ("zsl", "icl")}
     acc = results["spread"]["trained"]["accuracy"]["icl"]
     per_seed = [results["per_seed"][s]["trained"]["accuracy"]["icl"] for s in ("0", "1")]
     assert acc["mean"] == pytest.approx(sum(per_seed) / 2) and acc["n"] == 2
     assert all(0 <= v <= 1 for v in per_seed)
-    calibrated = results["spread"]["trained"]["scoring"]["icl.calibrated.accuracy"]
-    assert calibrated is not None  # both scorings are always reported
+    scoring = results["spread"]["trained"]["scoring"]
+    assert all(scoring[f"{c}.{m}.accuracy"] for c in ("zsl", "icl", "ft") for m in ("plain", "calibrated", "pmi"))
+    assert results["scoring"] == "plain" and results["accuracy"]["icl"] == scoring["icl.plain.accuracy"]["mean"]
+    printed = capsys.readouterr().out
+    assert "accuracy % plain (headline): ZSL" in printed and "accuracy % pmi: ZSL" in printed
     md = (out / "results.md").read_text()
-    assert "| trained | plain |" in md and "| SimAOU |" in md and "mean ± sd over 2 demonstration seeds" in md
+    assert "| trained | plain |" in md and "| trained | calibrated |" in md and "| trained | pmi |" in md
+    assert "| SimAOU |" in md and "| model (accuracy %, mean ± s.e. over 2 seeds) | scoring |" in md
+    # the ZSL and ICL cells are the mean ± s.e. of the two seeds' accuracies, computed here from the per-seed ones
+    row = next(line for line in md.splitlines() if line.startswith("| trained | plain |")).split("|")
+    for c, text in zip(("zsl", "icl"), row[3:5], strict=True):
+        mean, se = (float(x) for x in text.split("±"))
+        a, b = (100 * v for v in sc[c])
+        assert mean == pytest.approx((a + b) / 2, abs=0.051) and se == pytest.approx(abs(a - b) / 2, abs=0.051)
 
     # a re-run with the same settings reads the stored results back instead of recomputing
     import iclab.lm.study as lm_study
@@ -47,7 +58,7 @@ def test_run_writes_every_measure_with_its_baselines_and_resumes(model_dir, tmp_
     monkeypatch.setattr(lm_study, "studies", no_recompute)
     assert main(args + FAST) == 0
     assert json.loads((out / "results.json").read_text())["accuracy"] == results["accuracy"]
-    with pytest.raises(AssertionError, match="recomputed"):  # other settings: computed anew
+    with pytest.raises(AssertionError, match="recomputed"):  # another headline scoring: computed anew
         main(args + FAST + ["--calibrate"])
     capsys.readouterr()
     assert main(["lm", "summary", str(out)]) == 0
@@ -67,6 +78,8 @@ def test_cli_errors_exit_2_with_one_line(model_dir, tmp_path, capsys):
         (base + ["--model", model_dir, "--task", "cb", "--momentum", "x"], "expected comma-separated numbers"),
         (base + ["--model", model_dir, "--task", "cb", "--momentum", "0.1,0.2"], "--momentum takes one eta"),
         (base + ["--model", model_dir, "--task", "fortunes-topics", "--k", "400"] + FAST[2:], "has 320"),
+        (base + ["--model", model_dir, "--task", "cb", "--calibrate", "--pmi"], "each choose the headline scoring"),
+        (base + ["--model", model_dir, "--task", "cb", "--set", "scoring=cal"], "unknown scoring 'cal'"),
         (["lm", "convert", str(tmp_path / "model.bin"), "--out", str(tmp_path / "c")], "is not a .gguf file"),
         (["lm", "summary", str(tmp_path)], "results.json does not exist"),
     ]
@@ -144,8 +157,9 @@ def test_every_baseline_and_ft_method_is_reported_and_a_task_edit_recomputes(mod
         "random uniform", "random centred"}
     assert results["measures"] == "dai" and trained["measures"]["kendall_demo"] is not None
     md = (out / "results.md").read_text()
-    assert "| measure | trained (kv-sgd) | random uniform | random centred | untrained (all fresh) |" in md
-    assert "lcgd (trained)" in md and "top-5 recall per demo" in md and "relaxed linear (dual) form" in md
+    header = "| measure (demonstration seed 0) | trained (kv-sgd) | random uniform | random centred | untrained (all"
+    assert header in md and "lcgd (trained)" in md and "lcgd (untrained-deutch)" in md
+    assert "top-5 recall per demo" in md and "relaxed linear (dual) form" in md
 
     calls = []
     real = lm_study.studies

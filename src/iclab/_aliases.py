@@ -26,6 +26,7 @@ OLD_TO_NEW = {
     "iclab.analysis.adapter": "iclab.icl_vs_ft.adapter",
     "iclab.analysis.icl_vs_ft": "iclab.icl_vs_ft.engine",
     "iclab.analysis.metrics": "iclab.icl_vs_ft.metrics",
+    "iclab.lm.tables": "iclab.icl_vs_ft.results",
 }
 
 

@@ -35,6 +35,7 @@ FLAGS = {  # flag -> StudyConfig key; a flag given on the command line overrides
     "test": "test_file",
     "revision": "revision",
     "measures": "measures",
+    "scoring": "scoring",
 }
 
 
@@ -48,9 +49,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     values = read_yaml(args.config) if args.config else {}
     values = apply_overrides(values, args.set)
     values |= {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
-    for flag in ("calibrate", "pmi", "trust_remote_code"):
-        if getattr(args, flag):
-            values[flag] = True
+    if args.trust_remote_code:
+        values["trust_remote_code"] = True
+    shortcuts = [mode for flag, mode in (("calibrate", "calibrated"), ("pmi", "pmi")) if getattr(args, flag)]
+    if len(shortcuts) > 1 or (shortcuts and args.scoring and args.scoring != shortcuts[0]):
+        raise UserError("--calibrate and --pmi each choose the headline scoring (every scoring is reported anyway): "
+                        "give one, or --scoring plain|calibrated|pmi")
+    if shortcuts:
+        values["scoring"] = shortcuts[0]
     if args.no_untrained:
         values["untrained"] = False
     if args.seed is not None:
@@ -90,12 +96,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def results_lines(results: dict) -> list[str]:
-    acc = results["accuracy"]
-    fmt = {k: "n/a" if v is None else f"{100 * v:.1f}" for k, v in acc.items()}
-    scoring = results["scoring"]
-    if results.get("momentum") is not None:
-        scoring += f", momentum eta {results['momentum']:g}"
-    lines = [f"accuracy % ({scoring}): ZSL {fmt['zsl']}, ICL {fmt['icl']}, FT {fmt['ft']}"]
+    from ..icl_vs_ft.engine import SCORINGS
+    from ..icl_vs_ft.results import value
+
+    spread = results["spread"]["trained"]["scoring"]
+    momentum = f", momentum eta {results['momentum']:g}" if results.get("momentum") is not None else ""
+    lines = []
+    for mode in SCORINGS:
+        cells = {c: value(spread.get(f"{c}.{mode}.accuracy"), True) for c in ("zsl", "icl", "ft")}
+        text = ", ".join(f"{c.upper()} {v}" for c, v in cells.items())
+        headline = " (headline)" if mode == results["scoring"] else ""
+        lines.append(f"accuracy % {mode}{headline}{momentum}: {text}")
     for key in ("rec2ftp", "simaou", "simam_icl_ft", "simam_icl_zsl", "kendall"):
         value, base = results[key], results["random"].get(key)
         text = f"  {key:<14} {'n/a' if value is None else f'{value:.3f}'}"
@@ -175,10 +186,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ft", help="finetuning methods, comma-separated: kv-sgd (default, Dai), lcgd (Deutch), full")
     p.add_argument(
-        "--calibrate", action="store_true", help="contextual calibration: subtract a content-free input's label scores"
+        "--scoring",
+        choices=["plain", "calibrated", "pmi"],
+        help="the headline scoring, which also picks FT's learning rate (default plain); every scoring is reported: "
+        "plain, calibrated (minus a content-free input's label scores), pmi (minus the label scores after the "
+        "template's tail alone, lm-evaluation-harness's acc_mutual_info)",
     )
-    p.add_argument("--pmi", action="store_true", help="domain-conditional PMI: subtract the label scores after the "
-                   "template's tail alone (lm-evaluation-harness's acc_mutual_info)")
+    p.add_argument("--calibrate", action="store_true", help="shortcut for --scoring calibrated")
+    p.add_argument("--pmi", action="store_true", help="shortcut for --scoring pmi")
     p.add_argument("--separator", help="after each demonstration: eos (default, Dai et al.) or a text")
     p.add_argument("--max-tokens", type=int, help="token budget of a prompt (default 2048)")
     p.add_argument("--batch", type=int, help="queries per forward pass (default 8)")

@@ -168,6 +168,16 @@ class MomentumPatch:
         self.remove()
 
 
+def momentum_note(eta: float) -> str:
+    """What a study with the patch measures, for its report."""
+    return (
+        f"Momentum attention (Dai et al. 2023) patched in at inference with eta = {eta:g}: every layer adds "
+        "sum_{i<t} eta^(t-i) v_i to its attention output, in ZSL, ICL and finetuning alike, for the trained and the "
+        "untrained model. The model was trained without this term (Dai et al. trained with it), so this measures "
+        "what adding it does to a model that never saw it."
+    )
+
+
 def momentum_of(model: nn.Module) -> Momentum | None:
     """The momentum state of a patched model (also of a deep copy of one), or None."""
     return getattr(model, _ATTRIBUTE, None)

@@ -5,7 +5,8 @@ pretrained model and on an untrained model of the same architecture (Deutch et a
 every measure beside a random-update baseline. Each (seed, model) result is saved in OUT/seed-S/ as soon as it is
 done, keyed by the settings that produced it: a re-run with the same settings reads it back instead of
 recomputing, so an interrupted run resumes where it stopped. OUT/results.json holds the per-seed numbers and
-their mean and standard deviation over seeds; OUT/results.md the same as tables (lm/tables.py).
+their mean, sd and standard error over seeds; OUT/results.md the same as tables (mean ± s.e.), written by the
+study's one reporting module, icl_vs_ft/results.py, which the icl-vs-ft recipe's report uses too.
 
 With `momentum` (eta in [0, 1)) both models run with momentum attention patched in at inference (lm/momentum.py):
 ZSL, ICL and finetuning all see it, and a cached result is reused only for the same eta. Without it nothing is
@@ -26,44 +27,28 @@ import torch
 
 from ..errors import UserError
 from ..files import atomic_write_json, atomic_write_text
-from ..icl_vs_ft.engine import SCORINGS, StudyResult, studies, untrained_like
-from ..markdown import table
-from .tables import (
+from ..icl_vs_ft.engine import SCORINGS, studies, untrained_like
+from ..icl_vs_ft.results import (
     CONDITIONS,
-    KEYS,
     UNTRAINED,
-    VARIANT_NOTES,
+    as_dict,
+    draw_sweep,
     fmt,
     markdown,
-    measures_table,
-    momentum_note,
-    sd_cell,
+    spread_note,
     summarise,
     summary_table,
+    sweep_rows,
+    sweep_table,
 )
 
 if TYPE_CHECKING:
     from .loading import Loaded
 
-# the study's public names, also the tables' (callers import them from here)
-__all__ = [
-    "CONDITIONS",
-    "FORMAT",
-    "KEYS",
-    "UNTRAINED",
-    "VARIANT_NOTES",
-    "StudyConfig",
-    "finished",
-    "markdown",
-    "measures_table",
-    "momentum_note",
-    "run_study",
-    "run_sweep",
-    "summarise",
-    "summary_table",
-]
+# the study's public names (`markdown` and `summary_table` from icl_vs_ft/results.py, the study's reporting)
+__all__ = ["FORMAT", "StudyConfig", "finished", "markdown", "run_study", "run_sweep", "study_results", "summary_table"]
 
-FORMAT = 2  # bump when a change makes cached (seed, model) results stale
+FORMAT = 3  # bump when a change makes cached (seed, model) results stale (3: `scoring` replaced calibrate/pmi)
 
 
 @dataclass
@@ -75,13 +60,14 @@ class StudyConfig:
     limit: int = field(default=64, metadata={"min": 1})  # test queries
     val: int = field(default=16, metadata={"min": 1})  # validation queries that pick FT's learning rate
     lrs: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 0.1])
-    calibrate: bool = False  # contextual calibration (Zhao et al. 2021) for every prediction
+    # the headline scoring: the top-level accuracies, Rec2FTP and the pick of FT's learning rate use it; plain,
+    # calibrated (contextual calibration, Zhao et al. 2021) and pmi (domain-conditional PMI) are all reported
+    scoring: str = "plain"
     separator: str = "eos"  # after each demonstration: the EOS token (Dai et al.) or a text such as "\n"
     max_tokens: int = field(default=2048, metadata={"min": 8})  # token budget of a prompt (Dai et al.: 2,048)
     batch: int = field(default=8, metadata={"min": 1})
     untrained: bool = True  # also run the untrained-model baselines (all weights fresh; Deutch et al.'s)
     ft: list[str] = field(default_factory=lambda: ["kv-sgd"])  # finetuning methods, each on the same demos
-    pmi: bool = False  # predict by domain-conditional PMI (the label scores after the template's tail subtracted)
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = field(default=1, metadata={"min": 0})  # torch threads; 0 keeps torch's default
@@ -100,8 +86,8 @@ class StudyConfig:
         bad = [f for f in self.ft if f not in FT_METHODS]
         if bad or not self.ft:
             raise UserError(f"unknown finetuning method '{bad[0] if bad else ''}'; choose from {', '.join(FT_METHODS)}")
-        if self.calibrate and self.pmi:
-            raise UserError("choose one scoring: calibrate (contextual calibration) or pmi, not both")
+        if self.scoring not in SCORINGS:
+            raise UserError(f"unknown scoring '{self.scoring}'; choose one of {', '.join(SCORINGS)}")
         self._check()
 
     def _check(self) -> None:
@@ -139,7 +125,7 @@ def run_study(
 
     from .adapters import HFAdapter
     from .loading import load
-    from .momentum import patch_momentum
+    from .momentum import momentum_note, patch_momentum
     from .prompts import build_layout
     from .tasks import load_data, load_task, task_fingerprint
 
@@ -203,12 +189,12 @@ def run_study(
                     {method: config.lrs for method in config.ft},
                     seed=seed,
                     batch=config.batch,
-                    calibrated=config.calibrate,
+                    calibrated=config.scoring == "calibrated",
                     progress=progress,
                     measures=config.measures,
-                    pmi=config.pmi,
+                    pmi=config.scoring == "pmi",
                 )
-                part = _part(by_ft[config.ft[0]]) | {"by_ft": {m: _part(r) for m, r in by_ft.items()}}
+                part = as_dict(by_ft[config.ft[0]]) | {"by_ft": {m: as_dict(r) for m, r in by_ft.items()}}
                 part |= info | {"seconds": round(time.perf_counter() - t0, 1)}
                 key = config.key(task_hash)
                 atomic_write_json(folder / f"{name}.json", {"key": key, "seed": seed, "result": part})
@@ -217,13 +203,50 @@ def run_study(
                     acc = part["accuracy"]
                     print(f"seed {seed} {name}: " + ", ".join(f"{c.upper()} {fmt(acc[c])}" for c in CONDITIONS))
             per_seed[seed] = cached
-    results = summarise(config, task, per_seed)
-    results["seconds"] = round(time.perf_counter() - started, 1)
+    summary = study_results(config, task, per_seed)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
     if loaded is not None:
-        results["model_info"] = {"source": loaded.source, "load_seconds": round(loaded.seconds, 1)}
-    atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "results.md", "\n".join(markdown(results)) + "\n")
-    return results
+        summary["model_info"] = {"source": loaded.source, "load_seconds": round(loaded.seconds, 1)}
+    atomic_write_json(out / "results.json", summary)
+    notes = [momentum_note(config.momentum)] if config.momentum is not None else []
+    atomic_write_text(out / "results.md", "\n".join(markdown(summary, notes)) + "\n")
+    return summary
+
+
+def study_results(config: StudyConfig, task, per_seed: dict[int, dict]) -> dict:
+    """OUT/results.json: the settings, per model the statistics over seeds (`spread`: icl_vs_ft.results.summarise
+    of the headline FT method, and of every method under `by_ft`), every per-seed result, and the trained model's
+    means at the top level."""
+    seeds = list(per_seed)
+    spread = {}
+    for model in config.models():
+        parts = [per_seed[s][model] for s in seeds]
+        spread[model] = summarise(parts) | {"by_ft": {f: summarise([p["by_ft"][f] for p in parts]) for f in config.ft}}
+
+    def means(part: dict) -> dict:
+        return {k: (v or {}).get("mean") for k, v in part.items()}
+
+    trained = spread["trained"]
+    out = {
+        "model": config.model,
+        "task": task.name,
+        "task_description": task.description,
+        "labels": task.words,
+        "k": config.k,
+        "k_used": sorted({per_seed[s]["trained"]["k_used"] for s in seeds}),
+        "seeds": seeds,
+        "test_queries": per_seed[seeds[0]]["trained"]["test"],
+        "scoring": config.scoring,
+        "ft": config.ft,
+        "momentum": config.momentum,
+        "measures": config.measures,
+        "accuracy": means(trained["accuracy"]),
+    }
+    out |= means(trained["measures"]) | {"random": means(trained["random"])}
+    if config.untrained:
+        out["untrained"] = {"accuracy": means(spread["untrained"]["accuracy"])} | means(spread["untrained"]["measures"])
+    out |= {"spread": spread, "per_seed": {str(s): per_seed[s] for s in seeds}}
+    return out | {"settings": dataclasses.asdict(config)}
 
 
 def run_sweep(config: StudyConfig, ks: list[int], out: Path, progress: bool = True) -> dict:
@@ -240,47 +263,16 @@ def run_sweep(config: StudyConfig, ks: list[int], out: Path, progress: bool = Tr
                 config.model, config.device, config.dtype, config.trust_remote_code, progress, config.revision
             )
         runs[k] = run_study(c, out / f"k-{k}", progress, loaded, shared)
-    first = runs[min(runs)]["spread"]["trained"]["scoring"]
-    rows = {}
-    for k in sorted(set(ks)):
-        scoring = first if k == 0 else runs[k]["spread"]["trained"]["scoring"]
-        rows[k] = {
-            f"{c}.{mode}": (scoring.get(f"{'zsl' if k == 0 else c}.{mode}.accuracy") if c != "ft" or k else None)
-            for c in CONDITIONS
-            for mode in SCORINGS
-        }
-    header = ["k"] + [f"{c.upper()} {mode}" for mode in SCORINGS for c in CONDITIONS]
-    body = [[str(k)] + [sd_cell(rows[k][f"{c}.{mode}"], True) for mode in SCORINGS for c in CONDITIONS] for k in rows]
+    rows = sweep_rows(runs, ks)
     lines = [f"# Accuracy (%) against k: {config.model} on {config.task}", ""]
     lines += ["k = 0 is zero-shot (ICL reads the ZSL condition); FT at each k uses the same k demonstrations.", ""]
-    lines += table(header, body, align="l" + "r" * (len(header) - 1))
+    lines += sweep_table(rows, spread_note(len(config.seeds)))
     results = {"ks": sorted(set(ks)), "accuracy": rows, "runs": {str(k): f"k-{k}" for k in runs}}
     results["seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(out / "sweep.json", results)
     atomic_write_text(out / "sweep.md", "\n".join(lines) + "\n")
-    _draw_sweep(rows, out / "accuracy_vs_k.png")
+    draw_sweep(rows, out / "accuracy_vs_k.png")
     return results | {"table": lines}
-
-
-def _draw_sweep(rows: dict, path: Path) -> None:
-    from ..evaluation.report import plt, save_figure  # report sets the non-interactive backend
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    ks = list(rows)
-    x = [max(k, 0.5) for k in ks]  # k = 0 drawn at 0.5 on the log axis
-    for c, style in (("icl", "-"), ("ft", ":")):
-        for mode in SCORINGS:
-            ys = [(rows[k][f"{c}.{mode}"] or {}).get("mean") for k in ks]
-            if any(y is not None for y in ys):
-                ys = [float("nan") if y is None else y for y in ys]
-                ax.plot(x, ys, style, marker="o", label=f"{c.upper()} {mode}")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(x, [str(k) for k in ks])
-    ax.set_xlabel("k demonstrations")
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def finished(config: StudyConfig, out: Path) -> bool:
@@ -302,22 +294,6 @@ def _untrained_like(model: torch.nn.Module) -> torch.nn.Module:
     torch.manual_seed(20240)
     other = AutoModelForCausalLM.from_config(model.config, dtype=next(model.parameters()).dtype)
     return other.to(next(model.parameters()).device).eval()
-
-
-def _part(r: StudyResult) -> dict:
-    return {
-        "accuracy": r.accuracy,
-        "measures": r.measures,
-        "random": r.random,
-        "ft_lr": r.ft_lr,
-        "ft_grid": r.ft_grid,
-        "per_layer": r.per_layer,
-        "scoring": r.scoring,
-        "variant": r.variant,
-        "ft": r.ft,
-        "baselines": r.baselines,
-        "linear_gap": r.linear_gap,
-    }
 
 
 def _read_part(path: Path, config: StudyConfig, seed: int, task_hash: str | None) -> dict | None:

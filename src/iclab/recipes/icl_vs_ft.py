@@ -15,7 +15,6 @@ import math
 import shutil
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import torch
@@ -27,12 +26,12 @@ from ..errors import UserError
 from ..evaluation.report import save_figure
 from ..files import atomic_write_json
 from ..icl_vs_ft.adapter import IclabLMAdapter
-from ..icl_vs_ft.engine import FT_METHODS, RANDOM_BASELINES, VARIANTS, StudyData, studies, untrained_like
-from ..icl_vs_ft.metrics import MEASURES, VARIANT_MEASURES
-from ..markdown import cell, table
+from ..icl_vs_ft.engine import FT_METHODS, VARIANTS, StudyData, studies, untrained_like
+from ..icl_vs_ft.metrics import MEASURES, VARIANT_MEASURES, kendall_tau
+from ..icl_vs_ft.results import accuracy_tables, as_dict, gap_table, measures_tables, spread_note, summarise, value
+from ..markdown import table
 from ..model import ModelConfig, TokenLM
 from ..spec import build
-from ..stats import Summary, summarize
 from ..tasks.keywords import KeywordClassification
 from .common import check, section_lines
 from .models import pretrained_dir
@@ -45,22 +44,34 @@ TRAIN_DEMOS, DEMOS = 12, 8
 MODEL_NAME = "keywords_lm"  # its folder under DIR/models/MODE/ and in the package's pretrained/
 SIZES = {"quick": {"steps": 600, "instances": 16}, "full": {"steps": 2000, "instances": 64}}
 LRS = [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
-KEYS = list(MEASURES)
+# the pretraining checkpoints (fractions of the steps; 1: the model itself) at which the emergence study measures
+CHECKPOINTS = (0, 0.125, 0.25, 0.5)
+RISING = ("simaou", "kendall", "simam_icl_ft")  # the similarity measures whose rise with ICL ability is checked
+
+
+def checkpoint_steps(steps: int) -> list[int]:
+    return sorted({int(f * steps) for f in CHECKPOINTS} - {steps})
 
 
 def max_tokens() -> int:
     return 1 + (TRAIN_DEMOS + 1) * (TASK.length + 2)
 
 
-def train_model(steps: int, seed: int = 0, progress: bool = True) -> tuple[TokenLM, float]:
-    """Pretrain on fresh instances every step; cross-entropy on the label positions only."""
+def train_model(
+    steps: int, seed: int = 0, progress: bool = True, snapshots: dict[int, dict] | None = None
+) -> tuple[TokenLM, float]:
+    """Pretrain on fresh instances every step; cross-entropy on the label positions only. `snapshots` gets the
+    weights before each of `checkpoint_steps(steps)` (step 0: the initial model)."""
     torch.manual_seed(seed)
     model = TokenLM(MODEL, TASK.vocab, max_tokens())
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     g = torch.Generator().manual_seed(seed + 1)
     positions = TASK.label_positions(TRAIN_DEMOS + 1)
     started = time.perf_counter()
+    keep = set(checkpoint_steps(steps)) if snapshots is not None else set()
     for step in tqdm(range(steps), desc="train keywords LM", disable=not progress, mininterval=1):
+        if step in keep:
+            snapshots[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         lr = 2e-3 * min(1.0, (step + 1) / 100) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -87,22 +98,33 @@ def ensure_model(folder: Path, steps: int, progress: bool) -> tuple[TokenLM, dic
         model = TokenLM(MODEL, TASK.vocab, max_tokens())
         model.load_state_dict(load_file(weights))
         return model.eval(), info
-    model, seconds = train_model(steps, progress=progress)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".model.safetensors.tmp"
-    save_file(model.state_dict(), tmp)
-    tmp.replace(weights)
+    snapshots = {}
+    model, seconds = train_model(steps, progress=progress, snapshots=snapshots)
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for step, state in snapshots.items():
+        _save(state, folder / "checkpoints" / f"step-{step}.safetensors")
+    _save(model.state_dict(), weights)  # last: a folder with its model.safetensors is complete
     info = wanted | {"train_seconds": round(seconds, 1), "parameters": model.num_parameters()}
     atomic_write_json(info_path, info)
     return model, info
 
 
-def _aggregate(results: list, attr: str) -> dict[str, dict | None]:
-    """Mean, standard error and count over instances of every value of result.<attr> that is defined."""
+def _save(state: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, tmp)
+    tmp.replace(path)
+
+
+def checkpoints(folder: Path, steps: int) -> dict[int, TokenLM]:
+    """The pretraining checkpoints saved beside the model (none for a model saved before iclab kept them)."""
+    paths = {s: folder / "checkpoints" / f"step-{s}.safetensors" for s in checkpoint_steps(steps)}
+    if not all(p.is_file() for p in paths.values()):
+        return {}
     out = {}
-    for key in getattr(results[0], attr):
-        summary = summarize(getattr(r, attr)[key] for r in results)
-        out[key] = None if summary is None else summary.to_dict("mean", "se", "n")
+    for step, path in paths.items():
+        out[step] = TokenLM(MODEL, TASK.vocab, max_tokens())
+        out[step].load_state_dict(load_file(path))
+        out[step].eval()
     return out
 
 
@@ -125,19 +147,26 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
     instances = TASK.instances(size["instances"], g)
     results = {v: {name: {f: [] for f in FT_METHODS} for name in models} for v in VARIANTS}
     grids = dict.fromkeys(FT_METHODS, LRS)
+    snapshots = checkpoints(model_dir, info["steps"])
+    emergence = {step: [] for step in snapshots}
     for i in tqdm(range(size["instances"]), desc="ICL vs FT", disable=not progress):
         instance = {k: v[i : i + 1] for k, v in instances.items()}
         data = StudyData(**TASK.study_inputs(instance, DEMOS, n_test=64, n_val=32, generator=g), separator_tokens=1)
         for variant in VARIANTS:
             for name, m in models.items():
                 for method, r in studies(IclabLMAdapter(m), data, grids, seed=i, measures=variant).items():
-                    results[variant][name][method].append(r)
+                    results[variant][name][method].append(as_dict(r))
+        for step, m in snapshots.items():  # Dai's measures and finetuning on the same instance, earlier in pretraining
+            emergence[step].append(as_dict(studies(IclabLMAdapter(m), data, {"kv-sgd": LRS}, seed=i)["kv-sgd"]))
     variants = {
-        variant: {name: {f: _summary(rs) for f, rs in by_ft.items()} for name, by_ft in per_model.items()}
+        variant: {name: {f: summarise(rs) for f, rs in by_ft.items()} for name, by_ft in per_model.items()}
         for variant, per_model in results.items()
     }
     # the headline: Dai's measures, Dai's finetuning; the checks read these
     summary = {name: variants["dai"][name]["kv-sgd"] for name in models} | {"variants": variants}
+    if snapshots:
+        summary["emergence"] = {str(step): summarise(rs) for step, rs in emergence.items()}
+        summary["emergence"][str(info["steps"])] = summary["trained"]
     atomic_write_json(
         folder / "results.json", summary | {"model": info, "instances": size["instances"], "demos": DEMOS, "lrs": LRS}
     )
@@ -149,24 +178,13 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
     }
 
 
-def _summary(rs: list) -> dict:
-    return {
-        "accuracy": _aggregate(rs, "accuracy"),
-        "measures": _aggregate(rs, "measures"),
-        "random": _aggregate(rs, "random"),
-        "baselines": {b: _aggregate([SimpleNamespace(v=r.baselines[b]) for r in rs], "v") for b in RANDOM_BASELINES},
-        "linear_gap": [summarize(r.linear_gap[i] for r in rs).to_dict("mean", "se", "n")
-                       for i in range(len(rs[0].linear_gap))],
-        "ft_lr": [r.ft_lr for r in rs],
-        "ft_failed": sum(r.ft_lr is None for r in rs),
-    }
-
-
 def export_model(folder: Path, dest: Path) -> Path:
     """Copy a trained model's weights and settings into the package (see scripts/ship_pretrained.py)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("model.safetensors", "model.json"):
         shutil.copy2(folder / name, dest / name)
+    if (folder / "checkpoints").is_dir():  # the emergence study's pretraining checkpoints
+        shutil.copytree(folder / "checkpoints", dest / "checkpoints", dirs_exist_ok=True)
     return dest
 
 
@@ -183,7 +201,7 @@ def _above(summary, key, other_model, other_part) -> tuple[bool, str]:
     return a["mean"] - b["mean"] > margin, f"{a['mean']:.3f} vs {b['mean']:.3f} (2 s.e. of the difference {margin:.3f})"
 
 
-def check_summary(summary: dict) -> list[dict]:
+def check_summary(summary: dict, emergence: bool = True) -> list[dict]:
     acc = {k: _m(summary, "trained", "accuracy", k) for k in ("zsl", "icl", "ft")}
     fmt = {k: "n/a" if v is None else f"{v:.3f}" for k, v in acc.items()}
     rec = summary["trained"]["measures"]["rec2ftp"]
@@ -221,19 +239,62 @@ def check_summary(summary: dict) -> list[dict]:
     out.append(check("SimAM: ICL's attention map closer to FT's than to ZSL's", ok, detail))
     ok, detail = _above(summary, "simam_icl_ft", "untrained", "measures")
     out.append(check("SimAM ICL-FT of the trained model above an untrained model's", ok, detail))
-    return out
+    return out + (emergence_check(summary) if emergence else [])
+
+
+def emergence_rows(summary: dict) -> list[tuple[int, float | None, dict]]:
+    """Per pretraining checkpoint, in step order: (step, ICL's accuracy gain over ZSL, each Dai measure's mean)."""
+    rows = []
+    for step, s in sorted((summary.get("emergence") or {}).items(), key=lambda kv: int(kv[0])):
+        icl, zsl = ((s["accuracy"].get(c) or {}).get("mean") for c in ("icl", "zsl"))
+        gain = None if icl is None or zsl is None else icl - zsl
+        means = {k: (s["measures"].get(k) or {}).get("mean") for k in VARIANT_MEASURES["dai"]}
+        rows.append((int(step), gain, means))
+    return rows
+
+
+def emergence_check(summary: dict) -> list[dict]:
+    """Does the similarity rise with ICL ability? Kendall τ between ICL's accuracy gain and each measure over the
+    checkpoints (none without checkpoints)."""
+    rows = emergence_rows(summary)
+    if not rows:
+        return []
+    taus = {}
+    for key in RISING:
+        points = [(gain, m[key]) for _, gain, m in rows if gain is not None and m[key] is not None]
+        tau = float(kendall_tau(*torch.tensor(points, dtype=torch.float64).T)) if len(points) > 2 else math.nan
+        taus[key] = None if math.isnan(tau) else tau
+    detail = ", ".join(f"{MEASURES[k]} τ = {'n/a' if t is None else f'{t:.2f}'}" for k, t in taus.items())
+    detail += f" over {len(rows)} checkpoints (steps {', '.join(str(r[0]) for r in rows)})"
+    claim = "the similarity measures rise with ICL ability over pretraining (Kendall τ > 0 with ICL's accuracy gain)"
+    return [check(claim, all(t is not None and t > 0 for t in taus.values()), detail)]
+
+
+def emergence_table(summary: dict, note: str) -> list[str]:
+    rows = emergence_rows(summary)
+    if not rows:
+        return ["No pretraining checkpoints were saved with this model (trained before iclab kept them, or the shipped "
+                "one): remove its folder, or run without --pretrained, to measure emergence.", ""]
+    keys = VARIANT_MEASURES["dai"]
+    body = []
+    for step, gain, _ in rows:
+        s = summary["emergence"][str(step)]
+        body.append([str(step), value(s["accuracy"].get("zsl"), True), value(s["accuracy"].get("icl"), True),
+                     "n/a" if gain is None else f"{100 * gain:+.1f}", *(value(s["measures"].get(k)) for k in keys)])
+    header = [f"step ({note})", "ZSL %", "ICL %", "ICL gain", *(MEASURES[k] for k in keys)]
+    lines = ["Emergence: Dai's measures (kv-sgd) at pretraining checkpoints, beside ICL's accuracy gain over ZSL:", ""]
+    return lines + table(header, body) + [""]
 
 
 def tables(summary: dict, results: dict) -> list[str]:
-    def entry(model: str, part: str, key: str) -> str:
-        return cell(Summary.from_dict(summary[model][part][key]), spread="se")
-
-    lines = table(
-        ["model", "ZSL acc", "FT acc", "ICL acc"],
-        [[name] + [entry(name, "accuracy", c) for c in ("zsl", "ft", "icl")] for name in ("trained", "untrained")],
-    )
-    lines += [""] + variant_tables(summary.get("variants"))
-    similar = check_summary(summary)[4:]
+    """The report's tables (icl_vs_ft/results.py, as `iclab lm run` writes them) and the verdict."""
+    note = spread_note(results["instances"], "task instances")
+    models = {m: summary[m] for m in ("trained", "untrained", "untrained-deutch") if m in summary}
+    lines = accuracy_tables(models, note) + [""]
+    for variant, by_model in (summary.get("variants") or {}).items():
+        lines += measures_tables(by_model, variant, list(FT_METHODS), note) + [""]
+    lines += gap_table(models, note) + [""] + emergence_table(summary, note)
+    similar = check_summary(summary, emergence=False)[4:]
     passed = sum(c["passed"] for c in similar)
     if passed == len(similar):
         verdict = "supports the reading of ICL as implicit finetuning on this model"
@@ -247,56 +308,17 @@ def tables(summary: dict, results: dict) -> list[str]:
     failed = summary["trained"]["ft_failed"]
     lines += [
         "",
-        f"Means ± standard errors over {results['instances']} task instances of {results['demos']} "
-        f"demonstrations and 64 test queries; FT learning rate from {results['lrs']} by validation accuracy"
-        + (f"; FT diverged at every rate on {failed} instances" if failed else "")
-        + ".",
+        f"{results['instances']} task instances of {results['demos']} demonstrations and 64 test queries, plain "
+        f"scoring (the keyword task has no content-free input); FT learning rate from {results['lrs']} by "
+        "validation accuracy" + (f"; FT diverged at every rate on {failed} instances" if failed else "") + ".",
         "",
         f"**Verdict.** The evidence {verdict}.",
         "",
     ]
-    return lines
-
-
-UNTRAINED = {"untrained": "untrained (all fresh)", "untrained-deutch": "untrained (Deutch)"}
-
-
-def variant_tables(variants: dict | None) -> list[str]:
-    """For each measure variant: every measure beside every baseline (Dai's FT), then the FT methods side by side
-    (trained model; Deutch's untrained model in parentheses)."""
-    if not variants:
-        return []
-
-    def value(entry) -> str:
-        return cell(Summary.from_dict(entry), spread="se")
-
-    lines = []
-    for variant, per_model in variants.items():
-        keys = VARIANT_MEASURES[variant]
-        t = per_model["trained"]["kv-sgd"]
-        header = ["measure", "trained (kv-sgd)", *RANDOM_BASELINES, *UNTRAINED.values()]
-        rows = []
-        for key in keys:
-            row = [MEASURES[key], value(t["measures"].get(key))]
-            row += [value(t["baselines"][b].get(key)) for b in RANDOM_BASELINES]
-            row += [value(per_model[m]["kv-sgd"]["measures"].get(key)) for m in UNTRAINED]
-            rows.append(row)
-        lines += [f"Measures, `{variant}` variant, beside every baseline:", ""] + table(header, rows) + [""]
-
-        def pair(f: str, part: str, key: str, per_model=per_model) -> str:
-            t, u = (per_model[m][f][part].get(key) for m in ("trained", "untrained-deutch"))
-            return f"{value(t)} ({value(u)})"
-
-        rows = [["FT accuracy"] + [pair(f, "accuracy", "ft") for f in FT_METHODS]]
-        rows += [[MEASURES[key]] + [pair(f, "measures", key) for f in FT_METHODS] for key in keys]
-        lines += [f"Finetuning methods, `{variant}` variant (trained model; Deutch's untrained in parentheses):", ""]
-        lines += table(["measure", *FT_METHODS], rows) + [""]
-    gap = variants["dai"]["trained"]["kv-sgd"]["linear_gap"]
-    lines += [
-        "‖softmax attention output - its relaxed linear form‖ / ‖output‖ per layer (trained, ICL queries): "
-        + ", ".join(value(g) for g in gap),
-        "",
-    ]
+    for c in emergence_check(summary):
+        found = "rise" if c["passed"] else "do not all rise"
+        lines += [f"**Emergence.** Over pretraining, SimAOU, Kendall and SimAM ICL-FT {found} with ICL's accuracy "
+                  f"gain over zero-shot: {c['detail']}.", ""]
     return lines
 
 
@@ -320,12 +342,35 @@ def draw(summary: dict, folder: Path) -> list[Path]:
     ax2.set_title("similarity of ICL and FT")
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    return [save_figure(fig, folder / "icl_vs_ft.png")]
+    return [save_figure(fig, folder / "icl_vs_ft.png")] + draw_emergence(summary, folder)
+
+
+def draw_emergence(summary: dict, folder: Path) -> list[Path]:
+    """Each Dai measure against ICL's accuracy gain at every pretraining checkpoint (labelled by step)."""
+    rows = [r for r in emergence_rows(summary) if r[1] is not None]
+    if not rows:
+        return []
+    keys = VARIANT_MEASURES["dai"]
+    fig, axes = plt.subplots(3, 4, figsize=(12, 8), dpi=100)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        points = [(gain, m[key], step) for step, gain, m in rows if m[key] is not None]
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], "-o", ms=4)
+            for x, y, step in points:
+                ax.annotate(str(step), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_title(MEASURES[key], fontsize=9)
+        ax.set_xlabel("ICL accuracy - ZSL accuracy", fontsize=8)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.suptitle("Dai's measures against ICL ability over pretraining (points: checkpoint steps)")
+    fig.tight_layout()
+    return [save_figure(fig, folder / "emergence.png")]
 
 
 def section(folder: Path, stored: dict) -> list[str]:
     results = json.loads((folder / "results.json").read_text())
-    summary = {k: results[k] for k in ("trained", "untrained", "untrained-deutch", "variants") if k in results}
+    keys = ("trained", "untrained", "untrained-deutch", "variants", "emergence")
+    summary = {k: results[k] for k in keys if k in results}
     figures = draw(summary, folder)
     checks = check_summary(summary)
     stored = stored | {"tables": tables(summary, results)}
