@@ -15,8 +15,9 @@ from ..evaluation.curves import read_curves
 from ..evaluation.sweeps import write_sweep
 from ..training.checkpoint import latest_checkpoint, read_state
 from .common import section_lines
-from .models import SETTINGS, ensure_model, setting
+from .models import ensure_model, setting
 from .recipe import Recipe
+from .sizes import SCALES
 
 
 def sweep_recipe(
@@ -57,7 +58,7 @@ def sweep_recipe(
         return section_lines(recipe, folder, figures, check(rows, stored["setting"]), stored, footer)
 
     recipe = Recipe(
-        name, title, claim, differences, tuple(SETTINGS), run, check, draw, section, tuple(models), shipped=True
+        name, title, claim, differences, SCALES, run, check, draw, section, tuple(models), shipped=True
     )
     return recipe
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..common import section_lines
 from ..recipe import Recipe
+from ..sizes import SCALES
 from .figures import draw
 from .paired import check_results, pretrained_lm_checks
 from .report import describe_points, footer, pretrained_lm_table, tables
@@ -71,7 +72,7 @@ RECIPE = Recipe(
         "every matrix-shaped parameter); the authors' code uses rotary positions and parallel attention and MLP "
         "blocks, iclab learned positions and sequential pre-LayerNorm blocks."
     ),
-    modes=tuple(SIZES),
+    modes=SCALES,
     run=run,
     check=check_results,
     draw=draw,
