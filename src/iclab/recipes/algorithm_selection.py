@@ -19,6 +19,7 @@ from ..files import atomic_write_json
 from ..markdown import table
 from ..training.runs import load_model
 from .common import check, section_lines
+from .dryrun import Planned, icl_run
 from .recipe import Recipe
 from .sizes import SCALES, Sizes, Trained, training_config
 from .trained import all_predictions, ensure_study_model, normalised, train_info
@@ -47,6 +48,10 @@ def model_config(mode: str) -> Config:
     # the file's set has train.loss: normalized: each prompt's loss divided by its class's E[y^2] (d + sigma^2),
     # so that the noisiest level does not dominate
     return training_config(SIZES[mode], {"task": mixture(SIZES[mode]["noise_stds"])})
+
+
+def plan(mode: str) -> list[Planned]:
+    return [icl_run(f"models/{mode}/{MODEL}", model_config(mode))]
 
 
 def alphas(stds: list[float]) -> list[float]:
@@ -184,6 +189,7 @@ RECIPE = Recipe(
         f"{len(alphas(NOISE_STDS))} values."
     ),
     modes=SCALES,
+    plan=plan,
     run=run,
     check=check_results,
     draw=draw,

@@ -17,6 +17,7 @@ from ..analysis.dual import LSARegressor, best_gd_step, gd_step
 from ..evaluation.report import save_figure
 from ..files import atomic_write_json
 from .common import check, section_lines
+from .dryrun import Planned, per_step
 from .recipe import Recipe
 from .sizes import SCALES, Sizes
 
@@ -56,6 +57,15 @@ def trainer(size: dict, g: torch.Generator) -> tuple[LSARegressor, Callable[[], 
         return loss.item()
 
     return model, step
+
+
+def plan(mode: str) -> list[Planned]:
+    """Its one layer trains in memory (no run folder), on the CPU."""
+    size = SIZES[mode]
+    model, step = trainer(size, torch.Generator().manual_seed(0))
+    parameters = sum(p.numel() for p in model.parameters())
+    shape = ("lsa", size["dims"], size["points"], size["batch_size"])
+    return [Planned(f"{NAME} (in memory)", size["steps"], size["points"], parameters, shape, lambda: per_step(step))]
 
 
 def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
@@ -148,6 +158,7 @@ RECIPE = Recipe(
         "Adam on fresh batches; the exact construction itself is a unit test (equal to GD to 1e-10)."
     ),
     modes=SCALES,
+    plan=plan,
     run=run,
     check=check_results,
     draw=draw,

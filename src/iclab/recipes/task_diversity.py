@@ -24,6 +24,7 @@ from ..files import atomic_write_json
 from ..markdown import table
 from ..training.runs import load_model
 from .common import check, close_to, section_lines
+from .dryrun import Planned, icl_run
 from .recipe import Recipe
 from .sizes import SCALES, Sizes, Trained, training_config
 from .trained import all_predictions, ensure_study_model, normalised, train_info
@@ -51,6 +52,10 @@ def fresh_task() -> dict:
 
 def model_config(size: int, mode: str) -> Config:
     return training_config(SIZES[mode], {"task": pool_task(size)})
+
+
+def plan(mode: str) -> list[Planned]:
+    return [icl_run(f"models/{mode}/pool{size}", model_config(size, mode)) for size in SIZES[mode]["pools"]]
 
 
 def score(model, config: Config, task: dict, pool: dict) -> dict:
@@ -247,6 +252,7 @@ RECIPE = Recipe(
         "pool sizes 2^1 .. 2^11 in steps of 4x (quick: 2, 64, 4096 after 300 steps)."
     ),
     modes=SCALES,
+    plan=plan,
     run=run,
     check=check_results,
     draw=draw,
