@@ -11,6 +11,7 @@ minutes and more memory than the machine has). Nothing is written: not to OUT, n
 from __future__ import annotations
 
 import copy
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ class Planned:
     parameters: int
     shape: tuple  # runs of one shape are timed once
     seconds_per_step: Callable[[], float]  # builds the run in memory and times its steps
+    config: Config | TextConfig | None = None  # an iclab run's config (None: a recipe's own training loop)
 
 
 def per_step(step: Callable[[], object]) -> float:
@@ -73,10 +75,21 @@ def _timing(data: dict, rows: int) -> dict:
     return data
 
 
-def _trainer_seconds(make: Callable[[Path], Trainer], batch: int, rows: int) -> Callable[[], float]:
+def make_trainer(config: Config | TextConfig, scratch: Path) -> Trainer:
+    """A run's Trainer in memory (it writes nothing before it saves); a text run trains on random tokens of its
+    vocabulary size, so that no tokenizer is trained."""
+    if isinstance(config, Config):
+        return Trainer(config, scratch)
+    vocab = config.corpus.vocab
+    size = 8 * config.train.batch_size * (config.context + 1)
+    tokens = torch.randint(vocab, (size,), generator=torch.Generator().manual_seed(0))
+    return TextTrainer(config, scratch, TokenData(SimpleNamespace(get_vocab_size=lambda: vocab), tokens, tokens))
+
+
+def _seconds(timing: Config | TextConfig, batch: int, rows: int) -> Callable[[], float]:
     def seconds() -> float:
-        with tempfile.TemporaryDirectory() as scratch:  # a Trainer writes nothing before it saves; to be sure
-            return per_step(make(Path(scratch)).train_step) * batch / rows
+        with tempfile.TemporaryDirectory() as scratch:
+            return per_step(make_trainer(timing, Path(scratch)).train_step) * batch / rows
 
     return seconds
 
@@ -98,7 +111,8 @@ def icl_run(name: str, config: Config) -> Planned:
         config.points,
         parameters,
         _shape("icl", config.model, config.dims, config.points, batch, config.device),
-        _trainer_seconds(lambda scratch: Trainer(timing, scratch), batch, rows),
+        _seconds(timing, batch, rows),
+        config,
     )
 
 
@@ -110,15 +124,14 @@ def text_run(name: str, config: TextConfig) -> Planned:
     batch = config.train.batch_size
     rows = timed_rows(batch, step_flops(lm_forward_flops(config.model, vocab, context), 1), config.device)
     timing = build(TextConfig, _timing(config.to_dict(), rows))
-    tokens = torch.randint(vocab, (8 * rows * (context + 1),), generator=torch.Generator().manual_seed(0))
-    data = TokenData(SimpleNamespace(get_vocab_size=lambda: vocab), tokens, tokens)
     return Planned(
         name,
         config.train.steps,
         context,
         parameters,
         _shape("lm", config.model, vocab, context, batch, config.device),
-        _trainer_seconds(lambda scratch: TextTrainer(timing, scratch, data), batch, rows),
+        _seconds(timing, batch, rows),
+        config,
     )
 
 
@@ -150,7 +163,7 @@ def estimate(planned: list[tuple[str, Planned]], progress: bool = False) -> list
         seen.add(run.name)
         if run.shape not in timings:
             if progress:
-                print(f"timing {run.name} ...", flush=True)
+                print(f"timing {run.name} ...", file=sys.stderr, flush=True)  # stdout: the table
             timings[run.shape] = run.seconds_per_step()
         per = timings[run.shape]
         rows.append(
