@@ -156,9 +156,9 @@ def dry_run(name: str, scale: str | None = None, device: str | None = None, prog
     mode = scale_of(scale, False, False)
     device = device_of(mode, device, allow_cpu_paper=True)
     with on_device(device):
-        planned = [(n, run) for n in recipe_names(name) for run in plan(RECIPES[n], mode)]
-        rows = estimate(planned, progress)
-    return plan_lines(rows, mode, device or "cpu")
+        names = recipe_names(name)
+        rows = estimate([(n, run) for n in names for run in plan(RECIPES[n], mode)], progress)
+    return plan_lines(rows, mode, device or "cpu", names)
 
 
 def plan(recipe: Recipe, mode: str) -> list:

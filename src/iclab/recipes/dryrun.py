@@ -180,8 +180,8 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def plan_lines(rows: list[dict], scale: str, device: str) -> list[str]:
-    """The dry run's table, a total per recipe and the grand total."""
+def plan_lines(rows: list[dict], scale: str, device: str, names: list[str]) -> list[str]:
+    """The dry run's table, a total per recipe (of `names`) and the grand total."""
     header = f"{'recipe':<20} {'run':<44} {'steps':>8} {'points':>6} {'parameters':>12} {'s/step':>8} {'time':>9}"
     lines = [header]
     for r in rows:
@@ -190,9 +190,10 @@ def plan_lines(rows: list[dict], scale: str, device: str) -> list[str]:
             f"{r['seconds_per_step']:>8.3f} {duration(r['seconds']):>9}"
         )
     lines.append("")
-    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+    for recipe in names:
         mine = [r for r in rows if r["recipe"] == recipe]
-        lines.append(f"{recipe:<20} {len(mine):>3} runs  {duration(sum(r['seconds'] for r in mine)):>9}")
+        shared = "" if mine else "  (its models are listed under the recipe above that shares them)"
+        lines.append(f"{recipe:<20} {len(mine):>3} runs  {duration(sum(r['seconds'] for r in mine)):>9}{shared}")
     total = sum(r["seconds"] for r in rows)
     lines.append(
         f"total: {len(rows)} runs, {duration(total)} of training at scale {scale} on {device}, one run at a time "
