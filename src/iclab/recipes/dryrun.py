@@ -30,7 +30,7 @@ from ..text.train import TextTrainer
 from ..training.flops import icl_forward_flops, lm_forward_flops, step_flops
 from ..training.runs import build_model
 from ..training.trainer import Trainer
-from . import icl_vs_ft
+from .icl_vs_ft import MODEL, MODEL_NAME, SIZES, TASK, max_tokens, train_model
 
 TIMED_STEPS = 3
 STEP_FLOPS = 2e12  # on a CPU, the most FLOPs a timed step may take (about 10-20 s here); above, fewer rows
@@ -142,14 +142,14 @@ def keywords_lm_plan(mode: str) -> list[Planned]:
     def seconds() -> float:
         def took(steps: int) -> float:
             started = time.perf_counter()
-            icl_vs_ft.train_model(steps, progress=False)
+            train_model(steps, progress=False)
             return time.perf_counter() - started
 
         return (took(1 + TIMED_STEPS) - took(1)) / TIMED_STEPS
 
-    parameters = TokenLM(icl_vs_ft.MODEL, icl_vs_ft.TASK.vocab, icl_vs_ft.max_tokens()).num_parameters()
-    name = f"models/{mode}/{icl_vs_ft.MODEL_NAME}"
-    return [Planned(name, icl_vs_ft.SIZES[mode]["steps"], icl_vs_ft.max_tokens(), parameters, ("keywords",), seconds)]
+    parameters = TokenLM(MODEL, TASK.vocab, max_tokens()).num_parameters()
+    name, steps = f"models/{mode}/{MODEL_NAME}", SIZES[mode]["steps"]
+    return [Planned(name, steps, max_tokens(), parameters, ("keywords",), seconds)]
 
 
 def estimate(planned: list[tuple[str, Planned]], progress: bool = False) -> list[dict]:
