@@ -13,7 +13,7 @@ import torch
 
 from iclab.evaluation.curves import evaluate, write_curves
 from iclab.recipes import icl_vs_ft
-from iclab.recipes.models import MODELS, ensure_model, export_pretrained
+from iclab.recipes.models import PRETRAINED, ensure_model, export_pretrained, model_names
 from iclab.training.runs import load_model, read_config
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "iclab" / "pretrained"
@@ -26,8 +26,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    for name in MODELS:
-        run = ensure_model(name, args.out, "full", pretrained=False, progress=True)
+    for name in model_names(PRETRAINED):
+        run = ensure_model(name, args.out, PRETRAINED, pretrained=False, progress=True)
         config = read_config(run)
         model, _ = load_model(run, config)
         write_curves(run / "eval" / "curves.csv", evaluate(model, config, baselines=["least_squares"]))

@@ -2,9 +2,18 @@
 two-step models runs in test_recipes.py's end-to-end test, with every recipe)."""
 
 from iclab.recipes import algorithm_selection, task_diversity
+from iclab.recipes.sizes import read_scale
 
-TD_TINY = {"dims": 3, "pools": [2, 8], "steps": 2, "prompts": 32}
-AS_TINY = {"dims": 3, "steps": 2, "prompts": 32}
+
+def tiny(sizes, **keys) -> dict:
+    """A study recipe's quick settings, read from its file, with two-step models in d = 3 (and `keys` replaced)."""
+    size = read_scale(sizes.recipe, "quick", sizes.schema)
+    size["set"] |= {"dims": 3, "points": 7, "train.steps": 2, "eval.prompts": 32}
+    return size | keys
+
+
+TD_TINY = tiny(task_diversity.SIZES, pools=[2, 8])
+AS_TINY = tiny(algorithm_selection.SIZES)
 
 
 def pool_entry(size, own, fresh, errors=None):

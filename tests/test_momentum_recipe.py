@@ -14,15 +14,13 @@ from iclab.recipes.common import ensure_run
 from iclab.recipes.momentum.report import support_line
 from iclab.training.runs import run_status
 
-TINY = {
-    "etas": [0.5],
-    "seeds": 2,
-    "lm": ["corpus.source=tempest", "corpus.vocab=300", "context=16", "eval.lengths=[4,16]", "eval.windows=20"]
-    + ["model.layers=1", "model.width=16", "model.heads=2", "train.steps=3", "train.batch_size=4"]
-    + ["train.checkpoint_every=2", "train.eval_every=0"],
-    "icl": ["dims=3", "points=7", "model.layers=1", "model.width=16", "model.heads=2", "train.steps=3"]
-    + ["train.batch_size=8", "eval.prompts=32", "eval.bootstrap=50"],
-}
+LM = {"corpus.source": "tempest", "corpus.vocab": 300, "context": 16, "eval.lengths": [4, 16], "eval.windows": 20}
+LM |= {"model.layers": 1, "model.width": 16, "model.heads": 2, "train.steps": 3, "train.batch_size": 4}
+LM |= {"train.checkpoint_every": 2, "train.eval_every": 0}
+ICL = {"dims": 3, "points": 7, "model.layers": 1, "model.width": 16, "model.heads": 2, "train.steps": 3}
+ICL |= {"train.batch_size": 8, "eval.prompts": 32, "eval.bootstrap": 50}
+TINY = {"etas": [0.5], "seeds": 2, "lm": {"base": None, "set": LM}, "icl": {"base": "demo", "set": ICL}}
+TINY["pretrained_lm"] = None
 
 
 @pytest.fixture
@@ -91,7 +89,7 @@ def test_an_interrupted_run_is_resumed_and_other_settings_refused(tiny, tmp_path
 
     data = prepare_data(config.corpus)
     run_dir = tmp_path / "run"
-    short = momentum.lm_config({**size, "lm": size["lm"] + ["train.steps=2"]}, "ema", 0)
+    short = momentum.lm_config({**size, "lm": {"base": None, "set": LM | {"train.steps": 2}}}, "ema", 0)
     train_text(short, run_dir, data, progress=False)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict()))  # as if stopped at step 2 of 3
     ensure_run(

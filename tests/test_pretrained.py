@@ -3,11 +3,11 @@
 import pytest
 
 from iclab.evaluation.curves import evaluate, read_curves
-from iclab.recipes.models import MODELS, pretrained_dir
+from iclab.recipes.models import model_names, pretrained_dir
 from iclab.training.runs import load_model, read_config
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(model_names()))
 def test_shipped_checkpoint_reproduces_its_stored_curve(name):
     run = pretrained_dir(name)
     if not (run / "config.json").is_file():

@@ -15,8 +15,18 @@ from iclab.evaluation.curves import read_curves, series_name
 from iclab.evaluation.sweeps import run_sweep, sweep_points
 from iclab.recipes import convex, frequency, model_selection
 from iclab.recipes import models as zoo
+from iclab.recipes.sizes import read_scale
 from iclab.spec import parse_named
 from iclab.training.trainer import train
+
+
+def tiny_models(dims: int) -> dict:
+    """The shared models' quick settings, read from their file, with two-step models in d = `dims`."""
+    size = read_scale("models", "quick", zoo.SharedModels)
+    size["families"]["linear"] |= {"dims": dims, "points": 2 * dims + 1, "train.steps": 2}
+    size["families"]["scalar"] |= {"train.steps": 2}
+    return size
+
 
 MIX = "task={name: mixture, components: [{name: linear, weight: 1}, {name: sinusoid, weight: 1}]}"
 
@@ -96,7 +106,7 @@ def rows_for(series_values: dict[str, dict[str, float]], k: int = 10) -> list[di
     """Sweep rows with given means: {series: {sweep: mean}}; baselines have run ''."""
     out = []
     for series, points in series_values.items():
-        run, est = (series, "transformer") if series in zoo.MODELS else ("", series)
+        run, est = (series, "transformer") if series in zoo.model_names() else ("", series)
         for sweep, mean in points.items():
             out.append(
                 {
@@ -166,9 +176,9 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
 
     monkeypatch.setitem(task_diversity.SIZES, "quick", TD_TINY)
     monkeypatch.setitem(algorithm_selection.SIZES, "quick", AS_TINY)
-    monkeypatch.setitem(zoo.SETTINGS, "quick", {"dims": 3, "steps": {"linear": 2, "scalar": 2}})
+    monkeypatch.setitem(zoo.SIZES, "quick", tiny_models(3))
     monkeypatch.setitem(momentum.SIZES, "quick", MOMENTUM_TINY)
-    monkeypatch.setitem(lsa_gd.SIZES, "quick", 5)
+    monkeypatch.setitem(lsa_gd.SIZES, "quick", lsa_gd.SIZES["quick"] | {"steps": 5})
     monkeypatch.setitem(icl_vs_ft.SIZES, "quick", {"steps": 3, "instances": 2})
     summaries = recipes.reproduce("all", tmp_path, quick=True, progress=False)
     assert [s["recipe"] for s in summaries] == list(recipes.RECIPES)
@@ -195,7 +205,7 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
 def test_models_train_in_parallel_jobs_and_are_then_reused(tmp_path, monkeypatch, capsys):
     from iclab.training.runs import read_config, run_status
 
-    monkeypatch.setitem(zoo.SETTINGS, "quick", {"dims": 3, "steps": {"linear": 2, "scalar": 2}})
+    monkeypatch.setitem(zoo.SIZES, "quick", tiny_models(3))
     zoo.train_models(["dense", "sparse", "dense"], tmp_path, "quick", jobs=2, threads=1, progress=False)
     root = tmp_path / "models" / "quick"
     for name in ("dense", "sparse"):
@@ -206,7 +216,7 @@ def test_models_train_in_parallel_jobs_and_are_then_reused(tmp_path, monkeypatch
     zoo.train_models(["dense", "sparse"], tmp_path, "quick", jobs=2, threads=1, progress=False)
     assert zoo.ensure_model("dense", tmp_path, "quick", False, False) == root / "dense"
     assert capsys.readouterr().out == ""  # finished models are neither retrained nor resumed
-    monkeypatch.setitem(zoo.SETTINGS, "quick", {"dims": 4, "steps": {"linear": 2, "scalar": 2}})
+    monkeypatch.setitem(zoo.SIZES, "quick", tiny_models(4))
     with pytest.raises(UserError, match="was trained with other settings"):
         zoo.train_models(["dense"], tmp_path, "quick", jobs=2, threads=1, progress=False)
     with pytest.raises(UserError, match="--jobs must be >= 1"):
@@ -230,7 +240,7 @@ def test_every_recipe_is_one_declared_frozen_recipe(tmp_path, monkeypatch):
     from iclab.recipes.recipe import Recipe
 
     for name, recipe in recipes.RECIPES.items():
-        assert isinstance(recipe, Recipe) and recipe.name == name and set(recipe.models) <= set(zoo.MODELS)
+        assert isinstance(recipe, Recipe) and recipe.name == name and set(recipe.models) <= set(zoo.model_names())
     assert recipes.RECIPES["sparsity"].models == ("dense", "sparse", "dense_sparse")
     unshipped = ["momentum", "task-diversity", "algorithm-selection"]  # the last two: not trained at full size yet
     assert [n for n, r in recipes.RECIPES.items() if not r.shipped] == unshipped

@@ -59,7 +59,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise UserError(f"config key '{key}': expected a mapping, got {value!r}")
-        return dict(value)
+        item = typing.get_args(tp)[1] if typing.get_args(tp) else Any  # dict[str, X]: each value an X
+        return {k: _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):

@@ -103,14 +103,31 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     import torch
 
-    from ..recipes import reproduce
+    from ..recipes import dry_run, reproduce, scale_of
 
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.dry_run:
+        if args.pretrained:
+            raise UserError("--pretrained trains nothing; --dry-run lists what a scale trains: drop one of them")
+        print("\n".join(dry_run(args.name, scale_of(args.scale, args.quick, False), args.device, not args.quiet)))
+        return 0
+    if not args.out:
+        raise UserError("--out DIR is required (where models, curves, figures and report.md go)")
     started = time.perf_counter()
-    summaries = reproduce(args.name, Path(args.out), args.quick, args.pretrained, not args.quiet, args.jobs)
+    summaries = reproduce(
+        args.name,
+        Path(args.out),
+        args.quick,
+        args.pretrained,
+        not args.quiet,
+        args.jobs,
+        scale=args.scale,
+        device=args.device,
+        allow_cpu_paper=args.allow_cpu_paper,
+    )
     for s in summaries:
         for c in s["checks"]:
             print(f"{s['recipe']:<16} {'PASS' if c['passed'] else 'FAIL'}  {c['claim']}: {c['detail']}")
@@ -199,9 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="model-selection, sparsity, convex, frequency, lsa-gd, icl-vs-ft, momentum, several of them "
         "separated by commas, or all",
     )
-    p.add_argument("--out", required=True, help="folder for models, curves, figures and report.md")
-    p.add_argument("--quick", action="store_true", help="small models, few steps (Yadlowsky set: 13 min, --jobs 2)")
+    p.add_argument("--out", help="folder for models, curves, figures and report.md (required unless --dry-run)")
+    p.add_argument(
+        "--scale",
+        choices=["quick", "full", "paper"],
+        help="the recipes' sizes (src/iclab/recipes/scales/): quick (CI), full (the default, the README's CPU "
+        "numbers) or paper (the papers' settings, for GPUs)",
+    )
+    p.add_argument("--quick", action="store_true", help="--scale quick: small models, few steps")
     p.add_argument("--pretrained", action="store_true", help="use the checkpoints shipped with iclab (seconds)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list every run of the scale with its steps, size and time estimated from a few timed steps; "
+        "train and write nothing",
+    )
+    p.add_argument(
+        "--device", help="where the recipes' iclab runs train (default: cpu; at --scale paper cuda if available)"
+    )
+    p.add_argument("--allow-cpu-paper", action="store_true", help="train --scale paper on a CPU (weeks per model)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     p.add_argument("--jobs", type=int, default=1, help="train the sweep recipes' models N at a time (default 1)")
     p.add_argument("--quiet", action="store_true")

@@ -1,4 +1,4 @@
-"""Paper figures as one-command recipes: `iclab reproduce NAME --out DIR [--quick | --pretrained]`.
+"""Paper figures as one-command recipes: `iclab reproduce NAME --out DIR [--scale quick|full|paper | --pretrained]`.
 
 Every recipe module declares one `RECIPE` (recipe.py): its name, title, the paper's claim and how our setting
 differs, the modes it has, the shared models it needs and whether they ship, and its run / check / draw / section
@@ -7,8 +7,10 @@ functions; it checks the claim's shape as PASS/FAIL lines with numbers. Two kind
   is built by `sweep_recipe` (sweep.py) from its `compute`, `check_rows` and `draw`;
 - a study recipe (lsa_gd, icl_vs_ft, momentum, task_diversity, algorithm_selection) trains what it needs itself
   in its own `run`.
-`--pretrained` renders the recipes whose models ship (shipped=True) in seconds; `--jobs N` trains the sweep
-recipes' models N at a time before any recipe runs. Results land in DIR/NAME/ (curves or results, checks.json,
+Each recipe's settings at each scale (quick, full, paper) are YAML files (sizes.py, scales/NAME/SCALE.yaml);
+`--dry-run` lists a scale's runs with their estimated time (dryrun.py). `--pretrained` renders the recipes whose
+models ship (shipped=True) in seconds; `--jobs N` trains the sweep recipes' models N at a time before any recipe
+runs. Results land in DIR/NAME/ (curves or results, checks.json,
 figures) and DIR/report.md, which `iclab report DIR` re-renders from those files alone.
 """
 
@@ -31,8 +33,10 @@ from . import (
     sparsity,
     task_diversity,
 )
+from .dryrun import estimate, keywords_lm_plan, plan_lines
 from .models import PRETRAINED, train_models
 from .recipe import Recipe
+from .sizes import SCALES, on_device
 
 RECIPES: dict[str, Recipe] = {
     m.RECIPE.name: m.RECIPE
@@ -65,18 +69,59 @@ def recipe_names(name: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def scale_of(scale: str | None, quick: bool, pretrained: bool) -> str:
+    """The scale asked for: --scale, or --quick (its alias), else full; --pretrained is the shipped full scale."""
+    if quick and scale not in (None, "quick"):
+        raise UserError(f"--quick is --scale quick; it cannot be combined with --scale {scale}")
+    scale = scale or ("quick" if quick else "full")
+    if scale not in SCALES:
+        raise unknown_key_error(scale, SCALES, "scale")
+    if pretrained and scale != PRETRAINED:
+        given = "--quick" if quick else f"--scale {scale}"
+        raise UserError(f"--pretrained loads the shipped full-size models; it cannot be combined with {given}")
+    return scale
+
+
+def device_of(scale: str, device: str | None, allow_cpu_paper: bool) -> str | None:
+    """The device the recipes' iclab configs train on (None: their scale files' own, the CPU). The paper scale
+    takes a GPU when there is one, and a CPU only when asked to explicitly."""
+    if scale != "paper":
+        return device
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu" and not allow_cpu_paper:
+        raise UserError(
+            "--scale paper trains the papers' models (Garg et al.'s 12 layers for 500k steps: weeks per model on a "
+            "CPU) and is meant for a GPU: run it where there is one (--device cuda), see its runs and their time "
+            "with --dry-run, or pass --allow-cpu-paper to train on this CPU anyway"
+        )
+    return device
+
+
 def reproduce(
-    name: str, out: Path, quick: bool = False, pretrained: bool = False, progress: bool = True, jobs: int = 1
+    name: str,
+    out: Path,
+    quick: bool = False,
+    pretrained: bool = False,
+    progress: bool = True,
+    jobs: int = 1,
+    scale: str | None = None,
+    device: str | None = None,
+    allow_cpu_paper: bool = False,
 ) -> list[dict]:
     """Train (or load) the models, run each recipe, check its claim's shape, write figures and the report.
-    With `jobs` > 1 the sweep recipes' models train that many at a time first, each process on its share of the
-    caller's torch threads."""
-    if quick and pretrained:
-        raise UserError("--pretrained loads the shipped full-size models; it cannot be combined with --quick")
+    `scale` is quick, full (the default) or paper (`quick=True` is scale quick); `device` is where the recipes'
+    iclab configs train (lsa-gd's and icl-vs-ft's own loops stay on the CPU). With `jobs` > 1 the sweep recipes'
+    models train that many at a time first, each process on its share of the caller's torch threads."""
+    mode = scale_of(scale, quick, pretrained)
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
-    out = Path(out)
-    mode = PRETRAINED if pretrained else ("quick" if quick else "full")
+    with on_device(device_of(mode, device, allow_cpu_paper)):
+        return _reproduce(name, Path(out), mode, pretrained, progress, jobs)
+
+
+def _reproduce(name: str, out: Path, mode: str, pretrained: bool, progress: bool, jobs: int) -> list[dict]:
     names = recipe_names(name)
     for n in names:
         if mode not in RECIPES[n].modes:
@@ -103,6 +148,21 @@ def reproduce(
         summaries.append(summary)
     render_recipes(out)
     return summaries
+
+
+def dry_run(name: str, scale: str | None = None, device: str | None = None, progress: bool = False) -> list[str]:
+    """The lines of `iclab reproduce NAME --scale S --dry-run`: every run the scale trains, with its time
+    estimated from steps timed on `device` (dryrun.py). Nothing is trained or written."""
+    mode = scale_of(scale, False, False)
+    device = device_of(mode, device, allow_cpu_paper=True)
+    with on_device(device):
+        names = recipe_names(name)
+        rows = estimate([(n, run) for n in names for run in plan(RECIPES[n], mode)], progress)
+    return plan_lines(rows, mode, device or "cpu", names)
+
+
+def plan(recipe: Recipe, mode: str) -> list:
+    return recipe.plan(mode) if recipe.plan else keywords_lm_plan(mode)  # icl-vs-ft's plan lives in dryrun.py
 
 
 def recipe_folders(out: Path) -> list[Path]:
@@ -140,4 +200,4 @@ def render_recipes(out: Path) -> Path:
     return path
 
 
-__all__ = ["RECIPES", "Recipe", "render_recipes", "reproduce"]
+__all__ = ["RECIPES", "SCALES", "Recipe", "dry_run", "render_recipes", "reproduce"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -18,32 +19,47 @@ from ..files import atomic_write_json
 from ..markdown import table
 from ..training.runs import load_model
 from .common import check, section_lines
+from .dryrun import Planned, icl_run
 from .recipe import Recipe
-from .trained import all_predictions, ensure_study_model, normalised, study_config, train_info
+from .sizes import SCALES, Sizes, Trained, training_config
+from .trained import all_predictions, ensure_study_model, normalised, train_info
 
 NAME = "algorithm-selection"
 MODEL = "noise_levels"
-NOISE_STDS = [0.1, 0.5, 2.0]  # Bai et al.'s {0, 0.1, 0.25, 0.5, 1} in d = 20, spread wider for d = 4
+# Bai et al.'s {0, 0.1, 0.25, 0.5, 1} in d = 20, spread wider for d = 4 (the quick and full scales' levels)
+NOISE_STDS = [0.1, 0.5, 2.0]
 FIXED_ALPHAS = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]  # single penalties besides the levels' own
-SIZES = {
-    "quick": {"dims": 4, "steps": 400, "prompts": 512},
-    "full": {"dims": 4, "steps": 4000, "prompts": 1280},
-}
 
 
-def mixture() -> dict:
-    parts = [{"name": "noisy_linear", "noise_std": s, "weight": 1} for s in NOISE_STDS]
+@dataclass
+class AlgorithmSelectionSize(Trained):
+    noise_stds: list[float] = field(default_factory=lambda: list(NOISE_STDS))  # the pretraining noise levels
+
+
+SIZES = Sizes(NAME, AlgorithmSelectionSize)  # scales/algorithm-selection/SCALE.yaml
+
+
+def mixture(stds: list[float]) -> dict:
+    parts = [{"name": "noisy_linear", "noise_std": s, "weight": 1} for s in stds]
     return {"name": "mixture", "components": parts}
 
 
 def model_config(mode: str) -> Config:
-    s = SIZES[mode]
-    # each prompt's loss divided by its class's E[y^2] (d + sigma^2), so that the noisiest level does not dominate
-    return study_config(mixture(), s["dims"], s["steps"], s["prompts"], {"loss": "normalized"})
+    # the file's set has train.loss: normalized: each prompt's loss divided by its class's E[y^2] (d + sigma^2),
+    # so that the noisiest level does not dominate
+    return training_config(SIZES[mode], {"task": mixture(SIZES[mode]["noise_stds"])})
 
 
-def alphas() -> list[float]:
-    return sorted({s**2 for s in NOISE_STDS} | set(FIXED_ALPHAS))
+def plan(mode: str) -> list[Planned]:
+    return [icl_run(f"models/{mode}/{MODEL}", model_config(mode))]
+
+
+def alphas(stds: list[float]) -> list[float]:
+    return sorted({s**2 for s in stds} | set(FIXED_ALPHAS))
+
+
+def stds_of(r: dict) -> list[float]:
+    return [float(s) for s in r["levels"]]
 
 
 def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
@@ -51,16 +67,16 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
     config = model_config(mode)
     run_dir = ensure_study_model(MODEL, config, out, mode, pretrained, progress)
     model, _ = load_model(run_dir, config)
-    levels = {}
-    for std in NOISE_STDS:
+    levels, stds = {}, SIZES[mode]["noise_stds"]
+    for std in stds:
         evalset = make_eval_set(config, {"name": "noisy_linear", "noise_std": std})
         ests = {"transformer": TransformerEstimator(model), "zero": make_estimator("zero")}
-        ests["oracle"] = make_estimator({"name": "posterior_mean", "task": mixture()})
-        ests |= {f"ridge:alpha={a:g}": make_estimator(f"ridge:alpha={a:g}") for a in alphas()}
+        ests["oracle"] = make_estimator({"name": "posterior_mean", "task": mixture(stds)})
+        ests |= {f"ridge:alpha={a:g}": make_estimator(f"ridge:alpha={a:g}") for a in alphas(stds)}
         preds = all_predictions(ests, evalset)
         errors = {n: normalised(p - evalset.targets.double(), evalset).mean(0).tolist() for n, p in preds.items()}
         levels[f"{std:g}"] = {"errors": errors, "own": f"ridge:alpha={std**2:g}"}
-    results = {"mode": mode, "dims": SIZES[mode]["dims"], "levels": levels} | train_info(run_dir)
+    results = {"mode": mode, "dims": config.dims, "levels": levels} | train_info(run_dir)
     results["seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(out / NAME / "results.json", results)
     draw(results, out / NAME)
@@ -79,7 +95,7 @@ def excess(r: dict, name: str) -> float:
 
 
 def check_results(r: dict) -> list[dict]:
-    fixed = {f"ridge:alpha={a:g}": excess(r, f"ridge:alpha={a:g}") for a in alphas()}
+    fixed = {f"ridge:alpha={a:g}": excess(r, f"ridge:alpha={a:g}") for a in alphas(stds_of(r))}
     best = min(fixed, key=fixed.get)
     out = [
         check(
@@ -123,7 +139,7 @@ def draw(r: dict, folder: Path) -> list[Path]:
     fig.tight_layout()
     curves = save_figure(fig, folder / "levels.png")
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
-    grid = alphas()
+    grid = alphas(stds_of(r))
     ax.plot(grid, [excess(r, f"ridge:alpha={a:g}") for a in grid], "o-", label="ridge with one fixed lambda")
     ax.axhline(excess(r, "transformer"), color="C1", lw=2, label="transformer")
     ax.axhline(excess(r, "oracle"), color="black", ls="--", lw=1, label="Bayes oracle (mixture)")
@@ -170,9 +186,10 @@ RECIPE = Recipe(
         f"d = 4 and 9 points instead of d = 20; three noise levels sigma in {NOISE_STDS}, spread wider so that "
         "the levels' penalties differ at this size; the demo's 3-layer, width-64 model trained for minutes on CPU "
         "with the loss normalised per prompt by its class's E[y^2]; single penalties from a grid of "
-        f"{len(alphas())} values."
+        f"{len(alphas(NOISE_STDS))} values."
     ),
-    modes=tuple(SIZES),
+    modes=SCALES,
+    plan=plan,
     run=run,
     check=check_results,
     draw=draw,

@@ -36,13 +36,14 @@ from ..tasks.keywords import KeywordClassification
 from .common import check, section_lines
 from .models import pretrained_dir
 from .recipe import Recipe
+from .sizes import KeywordsLMSize, Sizes
 
 NAME = "icl-vs-ft"
 TASK = KeywordClassification(vocab=64, classes=2, keywords=4, length=4, noise=0.2, prior=0.5)
 MODEL = ModelConfig(layers=2, width=64, heads=2)
 TRAIN_DEMOS, DEMOS = 12, 8
 MODEL_NAME = "keywords_lm"  # its folder under DIR/models/MODE/ and in the package's pretrained/
-SIZES = {"quick": {"steps": 600, "instances": 16}, "full": {"steps": 2000, "instances": 64}}
+SIZES = Sizes(NAME, KeywordsLMSize)  # scales/icl-vs-ft/SCALE.yaml: pretraining steps, instances scored
 LRS = [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
 # the pretraining checkpoints (fractions of the steps; 1: the model itself) at which the emergence study measures
 CHECKPOINTS = (0, 0.125, 0.25, 0.5)

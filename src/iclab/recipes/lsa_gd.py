@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -15,37 +17,70 @@ from ..analysis.dual import LSARegressor, best_gd_step, gd_step
 from ..evaluation.report import save_figure
 from ..files import atomic_write_json
 from .common import check, section_lines
+from .dryrun import Planned, per_step
 from .recipe import Recipe
+from .sizes import SCALES, Sizes
 
 NAME = "lsa-gd"
-DIMS, POINTS = 5, 10
-SIZES = {"quick": 1500, "full": 5000}
 
 
-def sample(batch: int, g: torch.Generator):
-    xs = torch.randn(batch, POINTS + 1, DIMS, generator=g)
-    w = torch.randn(batch, DIMS, generator=g)
+@dataclass
+class LSASize:
+    steps: int = field(metadata={"min": 1})
+    dims: int = field(default=5, metadata={"min": 1})
+    points: int = field(default=10, metadata={"min": 1})  # in-context examples N before the query
+    batch_size: int = field(default=2048, metadata={"min": 1})  # fresh prompts per Adam step
+    lr: float = field(default=1e-3, metadata={"gt": 0.0})
+
+
+SIZES = Sizes(NAME, LSASize)  # scales/lsa-gd/SCALE.yaml
+
+
+def sample(size: dict, batch: int, g: torch.Generator):
+    xs = torch.randn(batch, size["points"] + 1, size["dims"], generator=g)
+    w = torch.randn(batch, size["dims"], generator=g)
     ys = torch.einsum("bnd,bd->bn", xs, w)
     return xs[:, :-1], ys[:, :-1], xs[:, -1], ys[:, -1]
 
 
-def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
-    steps = SIZES["full" if pretrained else mode]
-    started = time.perf_counter()
-    g = torch.Generator().manual_seed(0)
-    model = LSARegressor(DIMS, generator=g)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    history = []
-    for step in tqdm(range(steps), desc="train LSA", disable=not progress, mininterval=1):
-        xs, ys, xq, yq = sample(2048, g)
+def trainer(size: dict, g: torch.Generator) -> tuple[LSARegressor, Callable[[], float]]:
+    """A fresh linear self-attention layer and its training step (Adam on a fresh batch), which returns the loss."""
+    model = LSARegressor(size["dims"], generator=g)
+    optimizer = torch.optim.Adam(model.parameters(), lr=size["lr"])
+
+    def step() -> float:
+        xs, ys, xq, yq = sample(size, size["batch_size"], g)
         loss = (model(xs, ys, xq) - yq).square().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % 50 == 0 or step == steps - 1:
-            history.append((step + 1, loss.item()))
-    eta = best_gd_step(*sample(100_000, g))
-    xs, ys, xq, yq = sample(20_000, torch.Generator().manual_seed(1))
+        return loss.item()
+
+    return model, step
+
+
+def plan(mode: str) -> list[Planned]:
+    """Its one layer trains in memory (no run folder), on the CPU."""
+    size = SIZES[mode]
+    model, step = trainer(size, torch.Generator().manual_seed(0))
+    parameters = sum(p.numel() for p in model.parameters())
+    shape = ("lsa", size["dims"], size["points"], size["batch_size"])
+    return [Planned(f"{NAME} (in memory)", size["steps"], size["points"], parameters, shape, lambda: per_step(step))]
+
+
+def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
+    size = SIZES["full" if pretrained else mode]
+    steps = size["steps"]
+    started = time.perf_counter()
+    g = torch.Generator().manual_seed(0)
+    model, step = trainer(size, g)
+    history = []
+    for i in tqdm(range(steps), desc="train LSA", disable=not progress, mininterval=1):
+        loss = step()
+        if i % 50 == 0 or i == steps - 1:
+            history.append((i + 1, loss))
+    eta = best_gd_step(*sample(size, 100_000, g))
+    xs, ys, xq, yq = sample(size, 20_000, torch.Generator().manual_seed(1))
     xq = xq.clone().requires_grad_(True)
     lsa = model(xs, ys, xq)
     implied = torch.autograd.grad(lsa.sum(), xq)[0]  # d y / d x_q per prompt (the layer is linear in x_q)
@@ -122,7 +157,8 @@ RECIPE = Recipe(
         "d = 5 and N = 10 examples (von Oswald et al. show d = 10); x ~ N(0, I), w ~ N(0, I), no noise; "
         "Adam on fresh batches; the exact construction itself is a unit test (equal to GD to 1e-10)."
     ),
-    modes=tuple(SIZES),
+    modes=SCALES,
+    plan=plan,
     run=run,
     check=check_results,
     draw=draw,

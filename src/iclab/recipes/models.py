@@ -1,85 +1,80 @@
-"""The models the paper recipes train: specialists and mixtures, in a quick (CI) and a full size.
+"""The models the paper recipes share: specialists and mixtures, at each scale (quick, full, paper).
 
-Two families. The linear family (dense, sparse, their mixture) lives in d dimensions with 2d + 1 points per
-prompt (k up to 2d); its sparse class has nnz = 1. The scalar family (line, sine, their mixture) uses scalar
-inputs (d = 1), where a frequency is a plain property of the curve. The model is the demo's (3 layers, width 64).
+Their settings are data, scales/models/SCALE.yaml: a `base:` config with `set:` overrides for every model, the
+families' own overrides (linear: d dimensions, 2d + 1 points; scalar: d = 1, where a frequency is a plain property
+of the curve), and the models themselves, name -> family, task and steps factor. Adding a model is adding its
+lines there.
 
-Why these settings (measured here, 3-layer models, error on sparse prompts at k = 1 .. d-1 against least
-squares): a model does not learn to exploit sparsity within CPU minutes with nnz = 2 in d = 5 (the sparse
+Why the quick and full settings (measured here, 3-layer models, error on sparse prompts at k = 1 .. d-1 against
+least squares): a model does not learn to exploit sparsity within CPU minutes with nnz = 2 in d = 5 (the sparse
 specialist was still at least squares' level after 6,000 steps), nor with plain squared-error training of the
 mixture, where sparse prompts (E[y^2] = 1) weigh a fifth of dense ones (E[y^2] = 5). With nnz = 1, the loss
 normalised per prompt by its class's E[y^2] (train.loss: normalized, the metric the evaluation reports) and
 lr 3e-3, the mixture beat least squares at every k < d after 4,000 steps in d = 4 and after 10,000 in d = 5, and
 matched the specialists within the model-selection check's tolerance once it trained twice as long as they did
-(MIXTURE_STEPS).
+(steps_factor: 2).
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ..config import Config, load_config, packaged_config
+from ..config import Config
 from ..errors import UserError
 from ..spec import unknown_key_error
 from ..training.checkpoint import checkpoint_dirs
 from ..training.runs import RunDir
 from ..training.trainer import resume, train
 from .common import ensure_run
-
-SINE = {"name": "sinusoid", "freq_min": 0.5, "freq_max": 2.0}
-SPARSE = {"name": "sparse_linear", "nnz": 1}
+from .sizes import Sizes, Trained, training_config
 
 
-def _mix(first: dict, second: dict) -> dict:
-    return {"name": "mixture", "components": [first | {"weight": 0.5}, second | {"weight": 0.5}]}
+@dataclass
+class SharedModel:
+    family: str  # a key of `families`: its overrides apply on top of `set`
+    task: dict
+    steps_factor: int = field(default=1, metadata={"min": 1})  # trains this many times the family's train.steps
 
 
-# name -> (family, task)
-MODELS: dict[str, tuple[str, dict]] = {
-    "dense": ("linear", {"name": "linear"}),
-    "sparse": ("linear", SPARSE),
-    "dense_sparse": ("linear", _mix({"name": "linear"}, SPARSE)),
-    "line": ("scalar", {"name": "linear"}),
-    "sine": ("scalar", SINE),
-    "line_sine": ("scalar", _mix({"name": "linear"}, SINE)),
-}
-# per mode: the linear family's dimension and each family's training steps
-SETTINGS = {
-    "quick": {"dims": 4, "steps": {"linear": 4000, "scalar": 1000}},
-    "full": {"dims": 5, "steps": {"linear": 10000, "scalar": 4000}},
-}
-TRAIN = {"linear": {"lr": 3e-3, "loss": "normalized"}, "scalar": {}}  # besides the demo's optimiser settings
-# The linear mixture sees each class half as often as a specialist, so it trains twice as long: as many sparse
-# prompts as the sparse specialist. At equal steps it stayed well above that specialist on sparse prompts
-# (d = 5: 0.42 against 0.29 at k = 2). The scalar mixture passes its checks without it.
-MIXTURE_STEPS = {"linear": 2, "scalar": 1}
-# The recipes' models keep the 3 layers they were measured and shipped with, whatever the demo's depth.
-RECIPE_LAYERS = 3
-PRETRAINED = "full"  # the mode whose models ship with the package
+@dataclass
+class SharedModels(Trained):
+    families: dict[str, dict] = field(default_factory=dict)  # family -> dotted overrides (dims, points, train...)
+    models: dict[str, SharedModel] = field(default_factory=dict)
+    # what the sweep recipes' checks read besides the linear family's dims (`setting`): nnz, and any key added here
+    recipe: dict = field(default_factory=dict)
+
+    def check(self, prefix: str) -> None:
+        for name, model in self.models.items():
+            if model.family not in self.families:
+                raise unknown_key_error(model.family, self.families, f"models.{name}.family")
+
+
+SIZES = Sizes("models", SharedModels)
+PRETRAINED = "full"  # the scale whose models ship with the package
+
+
+def model_names(mode: str = PRETRAINED) -> list[str]:
+    return list(SIZES[mode]["models"])
 
 
 def setting(mode: str) -> dict:
-    """What the recipes' checks need to know of a mode's linear family: d and the sparse class's nnz."""
-    return {"dims": SETTINGS[mode]["dims"], "nnz": SPARSE["nnz"]}
+    """What the sweep recipes' checks need to know of a scale: the linear family's d and the file's `recipe:` keys
+    (the sparse class's nnz, ...)."""
+    size = SIZES[mode]
+    return {"dims": size["families"]["linear"]["dims"]} | size["recipe"]
 
 
 def model_config(name: str, mode: str) -> Config:
-    if name not in MODELS:
-        raise unknown_key_error(name, MODELS, "recipe model")
-    family, task = MODELS[name]
-    base = load_config(packaged_config("demo")).to_dict()
-    base["model"]["layers"] = RECIPE_LAYERS
-    dims = SETTINGS[mode]["dims"] if family == "linear" else 1
-    base |= {"dims": dims, "task": task}
-    if family == "linear":
-        base["points"] = 2 * dims + 1
-    steps = SETTINGS[mode]["steps"][family] * (MIXTURE_STEPS[family] if task["name"] == "mixture" else 1)
-    base["train"] |= {"steps": steps, "checkpoint_every": 1000} | TRAIN[family]
-    base["eval"]["baselines"] = ["least_squares"]
-    base["threads"] = 0  # the caller's torch thread count (`iclab reproduce --threads N`)
-    return load_config(base=base)
+    size = SIZES[mode]
+    if name not in size["models"]:
+        raise unknown_key_error(name, size["models"], "recipe model")
+    model = size["models"][name]
+    config = training_config(size, size["families"][model["family"]] | {"task": model["task"]})
+    config.train.steps *= model["steps_factor"]
+    return config
 
 
 def pretrained_dir(name: str) -> Path:

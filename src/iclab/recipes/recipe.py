@@ -21,10 +21,12 @@ class Recipe:
     title: str
     claim: str  # the paper's claim, in its words and numbers
     differences: str  # how our setting differs from the paper's
-    modes: tuple[str, ...]  # the sizes it defines: "quick" and "full"
+    modes: tuple[str, ...]  # the scales it has a settings file for (sizes.SCALES: quick, full, paper)
     run: Callable[[Path, str, bool, bool], dict]
     check: Callable[..., list[dict]]
     draw: Callable[..., list[Path]]
     section: Callable[[Path, dict], list[str]]
     models: tuple[str, ...] = ()  # the shared models it needs (recipes.models), trained first with --jobs N
     shipped: bool = False  # its full-size models ship with iclab (or train in seconds): --pretrained renders it
+    # plan(mode) -> the runs it trains at that scale (dryrun.Planned), for `iclab reproduce --dry-run`
+    plan: Callable[[str], list] | None = None

@@ -15,8 +15,10 @@ from ..evaluation.curves import read_curves
 from ..evaluation.sweeps import write_sweep
 from ..training.checkpoint import latest_checkpoint, read_state
 from .common import section_lines
-from .models import SETTINGS, ensure_model, setting
+from .dryrun import Planned, icl_run
+from .models import ensure_model, model_config, setting
 from .recipe import Recipe
+from .sizes import SCALES
 
 
 def sweep_recipe(
@@ -56,8 +58,11 @@ def sweep_recipe(
         )
         return section_lines(recipe, folder, figures, check(rows, stored["setting"]), stored, footer)
 
+    def plan(mode: str) -> list[Planned]:
+        return [icl_run(f"models/{mode}/{m}", model_config(m, mode)) for m in models]
+
     recipe = Recipe(
-        name, title, claim, differences, tuple(SETTINGS), run, check, draw, section, tuple(models), shipped=True
+        name, title, claim, differences, SCALES, run, check, draw, section, tuple(models), shipped=True, plan=plan
     )
     return recipe
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -23,15 +24,21 @@ from ..files import atomic_write_json
 from ..markdown import table
 from ..training.runs import load_model
 from .common import check, close_to, section_lines
+from .dryrun import Planned, icl_run
 from .recipe import Recipe
-from .trained import all_predictions, ensure_study_model, normalised, study_config, train_info
+from .sizes import SCALES, Sizes, Trained, training_config
+from .trained import all_predictions, ensure_study_model, normalised, train_info
 
 NAME = "task-diversity"
 NOISE_STD = 0.5  # the paper's sigma
-SIZES = {
-    "quick": {"dims": 4, "pools": [2, 64, 4096], "steps": 300, "prompts": 512},
-    "full": {"dims": 4, "pools": [2, 8, 32, 128, 512, 2048], "steps": 1500, "prompts": 1280},
-}
+
+
+@dataclass
+class TaskDiversitySize(Trained):
+    pools: list[int] = field(default_factory=list)  # the pool sizes M, one model each
+
+
+SIZES = Sizes(NAME, TaskDiversitySize)  # scales/task-diversity/SCALE.yaml
 ESTIMATORS = ("transformer", "dmmse", "ridge", "zero")
 
 
@@ -44,8 +51,11 @@ def fresh_task() -> dict:
 
 
 def model_config(size: int, mode: str) -> Config:
-    s = SIZES[mode]
-    return study_config(pool_task(size), s["dims"], s["steps"], s["prompts"])
+    return training_config(SIZES[mode], {"task": pool_task(size)})
+
+
+def plan(mode: str) -> list[Planned]:
+    return [icl_run(f"models/{mode}/pool{size}", model_config(size, mode)) for size in SIZES[mode]["pools"]]
 
 
 def score(model, config: Config, task: dict, pool: dict) -> dict:
@@ -83,7 +93,7 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
         models.append(entry)
     results = {
         "mode": mode,
-        "dims": SIZES[mode]["dims"],
+        "dims": config.dims,
         "noise_std": NOISE_STD,
         "models": models,
         "threshold": threshold(models),
@@ -241,7 +251,8 @@ RECIPE = Recipe(
         "500k steps, so the threshold sits at smaller pools than the paper's and moves with the training length; "
         "pool sizes 2^1 .. 2^11 in steps of 4x (quick: 2, 64, 4096 after 300 steps)."
     ),
-    modes=tuple(SIZES),
+    modes=SCALES,
+    plan=plan,
     run=run,
     check=check_results,
     draw=draw,

@@ -1,6 +1,6 @@
-"""What the study recipes that train their own transformers share (task-diversity, algorithm-selection): the
-demo's model at the recipes' depth on a task of their choosing, trained once (or shipped), and the predictions
-of a set of estimators on one evaluation set, for errors and prediction distances."""
+"""What the study recipes that train their own transformers share (task-diversity, algorithm-selection): a model
+of their scale file's config on a task of their choosing, trained once (or shipped), and the predictions of a set
+of estimators on one evaluation set, for errors and prediction distances."""
 
 from __future__ import annotations
 
@@ -9,22 +9,12 @@ from pathlib import Path
 from torch import Tensor
 
 from ..baselines import Estimator
-from ..config import Config, load_config, packaged_config
+from ..config import Config
 from ..evaluation.curves import EvalSet, predictions
 from ..training.checkpoint import latest_checkpoint, read_state
 from ..training.trainer import resume, train
 from .common import ensure_run
-from .models import RECIPE_LAYERS, pretrained_dir
-
-
-def study_config(task: dict, dims: int, steps: int, prompts: int, train_extra: dict | None = None) -> Config:
-    """The demo's settings with the recipes' 3 layers, `task` in `dims` dimensions, 2d + 1 points per prompt."""
-    base = load_config(packaged_config("demo")).to_dict()
-    base["model"]["layers"] = RECIPE_LAYERS
-    base |= {"dims": dims, "points": 2 * dims + 1, "task": task, "threads": 0}  # 0: the caller's threads
-    base["train"] |= {"steps": steps, "eval_every": 0, "checkpoint_every": 500} | (train_extra or {})
-    base["eval"] |= {"prompts": prompts, "baselines": []}
-    return load_config(base=base)
+from .models import pretrained_dir
 
 
 def ensure_study_model(name: str, config: Config, root: Path, mode: str, pretrained: bool, progress: bool) -> Path:

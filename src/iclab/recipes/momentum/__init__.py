@@ -28,12 +28,22 @@ import json
 from pathlib import Path
 
 from ..common import section_lines
+from ..dryrun import Planned, icl_run, text_run
 from ..recipe import Recipe
+from ..sizes import SCALES
 from .figures import draw
 from .paired import check_results, pretrained_lm_checks
 from .report import describe_points, footer, pretrained_lm_table, tables
-from .settings import NAME, SIZES, lm_config
+from .settings import NAME, SIZES, icl_config, lm_config, variants
 from .studies import pretrained_lm_study, run
+
+
+def plan(mode: str) -> list[Planned]:
+    """Every variant x seed: a text LM and an ICL transformer (the pretrained-LM part trains nothing)."""
+    size, root = SIZES[mode], f"models/{mode}/{NAME}"
+    grid = [(v, s) for v in variants(size) for s in range(size["seeds"])]
+    lms = [text_run(f"{root}/lm/{v}/seed={s}", lm_config(size, v, s)) for v, s in grid]
+    return lms + [icl_run(f"{root}/icl/{v}/seed={s}", icl_config(size, v, s)) for v, s in grid]
 
 
 def section(folder: Path, stored: dict) -> list[str]:
@@ -71,7 +81,8 @@ RECIPE = Recipe(
         "every matrix-shaped parameter); the authors' code uses rotary positions and parallel attention and MLP "
         "blocks, iclab learned positions and sequential pre-LayerNorm blocks."
     ),
-    modes=tuple(SIZES),
+    modes=SCALES,
+    plan=plan,
     run=run,
     check=check_results,
     draw=draw,

