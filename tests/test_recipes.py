@@ -240,9 +240,11 @@ def test_every_recipe_is_one_declared_frozen_recipe(tmp_path, monkeypatch):
     from iclab.recipes.recipe import Recipe
 
     for name, recipe in recipes.RECIPES.items():
-        assert isinstance(recipe, Recipe) and recipe.name == name and set(recipe.models) <= set(zoo.model_names())
+        assert isinstance(recipe, Recipe) and recipe.name == name
+        for mode in recipe.modes:
+            assert set(recipe.models_at(mode)) <= set(zoo.model_names(mode)), (name, mode)
     assert recipes.RECIPES["sparsity"].models == ("dense", "sparse", "dense_sparse")
-    unshipped = ["momentum", "task-diversity", "algorithm-selection"]  # the last two: not trained at full size yet
+    unshipped = ["model-selection-3", "momentum", "task-diversity", "algorithm-selection"]
     assert [n for n, r in recipes.RECIPES.items() if not r.shipped] == unshipped
     with pytest.raises(dataclasses.FrozenInstanceError):
         lsa_gd.RECIPE.shipped = False
@@ -251,9 +253,21 @@ def test_every_recipe_is_one_declared_frozen_recipe(tmp_path, monkeypatch):
         recipes.reproduce("lsa-gd", tmp_path, quick=True)
 
 
+Class = model_selection.Class
+# a 3-class setting as model-selection-3 reads it from a scale file (names as in quick.yaml but for the mixture's)
+THREE = {
+    "mixture": "dense_sparse_sparse2",
+    "classes": [
+        Class("dense", {"name": "linear"}, 0.5, "dense"),
+        Class("sparse", {"name": "sparse_linear", "nnz": 1}, 0.25, "sparse"),
+        Class("sparse2", {"name": "sparse_linear", "nnz": 2}, 0.25, "sparse2"),
+    ],
+}
+
+
 def three_class_rows(mixture: dict[str, float], ks=range(6)) -> list[dict]:
     """Hand-built rows of the 3-class recipe: each specialist at 0.30 on its class, the oracle at 0.10."""
-    three = model_selection.THREE_CLASSES
+    three = THREE
     rows = []
     for k in ks:
         for c in three["classes"]:
@@ -265,7 +279,7 @@ def three_class_rows(mixture: dict[str, float], ks=range(6)) -> list[dict]:
 
 
 def test_three_class_model_selection_checks_each_class_and_reports_the_oracle_gap(tmp_path):
-    setting = model_selection.THREE_CLASSES | {"dims": 5}
+    setting = THREE | {"dims": 5}
     assert model_selection.oracle(setting) == "bayes:nnz=[5,1,2],weights=[0.5,0.25,0.25]"
     assert model_selection.model_names(setting) == ("dense", "sparse", "sparse2", "dense_sparse_sparse2")
     near = {"dense": 0.33, "sparse": 0.32, "sparse2": 0.345}  # 0.345 = 0.30 * 1.15: at the limit
@@ -290,7 +304,7 @@ def test_the_three_class_mixture_task_has_the_oracle_prior():
     from iclab.baselines.bayes import exact_prior
     from iclab.tasks import make_task
 
-    setting = model_selection.THREE_CLASSES | {"dims": 5}
+    setting = THREE | {"dims": 5}
     prior = exact_prior(make_task(model_selection.mixture_task(setting), 5))
     oracle = parse_named(model_selection.oracle(setting))
     assert [c.nnz for c in prior] == oracle["nnz"] and [c.weight for c in prior] == pytest.approx(oracle["weights"])
@@ -299,19 +313,22 @@ def test_the_three_class_mixture_task_has_the_oracle_prior():
 def test_three_class_recipe_runs_on_two_step_models(tmp_path, monkeypatch):
     """The whole 3-class recipe (train, sweep, checks, figures, section with the gap table) with the model
     entries it asks the shared model table for."""
-    three = model_selection.THREE_CLASSES
-    monkeypatch.setitem(zoo.MODELS, "sparse2", ("linear", {"name": "sparse_linear", "nnz": 2}))
-    monkeypatch.setitem(zoo.MODELS, three["mixture"], ("linear", model_selection.mixture_task(three)))
-    monkeypatch.setitem(zoo.SETTINGS, "quick", {"dims": 3, "steps": {"linear": 2, "scalar": 2}})
+    monkeypatch.setitem(zoo.SIZES, "quick", tiny_models(3))
     recipe = model_selection.RECIPE_3
-    assert recipe.name == "model-selection-3" and set(recipe.models) <= set(zoo.MODELS) and not recipe.shipped
+    models = recipe.models_at("quick")
+    assert recipe.name == "model-selection-3" and set(models) <= set(zoo.model_names("quick")) and not recipe.shipped
+    assert models == ("dense", "sparse", "sparse2", "dense_sparse1_sparse2")
+    # the mixture trains on the prior the oracle assumes
+    assert zoo.model_config("dense_sparse1_sparse2", "quick").task == model_selection.mixture_task(
+        model_selection._three(zoo.setting("quick"))
+    )
     summary = recipe.run(tmp_path, "quick", False, False)
-    assert len(summary["checks"]) == 3 and summary["setting"] == {"dims": 3, "nnz": 1}
+    assert len(summary["checks"]) == 3 and summary["setting"]["dims"] == 3
     rows = read_curves(tmp_path / recipe.name / "curves.csv")
-    assert {r["sweep"] for r in rows} == {"class=dense", "class=sparse", "class=sparse2"}
+    assert {r["sweep"] for r in rows} == {"class=dense", "class=sparse1", "class=sparse2"}
     assert {series_name(r) for r in rows} >= {
         "sparse2",
-        "dense_sparse_sparse2",
+        "dense_sparse1_sparse2",
         "bayes:nnz=[3,1,2],weights=[0.5,0.25,0.25]",
     }
     lines = recipe.section(tmp_path / recipe.name, summary | {"mode": "quick"})

@@ -25,6 +25,9 @@ from iclab.training.runs import RunDir
 
 # Every recipe's settings as the code computed them at commit bd1bf8b, before they moved to YAML.
 SNAPSHOT = json.loads((Path(__file__).parent / "snapshots" / "recipe_settings.json").read_text())
+# Deliberate changes since then: the full-scale linear family moved to 6 layers, the demo's lr and nnz = 2 (issue 12,
+# measured: recipes/models.py). Models added since (model-selection-3's) are not in the snapshot.
+CHANGED = {("full", name) for name in ("dense", "sparse", "dense_sparse")}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -34,8 +37,11 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("mode", ["quick", "full"])
 def test_quick_and_full_reproduce_the_old_settings_exactly(mode):
     old = SNAPSHOT[mode]
-    assert {n: zoo.model_config(n, mode).to_dict() for n in zoo.model_names(mode)} == old["models"]
-    assert zoo.setting(mode) == old["models_setting"]
+    kept = [n for n in old["models"] if (mode, n) not in CHANGED]
+    assert {n: zoo.model_config(n, mode).to_dict() for n in kept} == {n: old["models"][n] for n in kept}
+    assert set(old["models"]) <= set(zoo.model_names(mode))
+    new_nnz = {"nnz": 2} if mode == "full" else {}
+    assert {k: zoo.setting(mode)[k] for k in old["models_setting"]} == old["models_setting"] | new_nnz
     size = lsa_gd.SIZES[mode]
     assert {k: size[k] for k in ("steps", "dims", "points")} == old["lsa-gd"]
     assert (size["batch_size"], size["lr"]) == (2048, 1e-3)
@@ -57,7 +63,12 @@ def test_quick_and_full_reproduce_the_old_settings_exactly(mode):
         studies = {
             f"{t}/eta={e:g}": dataclasses.asdict(mo.lm_study_config(p, t, e)) for t in p["tasks"] for e in p["etas"]
         }
-        assert studies == old["pretrained_lm_studies"]
+        # since the snapshot, `scoring: plain` stands for calibrate = pmi = False (issue 11: every scoring reported)
+        renamed = {"scoring": "plain"}
+        assert studies == {
+            k: {f: v for f, v in s.items() if f not in ("calibrate", "pmi")} | renamed
+            for k, s in old["pretrained_lm_studies"].items()
+        }
 
 
 def test_the_shipped_checkpoints_match_the_full_scale():

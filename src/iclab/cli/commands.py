@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="a paper figure end to end, checked against the paper's claim")
     p.add_argument(
         "name",
-        help="model-selection, sparsity, convex, frequency, lsa-gd, icl-vs-ft, momentum, several of them "
+        help="model-selection, model-selection-3, sparsity, convex, frequency, lsa-gd, icl-vs-ft, momentum, "
+        "task-diversity, algorithm-selection, several of them "
         "separated by commas, or all",
     )
     p.add_argument("--out", help="folder for models, curves, figures and report.md (required unless --dry-run)")

@@ -39,17 +39,18 @@ from .recipe import Recipe
 from .sizes import SCALES, on_device
 
 RECIPES: dict[str, Recipe] = {
-    m.RECIPE.name: m.RECIPE
-    for m in (
-        model_selection,
-        sparsity,
-        convex,
-        frequency,
-        lsa_gd,
-        icl_vs_ft,
-        momentum,
-        task_diversity,
-        algorithm_selection,
+    r.name: r
+    for r in (
+        model_selection.RECIPE,
+        model_selection.RECIPE_3,  # its K-class neighbour
+        sparsity.RECIPE,
+        convex.RECIPE,
+        frequency.RECIPE,
+        lsa_gd.RECIPE,
+        icl_vs_ft.RECIPE,
+        momentum.RECIPE,
+        task_diversity.RECIPE,
+        algorithm_selection.RECIPE,
     )
 }
 
@@ -137,7 +138,7 @@ def _reproduce(name: str, out: Path, mode: str, pretrained: bool, progress: bool
     if jobs > 1 and not pretrained:
         import torch
 
-        needed = [m for n in names for m in RECIPES[n].models]
+        needed = [m for n in names for m in RECIPES[n].models_at(mode)]
         train_models(needed, out, mode, jobs, max(1, torch.get_num_threads() // jobs), progress)
     summaries = []
     for n in names:

@@ -21,6 +21,7 @@ from ..spec import format_named
 from ..tasks import make_task
 from ..training.runs import load_model, read_config
 from .common import check, close_to, excess_over_tolerance, ks, tolerance, value
+from .models import setting as scale_setting
 from .sweep import sweep_recipe
 
 
@@ -32,17 +33,6 @@ class Class(NamedTuple):
     task: dict
     weight: float
     specialist: str
-
-
-# The 3-class recipe: dense, nnz = 1 and nnz = 2 sparse at 0.5/0.25/0.25, mixed by one model (recipes.models).
-THREE_CLASSES = {
-    "mixture": "dense_sparse_sparse2",
-    "classes": [
-        Class("dense", {"name": "linear"}, 0.5, "dense"),
-        Class("sparse", {"name": "sparse_linear", "nnz": 1}, 0.25, "sparse"),
-        Class("sparse2", {"name": "sparse_linear", "nnz": 2}, 0.25, "sparse2"),
-    ],
-}
 
 
 def classes(setting: dict) -> list[Class]:
@@ -216,7 +206,10 @@ RECIPE = sweep_recipe(
 
 
 def _three(setting: dict) -> dict:
-    return setting | THREE_CLASSES
+    """The 2-class setting with the 3-class recipe's classes and mixture, from the scale file's `three_classes:`
+    (recipes/scales/models/SCALE.yaml): which model specialises in which class differs by scale."""
+    three = setting["three_classes"]
+    return setting | {"mixture": three["mixture"], "classes": [Class(**c) for c in three["classes"]]}
 
 
 _THREE = sweep_recipe(
@@ -234,7 +227,7 @@ _THREE = sweep_recipe(
         "exploit in d = 5 within CPU minutes (models.py): there the check compares the mixture with a specialist "
         "near least squares. The gap to the oracle is not checked (model_selection.check_rows says why)."
     ),
-    models=model_names(THREE_CLASSES),
+    models=lambda mode: model_names(_three(scale_setting(mode))),
     compute=lambda models, setting, progress=False: compute(models, _three(setting), progress),
     check=lambda rows, setting: check_rows(rows, _three(setting)),
     draw=lambda rows, out, setting: draw(rows, out, _three(setting)),

@@ -26,7 +26,13 @@ class Recipe:
     check: Callable[..., list[dict]]
     draw: Callable[..., list[Path]]
     section: Callable[[Path, dict], list[str]]
-    models: tuple[str, ...] = ()  # the shared models it needs (recipes.models), trained first with --jobs N
+    # the shared models it needs (recipes.models), trained first with --jobs N; a function of the scale for a
+    # recipe whose classes are scale data (model-selection-3)
+    models: tuple[str, ...] | Callable[[str], tuple[str, ...]] = ()
     shipped: bool = False  # its full-size models ship with iclab (or train in seconds): --pretrained renders it
     # plan(mode) -> the runs it trains at that scale (dryrun.Planned), for `iclab reproduce --dry-run`
     plan: Callable[[str], list] | None = None
+
+    def models_at(self, mode: str) -> tuple[str, ...]:
+        """The shared models it needs at scale `mode`."""
+        return self.models(mode) if callable(self.models) else self.models

@@ -26,7 +26,7 @@ def sweep_recipe(
     title: str,
     claim: str,
     differences: str,
-    models: tuple[str, ...],
+    models: tuple[str, ...] | Callable[[str], tuple[str, ...]],
     compute: Callable[[dict[str, Path], dict, bool], list[dict]],
     check: Callable[[list[dict], dict], list[dict]],
     draw: Callable[[list[dict], Path, dict], list[Path]],
@@ -34,7 +34,7 @@ def sweep_recipe(
     """The Recipe of a sweep over the shared `models`: their full-size checkpoints ship with iclab."""
 
     def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
-        runs = {m: ensure_model(m, out, mode, pretrained, progress) for m in models}
+        runs = {m: ensure_model(m, out, mode, pretrained, progress) for m in recipe.models_at(mode)}
         started = time.perf_counter()
         chosen = setting(mode)
         rows = compute(runs, chosen, progress)
@@ -59,10 +59,10 @@ def sweep_recipe(
         return section_lines(recipe, folder, figures, check(rows, stored["setting"]), stored, footer)
 
     def plan(mode: str) -> list[Planned]:
-        return [icl_run(f"models/{mode}/{m}", model_config(m, mode)) for m in models]
+        return [icl_run(f"models/{mode}/{m}", model_config(m, mode)) for m in recipe.models_at(mode)]
 
     recipe = Recipe(
-        name, title, claim, differences, SCALES, run, check, draw, section, tuple(models), shipped=True, plan=plan
+        name, title, claim, differences, SCALES, run, check, draw, section, models, shipped=True, plan=plan
     )
     return recipe
 
