@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 
 from iclab.evaluation.curves import evaluate, write_curves
-from iclab.recipes import icl_vs_ft
+from iclab.recipes import icl_vs_ft, study_models
 from iclab.recipes.models import PRETRAINED, ensure_model, export_pretrained, model_names
+from iclab.recipes.trained import ensure_study_model
 from iclab.training.runs import load_model, read_config
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "iclab" / "pretrained"
@@ -31,6 +32,9 @@ def main() -> None:
         config = read_config(run)
         model, _ = load_model(run, config)
         write_curves(run / "eval" / "curves.csv", evaluate(model, config, baselines=["least_squares"]))
+        print(f"shipped {export_pretrained(run, name, PACKAGE)}")
+    for name, config in study_models().items():
+        run = ensure_study_model(name, config, args.out, PRETRAINED, pretrained=False, progress=True)
         print(f"shipped {export_pretrained(run, name, PACKAGE)}")
     # the ICL-vs-finetuning recipe's token model: weights and settings only (its study runs in minutes)
     folder = args.out / "models" / "full" / icl_vs_ft.MODEL_NAME

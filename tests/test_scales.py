@@ -74,6 +74,8 @@ def test_quick_and_full_reproduce_the_old_settings_exactly(mode):
 def test_the_shipped_checkpoints_match_the_full_scale():
     for name in zoo.model_names("full"):
         assert RunDir(zoo.pretrained_dir(name)).differences(zoo.model_config(name, "full")) == [], name
+    for name, config in recipes.study_models("full").items():
+        assert RunDir(zoo.pretrained_dir(name)).differences(config) == [], name
 
 
 @pytest.mark.parametrize("scale", sizes.SCALES)

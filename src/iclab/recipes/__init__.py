@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..config import Config
 from ..errors import UserError
 from ..files import atomic_write_json, atomic_write_text
 from ..spec import unknown_key_error
@@ -53,6 +54,15 @@ RECIPES: dict[str, Recipe] = {
         algorithm_selection.RECIPE,
     )
 }
+
+
+def study_models(mode: str = PRETRAINED) -> dict[str, Config]:
+    """The models the study recipes task-diversity and algorithm-selection train for themselves (and ship at full
+    size, with scripts/ship_pretrained.py)."""
+    pools = task_diversity.SIZES[mode]["pools"]
+    return {f"pool{p}": task_diversity.model_config(p, mode) for p in pools} | {
+        algorithm_selection.MODEL: algorithm_selection.model_config(mode)
+    }
 
 
 def recipe_names(name: str) -> list[str]:

@@ -128,7 +128,8 @@ def train_models(names: list[str], root: Path, mode: str, jobs: int, threads: in
 
 
 def export_pretrained(run_dir: Path, name: str, dest_root: Path) -> Path:
-    """Copy a finished model's config, final weights and stored curves into the package (no optimizer state)."""
+    """Copy a finished model's config, final weights and stored curves (if any) into the package (no optimizer
+    state)."""
     dest = dest_root / name
     shutil.rmtree(dest, ignore_errors=True)
     last = checkpoint_dirs(run_dir)[-1]
@@ -136,6 +137,7 @@ def export_pretrained(run_dir: Path, name: str, dest_root: Path) -> Path:
     for f in ("model.safetensors", "state.json"):
         shutil.copy2(last / f, dest / "checkpoints" / last.name / f)
     shutil.copy2(run_dir / "config.json", dest / "config.json")
-    (dest / "eval").mkdir()
-    shutil.copy2(run_dir / "eval" / "curves.csv", dest / "eval" / "curves.csv")
+    if (run_dir / "eval" / "curves.csv").is_file():  # a study recipe's model has no curves of its own
+        (dest / "eval").mkdir()
+        shutil.copy2(run_dir / "eval" / "curves.csv", dest / "eval" / "curves.csv")
     return dest
