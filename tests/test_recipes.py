@@ -244,7 +244,7 @@ def test_every_recipe_is_one_declared_frozen_recipe(tmp_path, monkeypatch):
         for mode in recipe.modes:
             assert set(recipe.models_at(mode)) <= set(zoo.model_names(mode)), (name, mode)
     assert recipes.RECIPES["sparsity"].models == ("dense", "sparse", "dense_sparse")
-    unshipped = ["model-selection-3", "momentum", "task-diversity", "algorithm-selection"]
+    unshipped = ["momentum"]
     assert [n for n, r in recipes.RECIPES.items() if not r.shipped] == unshipped
     with pytest.raises(dataclasses.FrozenInstanceError):
         lsa_gd.RECIPE.shipped = False
@@ -316,7 +316,7 @@ def test_three_class_recipe_runs_on_two_step_models(tmp_path, monkeypatch):
     monkeypatch.setitem(zoo.SIZES, "quick", tiny_models(3))
     recipe = model_selection.RECIPE_3
     models = recipe.models_at("quick")
-    assert recipe.name == "model-selection-3" and set(models) <= set(zoo.model_names("quick")) and not recipe.shipped
+    assert recipe.name == "model-selection-3" and set(models) <= set(zoo.model_names("quick")) and recipe.shipped
     assert models == ("dense", "sparse", "sparse2", "dense_sparse1_sparse2")
     # the mixture trains on the prior the oracle assumes
     assert zoo.model_config("dense_sparse1_sparse2", "quick").task == model_selection.mixture_task(

@@ -239,5 +239,4 @@ def _three_section(folder: Path, stored: dict) -> list[str]:
     return _THREE.section(folder, stored | {"tables": tables})
 
 
-# Its models do not ship (yet): `--pretrained` skips it rather than failing on a missing checkpoint.
-RECIPE_3 = dataclasses.replace(_THREE, section=_three_section, shipped=False)
+RECIPE_3 = dataclasses.replace(_THREE, section=_three_section)

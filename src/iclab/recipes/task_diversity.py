@@ -257,4 +257,5 @@ RECIPE = Recipe(
     check=check_results,
     draw=draw,
     section=section,
+    shipped=True,  # its full-size models ship (scripts/ship_pretrained.py)
 )
