@@ -191,12 +191,12 @@ RECIPE = sweep_recipe(
         "at almost no cost (Yadlowsky et al. 2023, finding 1)."
     ),
     differences=(
-        "The paper trains 12-layer, width-256 GPT-2 models in d = 20; here 3 layers, width 64, d = 5 (d = 4 in "
-        "quick mode), a sparse class with one non-zero weight, 2d + 1 points per prompt and minutes of CPU training "
-        "with the loss normalised per prompt by its class's E[y^2], the mixture for twice the specialists' steps "
-        "(models.py says why). So absolute errors are "
-        "higher than the paper's: the models stay well above the Bayes-optimal oracle and, at k >= d, above least "
-        "squares, which is exact there."
+        "The paper trains 12-layer, width-256 GPT-2 models in d = 20; here width 64, 2d + 1 points per prompt and "
+        "minutes of CPU training with the loss normalised per prompt by its class's E[y^2], the mixture for twice "
+        "the specialists' steps: full scale 6 layers, d = 5 and a sparse class with nnz = 2; quick scale 3 layers, "
+        "d = 4 and nnz = 1 (models.py says why). So absolute errors are higher than the paper's: the models stay "
+        "well above the Bayes-optimal oracle and, at k >= d, above least squares, which is exact there; at nnz = 2 "
+        "the sparse models shrink like ridge rather than find the support."
     ),
     models=model_names({"nnz": 1}),
     compute=compute,
@@ -222,10 +222,10 @@ _THREE = sweep_recipe(
         "the 3-class prior is reported per class and k."
     ),
     differences=(
-        "The setting of `model-selection` (3 layers, width 64, d = 5, d = 4 in quick mode, 2d + 1 points, CPU "
-        "minutes, normalised loss) with a third class, nnz = 2, which a 3-layer specialist does not learn to "
-        "exploit in d = 5 within CPU minutes (models.py): there the check compares the mixture with a specialist "
-        "near least squares. The gap to the oracle is not checked (model_selection.check_rows says why)."
+        "The setting of `model-selection` (full: 6 layers, d = 5; quick: 3 layers, d = 4; width 64, 2d + 1 "
+        "points, CPU minutes, normalised loss) with both sparse classes, nnz = 1 and nnz = 2, and the mixture "
+        "trained for twice a specialist's steps, so each sparse class sees half the prompts its specialist saw. "
+        "The gap to the oracle is not checked (model_selection.check_rows says why)."
     ),
     models=lambda mode: model_names(_three(scale_setting(mode))),
     compute=lambda models, setting, progress=False: compute(models, _three(setting), progress),

@@ -52,7 +52,7 @@ def draw(rows: list[dict], out: Path, setting: dict) -> list[Path]:
 
 RECIPE = sweep_recipe(
     name="sparsity",
-    title="Sparsity sweep: nnz = 1 .. d between sparse (nnz = 1) and dense pretraining",
+    title="Sparsity sweep: nnz = 1 .. d between sparse and dense pretraining",
     claim=(
         "As the number of non-zero weights of the test task grows, the mixture model's error moves from the "
         "sparse specialist's level to the dense level: it interpolates between the behaviours it was pretrained "
@@ -60,8 +60,9 @@ RECIPE = sweep_recipe(
     ),
     differences=(
         "d = 5 (d = 4 in quick mode) instead of the paper's d = 20, so nnz runs 1 .. d; small CPU-trained models "
-        "whose sparse class has nnz = 1; errors are read at k = d - 1 examples, the most a prompt can hold while "
-        "sparsity still decides how well any learner can do (least squares is exact from k = d)."
+        "whose sparse class has nnz = 2 (full scale) or 1 (quick); errors are read at k = d - 1 examples, the "
+        "most a prompt can hold while sparsity still decides how well any learner can do (least squares is exact "
+        "from k = d)."
     ),
     models=("dense", "sparse", "dense_sparse"),
     compute=compute,
