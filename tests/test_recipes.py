@@ -335,3 +335,10 @@ def test_three_class_recipe_runs_on_two_step_models(tmp_path, monkeypatch):
     assert "![model-selection-3](model-selection-3/oracle_gap.png)" in lines
     assert any(line.startswith("Error above the 3-class Bayes oracle") for line in lines)
     assert sum(line.startswith("- **") for line in lines) == 3
+
+
+def test_three_class_recipe_names_a_scale_file_without_its_classes():
+    with pytest.raises(UserError, match="three_classes"):
+        model_selection._three({"dims": 4, "nnz": 1})
+    with pytest.raises(UserError, match="label, task, weight, specialist"):
+        model_selection._three({"dims": 4, "three_classes": {"mixture": "m", "classes": [{"label": "dense"}]}})

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import matplotlib.pyplot as plt
 
+from ..errors import UserError
 from ..evaluation.curves import evaluate, read_curves
 from ..evaluation.report import plot_sweep_curves, save_figure
 from ..markdown import table
@@ -208,8 +209,18 @@ RECIPE = sweep_recipe(
 def _three(setting: dict) -> dict:
     """The 2-class setting with the 3-class recipe's classes and mixture, from the scale file's `three_classes:`
     (recipes/scales/models/SCALE.yaml): which model specialises in which class differs by scale."""
-    three = setting["three_classes"]
-    return setting | {"mixture": three["mixture"], "classes": [Class(**c) for c in three["classes"]]}
+    three = setting.get("three_classes")
+    if not isinstance(three, dict) or not {"mixture", "classes"} <= set(three):
+        raise UserError(
+            "model-selection-3 needs `recipe: {three_classes: {mixture: NAME, classes: [...]}}` in "
+            "recipes/scales/models/SCALE.yaml (see full.yaml)"
+        )
+    try:
+        classes = [Class(**c) for c in three["classes"]]
+    except TypeError as e:
+        raise UserError(f"recipes/scales/models: three_classes.classes: {e}; each class has label, task, weight, "
+                        "specialist") from None
+    return setting | {"mixture": three["mixture"], "classes": classes}
 
 
 _THREE = sweep_recipe(
