@@ -80,10 +80,19 @@ def join(ctx: Context, device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=ctx.rank, world_size=ctx.world_size)
-    atexit.register(_leave)
+    atexit.register(_destroy)  # after an error; a finished run leaves through `leave`
 
 
-def _leave() -> None:
+def leave(ctx: Context) -> None:
+    """End a finished run on every rank together: the other ranks wait here until rank 0 has written its last
+    checkpoint, then all leave the group while the interpreter is fully alive. (A rank that ran off to exit
+    while gloo's threads still held work could abort in C++ at interpreter shutdown under load.)"""
+    if ctx.distributed and dist.is_initialized():
+        dist.barrier()
+        _destroy()
+
+
+def _destroy() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
 

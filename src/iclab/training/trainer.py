@@ -273,6 +273,7 @@ def train(config: Config, run_dir: str | Path, overwrite: bool = False, progress
     with contextlib.ExitStack() as held:
         target = distributed.on_main(lambda: str(held.enter_context(RunDir(run_dir).fresh(overwrite))), ctx)
         result = train_in(config, Path(target), progress)
+    distributed.leave(ctx)  # after rank 0 has moved the finished run into place
     result.run_dir = run_dir
     return result
 
@@ -289,8 +290,9 @@ def resume(
     if steps is not None:
         config.train.steps = steps
     run = RunDir(run_dir, kind.read_config, kind.resume_command)
+    ctx = join(config)
     with contextlib.ExitStack() as held:  # rank 0 holds the run's lock while it trains
-        distributed.on_main(lambda: held.enter_context(run.lock()), join(config))
+        distributed.on_main(lambda: held.enter_context(run.lock()), ctx)
         trainer = kind(config, run_dir, **data)
         trainer.restore()  # every rank reads the checkpoint; only rank 0 writes below
         if trainer.ctx.is_main:
@@ -299,4 +301,6 @@ def resume(
             truncate_metrics(run_dir, trainer.step)
             if trainer.step >= config.train.steps:
                 print(f"{run_dir} is complete ({trainer.step} of {config.train.steps} steps); nothing to do")
-        return trainer.run(progress)
+        result = trainer.run(progress)
+    distributed.leave(ctx)
+    return result
