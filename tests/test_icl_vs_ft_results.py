@@ -126,3 +126,23 @@ def test_recipe_measures_every_checkpoint_of_pretraining(tmp_path, monkeypatch):
     assert results["emergence"]["8"] == results["trained"]  # the end point is the study's own model
     assert out["checks"][-1]["claim"].startswith("the similarity measures rise with ICL ability")
     assert (tmp_path / recipe.NAME / "emergence.png").stat().st_size > 1000
+
+
+def test_measures_summary_table_puts_every_baseline_and_method_beside_each_measure():
+    from iclab.icl_vs_ft.results import measures_summary_table
+
+    by_ft = {f: summarise(PARTS) for f in ("kv-sgd", "lcgd")}
+    run = {"task": "t", "ft": ["kv-sgd", "lcgd"], "measures": "dual",
+           "spread": {"trained": {"by_ft": by_ft}, "untrained": {"by_ft": by_ft}}}
+    lines = measures_summary_table([run])
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {r.split("|")[3].strip(): [c.strip() for c in r.strip("|").split("|")] for r in lines[2:]}
+    col = {name: header.index(name) for name in header}
+    kendall = rows["Kendall"]
+    # Kendall is 0.1 i + 0.05 over i = 0, 1, 2: mean 0.150, s.e. 0.1 / sqrt(3)
+    assert kendall[col["trained, FT kv-sgd"]] == f"0.150 ± {0.1 / math.sqrt(3):.3f}"
+    assert kendall[col["random centred"]] == "-0.010 ± 0.006"
+    assert kendall[col["trained, FT full"]] == "n/a"  # a method this run did not use
+    assert kendall[col["untrained (Deutch: embeddings, norms, unembedding kept)"]] == "n/a"
+    ft = rows["FT accuracy %"]
+    assert ft[col["trained, FT lcgd"]] == "60.0 ± 0.0" and ft[col["random uniform"]] == "—"

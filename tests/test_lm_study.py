@@ -62,7 +62,9 @@ def test_run_writes_every_measure_with_its_baselines_and_resumes(model_dir, tmp_
         main(args + FAST + ["--calibrate"])
     capsys.readouterr()
     assert main(["lm", "summary", str(out)]) == 0
-    assert "| shakespeare-genre-ab | llama | 2 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| shakespeare-genre-ab | llama | 2 |" in printed
+    assert "| shakespeare-genre-ab | dai | Kendall per demo |" in printed  # the long table of every measure
 
 
 def test_cli_errors_exit_2_with_one_line(model_dir, tmp_path, capsys):

@@ -147,7 +147,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
     from ..errors import UserError
     from ..files import atomic_write_text
-    from ..lm.study import summary_table
+    from ..icl_vs_ft.results import measures_summary_table, summary_table
 
     results = []
     for folder in args.runs:
@@ -155,7 +155,8 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise UserError(f"{path} does not exist: run `iclab lm run --out {folder}` first")
         results.append(json.loads(path.read_text()))
-    lines = summary_table(results)
+    lines = summary_table(results) + ["", "Every measure beside every baseline and FT method:", ""]
+    lines += measures_summary_table(results)
     print("\n".join(lines))
     if args.out:
         atomic_write_text(Path(args.out), "\n".join(lines) + "\n")

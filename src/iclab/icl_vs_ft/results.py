@@ -12,6 +12,7 @@ from pathlib import Path
 from ..markdown import cell, table
 from ..stats import Summary, summarize
 from .conditions import RANDOM_BASELINES, SCORINGS, StudyResult
+from .finetune import FT_METHODS
 from .metrics import MEASURES, VARIANT_MEASURES
 
 CONDITIONS = ("zsl", "icl", "ft")
@@ -113,10 +114,7 @@ def measures_tables(by_model: dict[str, dict[str, dict]], variant: str, methods:
     the FT methods side by side on the trained and Deutch's untrained model. `by_model`: model -> FT method ->
     its `summarise`."""
     shown = VARIANT_MEASURES[variant]
-    trained = by_model["trained"][methods[0]]
-    columns = {f"trained ({methods[0]})": trained["measures"]}
-    columns |= {b: trained["baselines"].get(b, {}) for b in RANDOM_BASELINES}
-    columns |= {label: by_model[m][methods[0]]["measures"] for m, label in UNTRAINED.items() if m in by_model}
+    columns = {f"trained ({methods[0]})": by_model["trained"][methods[0]]["measures"]} | _baselines(by_model, methods)
     rows = [[MEASURES[key]] + [value(c.get(key)) for c in columns.values()] for key in shown]
     lines = [f"Measures (`{variant}` variant, {VARIANT_NOTES[variant]}) beside every baseline:", ""]
     lines += table([f"measure ({note})", *columns], rows)
@@ -130,6 +128,13 @@ def measures_tables(by_model: dict[str, dict[str, dict]], variant: str, methods:
                   "method its own learning-rate grid):", ""]
         lines += table(header, rows)
     return lines
+
+
+def _baselines(by_model: dict[str, dict[str, dict]], methods: list[str]) -> dict[str, dict]:
+    """Label -> measures of every baseline of the first FT method: the random updates, then the untrained models."""
+    trained = by_model["trained"][methods[0]]
+    columns = {b: trained["baselines"].get(b, {}) for b in RANDOM_BASELINES}
+    return columns | {label: by_model[m][methods[0]]["measures"] for m, label in UNTRAINED.items() if m in by_model}
 
 
 def gap_table(models: dict[str, dict], note: str) -> list[str]:
@@ -202,6 +207,28 @@ def summary_table(runs: list[dict]) -> list[str]:
     header += ["FT cal.", "ZSL PMI", "ICL PMI", "FT PMI", "Rec2FTP"]
     header += ["SimAOU (random; untrained)", "SimAM ICL-FT / ICL-ZSL", "Kendall (random; untrained)"]
     return table(header, rows, align="ll" + "r" * (len(header) - 2))
+
+
+def measures_summary_table(runs: list[dict]) -> list[str]:
+    """One row per (`lm run` folder, measure of its variant): the trained model under each FT method it ran, and
+    every baseline (of its first method); n/a where a run has no such column, — where it has no such number
+    (a random update has no accuracy)."""
+    header = [f"trained, FT {f}" for f in FT_METHODS] + [*RANDOM_BASELINES, *UNTRAINED.values()]
+    rows = []
+    for r in runs:
+        by_model = {m: s["by_ft"] for m, s in r["spread"].items()}
+        methods, variant = r.get("ft", ["kv-sgd"]), r.get("measures", "dual")
+        models = {f"trained, FT {f}": by_model["trained"][f] for f in methods}
+        models |= {label: by_model[m][methods[0]] for m, label in UNTRAINED.items() if m in by_model}
+        columns = {c: models[c]["measures"] for c in models} | _baselines(by_model, methods)
+        ft = [value(models[c]["accuracy"].get("ft"), True) if c in models else "—" if c in columns else "n/a"
+              for c in header]
+        rows.append([r["task"], variant, "FT accuracy %", *ft])
+        for key in VARIANT_MEASURES[variant]:
+            rows.append([r["task"], variant, MEASURES[key], *(value(columns[c].get(key)) if c in columns else "n/a"
+                                                              for c in header)])
+    header = ["task", "measures", "measure (mean ± s.e. over seeds)", *header]
+    return table(header, rows, align="lll" + "r" * (len(header) - 3))
 
 
 def sweep_rows(runs: dict[int, dict], ks: list[int]) -> dict[int, dict]:
