@@ -35,7 +35,8 @@ OVERRIDES = TINY + [
 
 
 def torchrun(*args, processes=2):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    # PYTHONFAULTHANDLER: should a rank die of a signal, its Python stack is in the failure message
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     cmd += ["-m", "iclab.cli", "train", "--quiet", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
