@@ -12,7 +12,7 @@ from iclab import recipes
 from iclab.config import load_config
 from iclab.errors import UserError
 from iclab.evaluation.curves import read_curves, series_name
-from iclab.evaluation.sweeps import run_sweep, sweep_points
+from iclab.evaluation.sweeps import run_sweep, sweep_points, write_sweep
 from iclab.recipes import convex, frequency, model_selection
 from iclab.recipes import models as zoo
 from iclab.recipes.sizes import read_scale
@@ -66,10 +66,21 @@ def test_sweeping_a_run_without_the_parameter_is_refused(kind, overrides, messag
     assert message in str(info.value)
 
 
-def test_sweep_rows_cover_runs_and_baselines(runs):
+def test_sweep_rows_cover_runs_and_baselines(runs, tmp_path):
     rows = run_sweep("sparsity", [runs["lin"]], ["least_squares"])
     assert {r["sweep"] for r in rows} == {"nnz=1", "nnz=2", "nnz=3"}
     assert {(r["run"], r["estimator"]) for r in rows} == {("lin", "transformer"), ("", "least_squares")}
+    # the default baselines bring zero and each point's own oracle, so every sparsity curve carries the ICL score
+    rows = run_sweep("sparsity", [runs["lin"]])
+    assert {r["estimator"] for r in rows if not r["run"]} == {"least_squares", "lasso_cv", "zero", "posterior_mean"}
+    path = tmp_path / "curves.csv"
+    write_sweep(path, rows)
+    stored = read_curves(path)
+    oracle = [r for r in stored if r["estimator"] == "posterior_mean" and r["k"] > 0]
+    assert oracle and all(r["icl_score"] == pytest.approx(1.0, abs=1e-5) for r in oracle)
+    assert all(r["icl_score"] is None for r in stored if r["k"] == 0)  # zero = oracle at k = 0: undefined
+    scored = [r for r in stored if r["run"] == "lin" and r["k"] > 0]
+    assert all(isinstance(r["icl_score"], float) for r in scored)
     # values come from the first run that has the parameter; the specialist is scored on them too
     rows = run_sweep("convex", [runs["sine"], runs["mix"]], [])
     assert {r["run"] for r in rows} == {"sine", "mix"} and len({r["sweep"] for r in rows}) == 11
@@ -92,7 +103,7 @@ def test_sweep_command(runs, tmp_path):
     ]
     assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
     with open(out / "curves.csv") as f:
-        assert list(next(csv.reader(f))) == ["run", "sweep", "task", "estimator", "k", "mean", "lo", "hi"]
+        assert list(next(csv.reader(f))) == ["run", "sweep", "task", "estimator", "k", "mean", "lo", "hi", "icl_score"]
     assert (out / "frequency.png").stat().st_size > 1000
     bad = subprocess.run(cmd[:4] + ["sparsity", str(runs["sine"])], capture_output=True, text=True)
     assert bad.returncode == 2 and "sweep sparsity needs" in bad.stderr

@@ -7,10 +7,11 @@ Under a prompting strategy (tasks/prompting.py) the query at k comes from anothe
 every estimator then sees, for each k, one batch of prompts made of k demonstrations and that query.
 
 The ICL score (Campbell et al. 2024) maps an error onto the scale from the zero predictor (0) to the Bayes
-oracle (1): (err_zero - err) / (err_zero - err_oracle). It is computed from stored rows of `zero` and of an
-oracle fitted to the evaluated task (ORACLES), so curves.csv keeps its columns and old CSVs score too where
-they hold both rows. Evaluating with the config's baselines adds `posterior_mean` by itself where it is exact
-and cheap, when `zero` is among them.
+oracle (1): (err_zero - err) / (err_zero - err_oracle). It is computed from the rows of `zero` and of an oracle
+fitted to the evaluated task (ORACLES) when curves.csv is written (its `icl_score` column, empty where either row
+is missing), and again from the rows when a report is rendered, so older CSVs without the column score too.
+Evaluating with the config's baselines adds `posterior_mean` by itself where it is exact and cheap, when `zero` is
+among them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ..spec import format_named, parse_named
 from ..tasks import FunctionClass, InputDistribution, make_inputs, make_shift, make_task, sample_prompts
 from ..tasks.prompting import make_prompting
 
-CURVE_COLUMNS = ["task", "estimator", "k", "mean", "lo", "hi"]
+CURVE_COLUMNS = ["task", "estimator", "k", "mean", "lo", "hi", "icl_score"]
 ORACLES = ("posterior_mean", "bayes")  # estimator labels fitted to the evaluated task's own prior: the score's 1
 
 
@@ -216,6 +217,12 @@ def default_oracle(task: FunctionClass, names: list[str], dims: int) -> list[str
         return []
 
 
+def icl_score(error: float, zero: float, oracle: float) -> float | None:
+    """Campbell et al.'s score of `error`: 0 at the zero predictor's error, 1 at the oracle's; None where the
+    oracle is not better than zero by more than rounding (e.g. at k = 0, where both predict 0)."""
+    return None if zero - oracle <= 1e-9 else (zero - error) / (zero - oracle)
+
+
 def icl_scores(rows: list[dict]) -> dict[tuple, float]:
     """The ICL score of every row whose curve (its task, and sweep point if any) has rows of `zero` and of an
     oracle (ORACLES) at its k, keyed by (sweep, task, estimator, k) (sweep '' outside sweeps). Absent where the
@@ -226,9 +233,9 @@ def icl_scores(rows: list[dict]) -> dict[tuple, float]:
         sweep, task, k = r.get("sweep", ""), r["task"], r["k"]
         zero = by.get((sweep, task, "zero", k))
         oracle = next((by[sweep, task, o, k] for o in ORACLES if (sweep, task, o, k) in by), None)
-        if zero is None or oracle is None or zero - oracle <= 1e-9:
-            continue
-        out[sweep, task, series_name(r), k] = (zero - r["mean"]) / (zero - oracle)
+        score = None if zero is None or oracle is None else icl_score(r["mean"], zero, oracle)
+        if score is not None:
+            out[sweep, task, series_name(r), k] = score
     return out
 
 
@@ -238,21 +245,29 @@ def series_name(row: dict) -> str:
 
 
 def read_curves(path: Path) -> list[dict]:
-    """Rows of a curves CSV (also a sweep's, whose extra columns come through as strings)."""
+    """Rows of a curves CSV (also a sweep's, whose extra columns come through as strings); `icl_score` is a float,
+    or None where the file has no score for the row (or no such column)."""
     if not Path(path).is_file():
         return []
     with open(path, newline="") as f:
         return [
-            r | {"k": int(r["k"]), "mean": float(r["mean"]), "lo": float(r["lo"]), "hi": float(r["hi"])}
+            r
+            | {"k": int(r["k"]), "mean": float(r["mean"]), "lo": float(r["lo"]), "hi": float(r["hi"])}
+            | {"icl_score": float(r["icl_score"]) if r.get("icl_score") else None}
             for r in csv.DictReader(f)
         ]
 
 
 def write_curves(path: Path, rows: list[dict], columns: list[str] = CURVE_COLUMNS) -> None:
+    """Write `rows` as CSV, atomically; with an `icl_score` column, each row's score from the rows themselves
+    (icl_scores), empty where they hold no `zero` or oracle row for its curve."""
+    scores = icl_scores(rows) if "icl_score" in columns else {}
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
+        if "icl_score" in columns:
+            row = row | {"icl_score": scores.get((row.get("sweep", ""), row["task"], series_name(row), row["k"]))}
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_text(path, buffer.getvalue())
 

@@ -133,22 +133,41 @@ def _curve_table(rows: list[dict], task: str, dims: int) -> str:
     return "\n".join(table(["estimator"] + [f"k={k}" for k in ks], body))
 
 
+SCORE_NOTE = (
+    "ICL score (Campbell et al. 2024): (error of zero − error) / (error of zero − error of the Bayes oracle of the "
+    "evaluated task); 0 is predicting 0, 1 the Bayes oracle (n/a where the oracle is no better than 0, as at k = 0):"
+)
+
+
+def _score_rows(rows: list[dict], dims: int) -> tuple[list[int], list[tuple[str, str, list[str]]]]:
+    """The curve table's k, and per curve (sweep point, task) that has scores, each series' scores at them."""
+    scores = icl_scores(rows)
+    ks = _table_ks(rows, dims) if scores else []
+    out = []
+    for sweep, task in dict.fromkeys((r.get("sweep", ""), r["task"]) for r in rows):
+        if not any(key[:2] == (sweep, task) for key in scores):
+            continue
+        series = dict.fromkeys(series_name(r) for r in rows if (r.get("sweep", ""), r["task"]) == (sweep, task))
+        out += [(sweep, s, [cell(scores.get((sweep, task, s, k))) for k in ks]) for s in series]
+    return ks, out
+
+
 def score_table(rows: list[dict], task: str, dims: int) -> list[str]:
     """The ICL score of every estimator of `task` at the curve table's k (Campbell et al.: predicting 0 scores 0,
     the Bayes oracle 1), with a line saying how; [] when the stored rows lack `zero` or an oracle."""
-    rows = [r for r in rows if r["task"] == task]
-    scores = icl_scores(rows)
-    if not scores:
+    ks, body = _score_rows([r for r in rows if r["task"] == task], dims)
+    if not body:
         return []
-    ks = _table_ks(rows, dims)
-    estimators = dict.fromkeys(r["estimator"] for r in rows)
-    body = [[est] + [cell(scores.get(("", task, est, k))) for k in ks] for est in estimators]
-    return [
-        "ICL score (Campbell et al. 2024): (error of zero − error) / (error of zero − error of the Bayes oracle); "
-        "0 is predicting 0, 1 the Bayes oracle (n/a where the oracle is no better than 0, as at k = 0):",
-        "",
-        *table(["estimator"] + [f"k={k}" for k in ks], body),
-    ]
+    return [SCORE_NOTE, "", *table(["estimator"] + [f"k={k}" for k in ks], [[s] + c for _, s, c in body])]
+
+
+def sweep_score_table(rows: list[dict], dims: int) -> list[str]:
+    """score_table for sweep rows: one line per (sweep point, series) of every point that has scores."""
+    ks, body = _score_rows(rows, dims)
+    if not body:
+        return []
+    header = ["sweep point", "series"] + [f"k={k}" for k in ks]
+    return [SCORE_NOTE, "", *table(header, [[p, s] + c for p, s, c in body]), ""]
 
 
 def checks_section(checks: list[dict]) -> list[str]:

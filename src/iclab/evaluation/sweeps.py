@@ -22,11 +22,11 @@ from ..tasks import make_task
 from ..tasks.functions import ConvexCombination, Linear, Mixture, Sinusoid
 from ..tasks.prompting import make_prompting
 from ..training.runs import load_model, read_config
-from .curves import evaluate, write_curves
+from .curves import default_oracle, evaluate, write_curves
 
-SWEEP_COLUMNS = ["run", "sweep", "task", "estimator", "k", "mean", "lo", "hi"]
-DEFAULT_BASELINES = {
-    "sparsity": ["least_squares", "lasso_cv"],
+SWEEP_COLUMNS = ["run", "sweep", "task", "estimator", "k", "mean", "lo", "hi", "icl_score"]
+DEFAULT_BASELINES = {  # sparsity's zero brings in the Bayes oracle of each point, hence the ICL score
+    "sparsity": ["least_squares", "lasso_cv", "zero"],
     "convex": ["least_squares", "knn"],
     "frequency": ["knn", "least_squares"],
     "shift": ["least_squares"],
@@ -106,7 +106,8 @@ def run_sweep(
     prompting: str | dict | None = None,
 ) -> list[dict]:
     """Sweep every run over the points of the first run's config; baselines once per point; every point under
-    the `prompting` strategy (default standard)."""
+    the `prompting` strategy (default standard). With the default baselines (`baselines` None) the Bayes oracle
+    of each unshifted point joins them where it is exact and cheap (default_oracle), as in `evaluate`."""
     if not run_dirs:
         raise UserError("give at least one run directory")
     make_prompting(prompting)  # a misspelt strategy fails before any model loads
@@ -138,8 +139,11 @@ def run_sweep(
             cfg.eval = first.eval
             for r in evaluate(model, cfg, point.task, point.shift, [], progress, prompting):
                 rows.append({"run": run_names[str(run)], "sweep": point.name} | r)
+        extra = []
+        if baselines is None and point.shift is None:
+            extra = default_oracle(make_task(point.task or first.task, first.dims), names, first.dims)
         if names:
-            for r in evaluate(None, first, point.task, point.shift, names, progress, prompting):
+            for r in evaluate(None, first, point.task, point.shift, names + extra, progress, prompting):
                 rows.append({"run": "", "sweep": point.name} | r)
     return rows
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.curves import read_curves, write_curves
+from ..evaluation.curves import icl_scores, read_curves, write_curves
 from ..evaluation.report import plot_sweep_curves
 from ..files import atomic_write_text
 from ..markdown import cell, table
@@ -21,10 +21,15 @@ def default_ks(config: dict) -> list[int]:
     return sorted({min(k, config["points"] - 1) for k in (config["dims"], 2 * config["dims"])})
 
 
+def _first_task_rows(run: Run) -> list[dict]:
+    """Every row of the run's eval/curves.csv on its first evaluated task (the transformer's and the baselines')."""
+    rows = read_curves(run.run_dir / "eval" / "curves.csv")
+    return [r for r in rows if r["task"] == rows[0]["task"]] if rows else []
+
+
 def _transformer_curve(run: Run) -> list[dict]:
     """The run's transformer rows of eval/curves.csv, on its first evaluated task."""
-    curve = [r for r in read_curves(run.run_dir / "eval" / "curves.csv") if r["estimator"] == "transformer"]
-    return [r for r in curve if r["task"] == curve[0]["task"]] if curve else []
+    return [r for r in _first_task_rows(run) if r["estimator"] == "transformer"]
 
 
 def _last_validation(metrics: list[dict]) -> list[float] | None:
@@ -33,7 +38,8 @@ def _last_validation(metrics: list[dict]) -> list[float] | None:
 
 def run_result(run: Run, ks: list[int]) -> dict:
     """One row of the results table, read from the run's files: progress, final loss, error at each k (from
-    eval/curves.csv after a full evaluation, else from the last validation curve of the training log)."""
+    eval/curves.csv after a full evaluation, else from the last validation curve of the training log) and the
+    ICL score at each k (where the evaluation has rows of zero and the Bayes oracle)."""
     row: dict[str, Any] = {"run": run.name} | {key: label(v) for key, v in run.values.items()}
     status = run_status(run.run_dir)
     metrics = read_metrics(run.run_dir) if status else []
@@ -48,7 +54,8 @@ def run_result(run: Run, ks: list[int]) -> dict:
         "seconds": round(metrics[-1]["seconds"], 1) if metrics else math.nan,
         "final_loss": final_loss.mean if final_loss else math.nan,
     }
-    curve, val = _transformer_curve(run), _last_validation(metrics)
+    evaluated, val = _first_task_rows(run), _last_validation(metrics)
+    curve = [r for r in evaluated if r["estimator"] == "transformer"]
     row["error_from"] = "eval" if curve else ("validation" if val else "")
     for k in ks:
         if curve:
@@ -56,6 +63,9 @@ def run_result(run: Run, ks: list[int]) -> dict:
             row[f"error_k{k}"] = hit["mean"] if hit else math.nan
         else:
             row[f"error_k{k}"] = val[k] if val and k < len(val) else math.nan
+    scores = icl_scores(evaluated)
+    for k in ks:
+        row[f"score_k{k}"] = scores.get(("", curve[0]["task"], "transformer", k), math.nan) if curve else math.nan
     return row
 
 
@@ -100,6 +110,8 @@ def write_results(out: Path, runs: list[Run], keys: list[str], ks: list[int], ou
     """OUT/results.csv (one row per run), OUT/results.md (tables, the figure, problems) and OUT/results.png.
     `outcomes` of this invocation's jobs mark runs that failed, were busy elsewhere or are still queued."""
     rows = [run_result(run, ks) for run in runs]
+    unscored = [c for c in rows[0] if c.startswith("score_k") and all(math.isnan(r[c]) for r in rows)]
+    rows = [{c: v for c, v in r.items() if c not in unscored} for r in rows]  # no zero or oracle anywhere
     notes = []
     for row in rows:
         outcome = outcomes.get(row["run"], {"status": "done"})
@@ -115,7 +127,8 @@ def write_results(out: Path, runs: list[Run], keys: list[str], ks: list[int], ou
         f"{len(rows)} runs over {', '.join(f'`{k}`' for k in keys)}; {done} complete. Errors are the transformer's "
         "normalised squared error at k examples (column error_from: `eval` = the curves of `iclab eval`, "
         "`validation` = the last validation curve of the training log); final_loss averages the last 10 logged "
-        f"training losses. Every run is a folder: `iclab report {out}/RUN` renders one.",
+        "training losses; score_kK, where present, is the ICL score at k (0 = predicting 0, 1 = the Bayes oracle, "
+        f"from the evaluation's rows of both). Every run is a folder: `iclab report {out}/RUN` renders one.",
         "",
     ]
     lines += table(list(rows[0]), [[_number(v) for v in r.values()] for r in rows]) + [""]

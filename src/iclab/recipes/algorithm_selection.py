@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 
 from ..baselines import make_estimator
 from ..config import Config
-from ..evaluation.curves import TransformerEstimator, make_eval_set
+from ..evaluation.curves import TransformerEstimator, icl_score, make_eval_set
 from ..evaluation.report import save_figure
 from ..files import atomic_write_json
 from ..markdown import table
@@ -67,6 +67,7 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
     config = model_config(mode)
     run_dir = ensure_study_model(MODEL, config, out, mode, pretrained, progress)
     model, _ = load_model(run_dir, config)
+    scored = time.perf_counter()
     levels, stds = {}, SIZES[mode]["noise_stds"]
     for std in stds:
         evalset = make_eval_set(config, {"name": "noisy_linear", "noise_std": std})
@@ -77,6 +78,7 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
         errors = {n: normalised(p - evalset.targets.double(), evalset).mean(0).tolist() for n, p in preds.items()}
         levels[f"{std:g}"] = {"errors": errors, "own": f"ridge:alpha={std**2:g}"}
     results = {"mode": mode, "dims": config.dims, "levels": levels} | train_info(run_dir)
+    results["scoring_seconds"] = round(time.perf_counter() - scored, 1)
     results["seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(out / NAME / "results.json", results)
     draw(results, out / NAME)
@@ -87,6 +89,12 @@ def mean_error(level: dict, name: str) -> float:
     """The error averaged over k = 1 .. points-1."""
     errs = level["errors"][name][1:]
     return sum(errs) / len(errs)
+
+
+def level_score(level: dict, name: str) -> float | None:
+    """The ICL score from the mean errors: 0 = predicting 0, 1 = ridge at the level's own lambda, its Bayes
+    predictor."""
+    return icl_score(mean_error(level, name), mean_error(level, "zero"), mean_error(level, level["own"]))
 
 
 def excess(r: dict, name: str) -> float:
@@ -156,10 +164,17 @@ def tables(r: dict) -> list[str]:
     names = ["transformer", "oracle"] + [f"ridge:alpha={float(s) ** 2:g}" for s in r["levels"]] + ["zero"]
     rows = [[n] + [mean_error(lv, n) for lv in r["levels"].values()] + [excess(r, n)] for n in names]
     header = ["estimator"] + [f"σ = {s}" for s in r["levels"]] + ["mean excess"]
+    scores = [[n] + [level_score(lv, n) for lv in r["levels"].values()] for n in names[:-1]]
     return [
         "Mean error over k = 1 .. points-1 at each noise level, and the mean excess over each level's optimum:",
         "",
         *table(header, rows),
+        "",
+        "ICL score (Campbell et al. 2024) at each level, from those mean errors: 0 = predicting 0, 1 = ridge with "
+        "that level's lambda = sigma^2, the level's Bayes predictor (the mixture's oracle, which does not know the "
+        "level, scores below 1):",
+        "",
+        *table(["estimator"] + [f"σ = {s}" for s in r["levels"]], scores),
         "",
     ]
 
@@ -168,7 +183,7 @@ def section(folder: Path, stored: dict) -> list[str]:
     r = json.loads((folder / "results.json").read_text())
     footer = (
         f"One model, {r['steps']} steps, {r['train_seconds']:.0f} s of training; scoring "
-        f"{r['seconds']:.0f} s. Numbers: `{folder.name}/results.json`."
+        f"{r.get('scoring_seconds', r['seconds']):.0f} s. Numbers: `{folder.name}/results.json`."
     )
     return section_lines(RECIPE, folder, draw(r, folder), check_results(r), stored | {"tables": tables(r)}, footer)
 

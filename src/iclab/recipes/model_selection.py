@@ -73,7 +73,8 @@ def compute(models: dict[str, Path], setting: dict, progress: bool = False) -> l
     for name in model_names(setting):
         config = read_config(models[name])
         loaded[name] = (load_model(models[name], config)[0], config)
-    baselines = ["least_squares", "lasso_cv", oracle(setting)]
+    # zero and each class's own posterior mean: the two ends of the ICL score (the mixture's oracle scores below 1)
+    baselines = ["least_squares", "lasso_cv", oracle(setting), "zero", "posterior_mean"]
     rows = []
     for c in classes(setting):
         label = f"class={c.label}"
@@ -169,6 +170,7 @@ def plot_oracle_gap(rows: list[dict], path: Path, setting: dict) -> Path:
 
 
 def draw(rows: list[dict], out: Path, setting: dict) -> list[Path]:
+    rows = [r for r in rows if r["estimator"] != "zero"]  # the score's 0, at error ~1: only in the tables
     figures = [
         plot_sweep_curves(
             [r for r in rows if r["sweep"] == f"class={c.label}"],
@@ -218,8 +220,9 @@ def _three(setting: dict) -> dict:
     try:
         classes = [Class(**c) for c in three["classes"]]
     except TypeError as e:
-        raise UserError(f"recipes/scales/models: three_classes.classes: {e}; each class has label, task, weight, "
-                        "specialist") from None
+        raise UserError(
+            f"recipes/scales/models: three_classes.classes: {e}; each class has label, task, weight, specialist"
+        ) from None
     return setting | {"mixture": three["mixture"], "classes": classes}
 
 

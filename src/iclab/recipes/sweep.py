@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..evaluation.curves import read_curves
+from ..evaluation.report import sweep_score_table
 from ..evaluation.sweeps import write_sweep
 from ..training.checkpoint import latest_checkpoint, read_state
 from .common import section_lines
@@ -56,14 +57,15 @@ def sweep_recipe(
             f"Models: {', '.join(trained)}; sweep and checks {stored['seconds']:.0f} s. "
             f"Numbers: `{folder.name}/curves.csv`."
         )
-        return section_lines(recipe, folder, figures, check(rows, stored["setting"]), stored, footer)
+        tables = stored.get("tables", []) + sweep_score_table(rows, stored["setting"]["dims"])
+        return section_lines(
+            recipe, folder, figures, check(rows, stored["setting"]), stored | {"tables": tables}, footer
+        )
 
     def plan(mode: str) -> list[Planned]:
         return [icl_run(f"models/{mode}/{m}", model_config(m, mode)) for m in recipe.models_at(mode)]
 
-    recipe = Recipe(
-        name, title, claim, differences, SCALES, run, check, draw, section, models, shipped=True, plan=plan
-    )
+    recipe = Recipe(name, title, claim, differences, SCALES, run, check, draw, section, models, shipped=True, plan=plan)
     return recipe
 
 

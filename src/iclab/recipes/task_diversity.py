@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 
 from ..baselines import make_estimator
 from ..config import Config
-from ..evaluation.curves import TransformerEstimator, make_eval_set
+from ..evaluation.curves import TransformerEstimator, icl_score, make_eval_set
 from ..evaluation.report import save_figure
 from ..files import atomic_write_json
 from ..markdown import table
@@ -82,14 +82,16 @@ def score(model, config: Config, task: dict, pool: dict) -> dict:
 
 
 def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
-    started = time.perf_counter()
+    started, scoring = time.perf_counter(), 0.0
     models = []
     for size in SIZES[mode]["pools"]:
         config = model_config(size, mode)
         run_dir = ensure_study_model(f"pool{size}", config, out, mode, pretrained, progress)
         model, _ = load_model(run_dir, config)
         entry = {"pool": size} | train_info(run_dir)
+        scored = time.perf_counter()
         entry |= {where: score(model, config, task, pool_task(size)) for where, task in tasks_of(size).items()}
+        scoring += time.perf_counter() - scored
         models.append(entry)
     results = {
         "mode": mode,
@@ -98,6 +100,7 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
         "models": models,
         "threshold": threshold(models),
         "seconds": round(time.perf_counter() - started, 1),
+        "scoring_seconds": round(scoring, 1),
     }
     atomic_write_json(out / NAME / "results.json", results)
     draw(results, out / NAME)
@@ -196,13 +199,22 @@ def draw(r: dict, folder: Path) -> list[Path]:
     return [phase, save_figure(fig, folder / "fresh_error.png")]
 
 
+ORACLE = {"own": "dmmse", "fresh": "ridge"}  # the Bayes predictor of each prompt set's prior: the ICL score's 1
+
+
+def model_score(entry: dict, where: str) -> float | None:
+    """The model's ICL score on `where` prompts, from the errors averaged over k >= 1: 0 = predicting 0, 1 = the
+    Bayes predictor of those prompts (dMMSE on the pool's tasks, ridge with lambda = sigma^2 on fresh ones)."""
+    return icl_score(*(mean_error(entry, where, n) for n in ("transformer", "zero", ORACLE[where])))
+
+
 def tables(r: dict) -> list[str]:
     rows = []
     for m in r["models"]:
         rows.append(
             [f"2^{round(math.log2(m['pool']))} = {m['pool']}", m["steps"]]
             + [mean_error(m, w, n) for w in ("own", "fresh") for n in ("transformer", "dmmse", "ridge")]
-            + [m["fresh"]["to_dmmse"], m["fresh"]["to_ridge"]]
+            + [m["fresh"]["to_dmmse"], m["fresh"]["to_ridge"], model_score(m, "own"), model_score(m, "fresh")]
         )
     header = [
         "pool M",
@@ -215,10 +227,14 @@ def tables(r: dict) -> list[str]:
         "fresh: ridge",
         "fresh: Δ dMMSE",
         "fresh: Δ ridge",
+        "own: ICL score",
+        "fresh: ICL score",
     ]
     return [
-        "Mean error over k = 1 .. points-1 (own: the model's pool; fresh: Gaussian tasks) and the distance "
-        "of the model's predictions to dMMSE's and ridge's on fresh tasks:",
+        "Mean error over k = 1 .. points-1 (own: the model's pool; fresh: Gaussian tasks), the distance "
+        "of the model's predictions to dMMSE's and ridge's on fresh tasks, and the model's ICL score (Campbell et "
+        "al. 2024) from those mean errors: 0 = predicting 0, 1 = the Bayes predictor of the prompts' prior (dMMSE "
+        "on its own pool, ridge on fresh tasks):",
         "",
         *table(header, rows),
         "",
@@ -228,9 +244,11 @@ def tables(r: dict) -> list[str]:
 def section(folder: Path, stored: dict) -> list[str]:
     r = json.loads((folder / "results.json").read_text())
     trained = sum(m["train_seconds"] for m in r["models"])
+    # the time spent scoring; a results.json from before scoring_seconds trained every model in the same call
+    scoring = r.get("scoring_seconds", r["seconds"] - trained)
     footer = (
         f"{len(r['models'])} models, {r['models'][0]['steps']} steps each, {trained:.0f} s of training; scoring "
-        f"{r['seconds'] - trained:.0f} s. Numbers: `{folder.name}/results.json`."
+        f"{scoring:.0f} s. Numbers: `{folder.name}/results.json`."
     )
     return section_lines(RECIPE, folder, draw(r, folder), check_results(r), stored | {"tables": tables(r)}, footer)
 

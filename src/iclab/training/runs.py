@@ -3,7 +3,7 @@
 RUN_DIR/config.json        the resolved config (rebuilds model and data)
 RUN_DIR/metrics.jsonl      training log, one JSON object per line
 RUN_DIR/checkpoints/       step-NNNNNNN/ folders (see checkpoint.py)
-RUN_DIR/eval/curves.csv    error curves: task,estimator,k,mean,lo,hi
+RUN_DIR/eval/curves.csv    error curves: task,estimator,k,mean,lo,hi,icl_score
 RUN_DIR/report.md          the readable summary
 
 `RunDir` is the one place that decides what a folder needs: a new run, a resume, reuse of a finished run, or a

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ...errors import UserError
-from ...evaluation.curves import evaluate, write_curves
+from ...evaluation.curves import CURVE_COLUMNS, evaluate, write_curves
 from ...files import atomic_write_json
 from ...text import load_text_model, prepare_data, read_text_config, resume_text, train_text
 from ...text.tokenizer import save_tokenizer
@@ -116,7 +116,8 @@ def icl_study(size: dict, root: Path, progress: bool) -> dict:
         parameters[variant] = model.num_parameters()
         if variant == EMA:
             decays.append({"seed": seed, "layers": learned_decays(model)})
-    baselines = evaluate(None, config, baselines=config.eval.baselines)
+    # zero and the task's posterior mean besides the config's: the ends of the ICL score in icl_curves.csv
+    baselines = evaluate(None, config, baselines=config.eval.baselines + ["zero", "posterior_mean"])
     curves += [r | {"run": ""} for r in baselines]
     return {
         "runs": runs,
@@ -207,7 +208,7 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
         "seconds": round(time.perf_counter() - started, 1),  # this call's wall time; reused runs cost ~nothing
     }
     folder.mkdir(parents=True, exist_ok=True)
-    write_curves(folder / "icl_curves.csv", icl["curves"], ["run", "task", "estimator", "k", "mean", "lo", "hi"])
+    write_curves(folder / "icl_curves.csv", icl["curves"], ["run", *CURVE_COLUMNS])
     atomic_write_json(folder / "results.json", results)
     draw(results, folder)
     return {"checks": check_results(results), "seconds": round(time.perf_counter() - started, 1)}
