@@ -48,22 +48,35 @@ def level(own: str, errors: dict) -> dict:
     return {"own": own, "errors": {n: [1.0, e] for n, e in errors.items()}}
 
 
-def test_algorithm_selection_wants_each_level_near_its_own_optimum(monkeypatch):
-    monkeypatch.setattr(algorithm_selection, "NOISE_STDS", [0.1, 1.0])
-    monkeypatch.setattr(algorithm_selection, "FIXED_ALPHAS", [0.1])
-    ridge = {"ridge:alpha=0.01": (0.1, 0.9), "ridge:alpha=0.1": (0.2, 0.6), "ridge:alpha=1": (0.5, 0.5)}
+def test_bais_levels_run_at_the_same_signal_to_noise_with_bais_penalties():
+    # Bai et al.'s y = x.w / sqrt(d) + sigma * noise is iclab's w ~ N(0, I) with noise sigma * sqrt(d)
+    assert algorithm_selection.level_task(0.5, 4) == {"name": "noisy_linear", "noise_std": 1.0}
+    assert algorithm_selection.own(0.5, 20) == "ridge:alpha=5"  # their RIDGE_LAMS: d sigma^2
+    assert algorithm_selection.own(0.0, 4) == "least_squares"  # ridge's lambda -> 0 limit, the noiseless Bayes
+    assert algorithm_selection.fixed([0.0, 0.5], 4)[:2] == ["least_squares", "ridge:alpha=0.01"]
 
-    def results(model):
+
+def test_algorithm_selection_wants_each_level_near_its_own_optimum(monkeypatch):
+    monkeypatch.setattr(algorithm_selection, "FIXED_ALPHAS", [0.3])
+    ridge = {"ridge:alpha=0.04": (0.1, 0.9), "ridge:alpha=0.3": (0.15, 0.55), "ridge:alpha=1": (0.3, 0.5)}
+
+    def results(model, stds=("0.1", "0.5")):
         return {
+            "dims": 4,
             "levels": {
-                s: level(own, {n: v[i] for n, v in ridge.items()} | {"transformer": model[i], "oracle": 0})
-                for i, (s, own) in enumerate((("0.1", "ridge:alpha=0.01"), ("1", "ridge:alpha=1")))
-            }
+                s: level(
+                    algorithm_selection.own(float(s), 4),
+                    {n: v[i] for n, v in ridge.items()} | {"transformer": model[i], "oracle": 0},
+                )
+                for i, s in enumerate(stds)
+            },
         }
 
     assert all(c["passed"] for c in algorithm_selection.check_results(results([0.12, 0.52])))
-    # a model that is ridge at one fixed penalty (0.1) is no better than that penalty, though at each level it
+    # a model that is ridge at one fixed penalty (0.3) is no better than that penalty, though at each level it
     # beats the other level's penalty
-    checks = algorithm_selection.check_results(results([0.2, 0.6]))
+    checks = algorithm_selection.check_results(results([0.15, 0.55]))
     assert [c["passed"] for c in checks] == [False, True, True]
     assert [c["passed"] for c in algorithm_selection.check_results(results([0.6, 0.5]))][1:] == [False, True]
+    # the per-level checks are at Bai et al.'s evaluated pair, 0.1 against 0.5, when both are among the levels
+    assert "sigma = 0.5" in algorithm_selection.check_results(results([0.12, 0.52]))[1]["claim"]

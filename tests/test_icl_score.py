@@ -7,7 +7,14 @@ import pytest
 from conftest import TINY
 
 from iclab.config import load_config
-from iclab.evaluation.curves import default_oracle, evaluate, icl_scores, read_curves, write_curves
+from iclab.evaluation.curves import (
+    default_oracle,
+    evaluate,
+    icl_curve_scores,
+    icl_scores,
+    read_curves,
+    write_curves,
+)
 from iclab.evaluation.report import render_report, score_table, sweep_score_table
 from iclab.experiments.gridfile import Run
 from iclab.experiments.results import write_results
@@ -36,6 +43,17 @@ def test_score_is_zero_for_zero_one_for_the_oracle_and_linear_between():
     assert icl_scores(sweep)[("a", "linear", "m", 2)] == pytest.approx(0.5)
 
 
+def test_the_whole_curve_scores_as_campbells_code_a_ratio_of_means_over_k():
+    rows = [row("zero", 0, 1.0), row("posterior_mean", 0, 1.0), row("transformer", 0, 1.0)]
+    rows += [row("zero", 1, 1.0), row("posterior_mean", 1, 0.2), row("transformer", 1, 0.6)]
+    rows += [row("zero", 2, 1.0), row("posterior_mean", 2, 0.9), row("transformer", 2, 1.0)]
+    per_k = icl_scores(rows)
+    assert (per_k["", "linear", "transformer", 1], per_k["", "linear", "transformer", 2]) == pytest.approx((0.5, 0))
+    whole = icl_curve_scores(rows)  # (0.4 + 0) / (0.8 + 0.1), not the mean 0.25 of the per-k scores
+    assert whole["", "linear", "transformer"] == pytest.approx(0.4 / 0.9) and whole["", "linear", "zero"] == 0
+    assert whole["", "linear", "posterior_mean"] == pytest.approx(1.0)
+
+
 def test_the_oracle_joins_the_config_baselines_where_exact_and_cheap():
     assert default_oracle(make_task("noisy_linear", 5), ["zero"], 5) == ["posterior_mean"]
     assert default_oracle(make_task("linear", 5), ["zero", "posterior_mean"], 5) == []
@@ -61,7 +79,8 @@ def test_reports_show_the_score_where_the_rows_exist(tmp_path):
     assert "ICL score" in text
     lines = score_table(read_curves(run / "eval" / "curves.csv"), "linear", config.dims)
     oracle_line = next(line for line in lines if line.startswith("| posterior_mean"))
-    assert oracle_line.split("|")[2].strip() == "n/a" and oracle_line.split("|")[3].strip() == "1.000"
+    cells = [c.strip() for c in oracle_line.split("|")]
+    assert cells[2] == "1.000" and cells[3] == "n/a" and cells[4] == "1.000"  # all k, then k = 0, 1, ...
 
 
 def test_curves_csv_carries_the_score_and_old_files_still_score(tmp_path):
@@ -84,7 +103,7 @@ def test_sweep_reports_score_every_point_that_has_both_ends():
     rows += [row("transformer", k, 1.0 if k == 0 else 0.6, run="mix", sweep=p) for p in ("a", "b") for k in ks]
     lines = sweep_score_table(rows, dims=3)
     body = [line for line in lines if line.startswith("| a ")]
-    assert "| a | mix | n/a | 0.500 | 0.500 |" in body and len(body) == 3  # mix, zero, posterior_mean at a
+    assert "| a | mix | 0.500 | n/a | 0.500 | 0.500 |" in body and len(body) == 3  # mix, zero, posterior_mean at a
     assert not any(line.startswith("| b ") for line in lines)  # no oracle at point b: no score
     assert sweep_score_table([r for r in rows if r["sweep"] == "b"], dims=3) == []
 

@@ -26,7 +26,9 @@ from iclab.training.runs import RunDir
 # Every recipe's settings as the code computed them at commit bd1bf8b, before they moved to YAML.
 SNAPSHOT = json.loads((Path(__file__).parent / "snapshots" / "recipe_settings.json").read_text())
 # Deliberate changes since then: the full-scale linear family moved to 6 layers, the demo's lr and nnz = 2 (issue 12,
-# measured: recipes/models.py). Models added since (model-selection-3's) are not in the snapshot.
+# measured: recipes/models.py). Models added since (model-selection-3's) are not in the snapshot. Reference code read
+# since (issue 15): task-diversity's pools draw with replacement (Raventos et al.'s jax.random.choice), and
+# algorithm-selection's levels are Bai et al.'s sigma in {0, 0.1, 0.25, 0.5, 1} for y = x.w / sqrt(d) + noise.
 CHANGED = {("full", name) for name in ("dense", "sparse", "dense_sparse")}
 
 
@@ -47,10 +49,15 @@ def test_quick_and_full_reproduce_the_old_settings_exactly(mode):
     assert (size["batch_size"], size["lr"]) == (2048, 1e-3)
     assert icl_vs_ft.SIZES[mode] == old["icl-vs-ft"]
     pools = task_diversity.SIZES[mode]["pools"]
-    assert {f"pool{p}": task_diversity.model_config(p, mode).to_dict() for p in pools} == old["task-diversity"]
-    selection = old["algorithm-selection"]
-    assert algorithm_selection.model_config(mode).to_dict() == selection[algorithm_selection.MODEL]
-    assert algorithm_selection.SIZES[mode]["noise_stds"] == selection["noise_stds"]
+    with_replacement = {
+        name: config | {"task": config["task"] | {"replacement": True}}
+        for name, config in old["task-diversity"].items()
+    }
+    assert {f"pool{p}": task_diversity.model_config(p, mode).to_dict() for p in pools} == with_replacement
+    selection, stds = old["algorithm-selection"][algorithm_selection.MODEL], algorithm_selection.NOISE_STDS
+    assert algorithm_selection.SIZES[mode]["noise_stds"] == stds
+    bai = algorithm_selection.mixture(stds, 4)
+    assert algorithm_selection.model_config(mode).to_dict() == selection | {"task": bai}
     size, old = momentum.SIZES[mode], old["momentum"]
     assert (size["etas"], size["seeds"], mo.variants(size)) == (old["etas"], old["seeds"], old["variants"])
     for run in old["lm"]:

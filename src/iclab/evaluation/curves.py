@@ -223,20 +223,43 @@ def icl_score(error: float, zero: float, oracle: float) -> float | None:
     return None if zero - oracle <= 1e-9 else (zero - error) / (zero - oracle)
 
 
-def icl_scores(rows: list[dict]) -> dict[tuple, float]:
-    """The ICL score of every row whose curve (its task, and sweep point if any) has rows of `zero` and of an
-    oracle (ORACLES) at its k, keyed by (sweep, task, estimator, k) (sweep '' outside sweeps). Absent where the
-    oracle is not better than zero by more than rounding (e.g. at k = 0, where both predict 0)."""
+def _ends(rows: list[dict]) -> dict[tuple, tuple[float, float]]:
+    """(sweep, task, k) -> (error of zero, error of the oracle), wherever the rows hold both."""
     by = {(r.get("sweep", ""), r["task"], r["estimator"], r["k"]): r["mean"] for r in rows if not r.get("run")}
     out = {}
-    for r in rows:
-        sweep, task, k = r.get("sweep", ""), r["task"], r["k"]
-        zero = by.get((sweep, task, "zero", k))
+    for sweep, task, name, k in by:
         oracle = next((by[sweep, task, o, k] for o in ORACLES if (sweep, task, o, k) in by), None)
-        score = None if zero is None or oracle is None else icl_score(r["mean"], zero, oracle)
-        if score is not None:
-            out[sweep, task, series_name(r), k] = score
+        if name == "zero" and oracle is not None:
+            out[sweep, task, k] = (by[sweep, task, name, k], oracle)
     return out
+
+
+def icl_scores(rows: list[dict]) -> dict[tuple, float]:
+    """The ICL score of every row whose curve (its task, and sweep point if any) has rows of `zero` and of an
+    oracle (ORACLES) at its k, keyed by (sweep, task, series, k) (sweep '' outside sweeps): iclab's per-k reading.
+    Absent where the oracle is not better than zero by more than rounding (e.g. at k = 0, where both predict 0)."""
+    ends, out = _ends(rows), {}
+    for r in rows:
+        key = (r.get("sweep", ""), r["task"], r["k"])
+        score = icl_score(r["mean"], *ends[key]) if key in ends else None
+        if score is not None:
+            out[key[0], key[1], series_name(r), key[2]] = score
+    return out
+
+
+def icl_curve_scores(rows: list[dict]) -> dict[tuple, float]:
+    """The ICL score of every series' whole curve, keyed by (sweep, task, series), as Campbell et al.'s code
+    computes it (in-context-learning-2024/in-context, src/metrics/score.py): the mean over positions of
+    (error - error of zero) divided by the same mean for the optimal baseline (here the Bayes oracle), over the
+    k where the curve has both ends; a ratio of means, not a mean of the per-k scores."""
+    ends, sums = _ends(rows), {}
+    for r in rows:
+        key = (r.get("sweep", ""), r["task"], r["k"])
+        if key in ends:
+            zero, oracle = ends[key]
+            gains = sums.setdefault((key[0], key[1], series_name(r)), [0.0, 0.0])
+            gains[0], gains[1] = gains[0] + zero - r["mean"], gains[1] + zero - oracle
+    return {key: model / best for key, (model, best) in sums.items() if best > 1e-9}
 
 
 def series_name(row: dict) -> str:

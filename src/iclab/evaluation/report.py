@@ -16,7 +16,7 @@ from ..files import atomic_write_text  # noqa: E402
 from ..markdown import cell, table  # noqa: E402
 from ..training.checkpoint import latest_checkpoint, read_state  # noqa: E402
 from ..training.runs import build_model, read_config, read_metrics  # noqa: E402
-from .curves import icl_scores, read_curves, series_name  # noqa: E402
+from .curves import icl_curve_scores, icl_scores, read_curves, series_name  # noqa: E402
 
 
 def slug(text: str) -> str:
@@ -135,20 +135,25 @@ def _curve_table(rows: list[dict], task: str, dims: int) -> str:
 
 SCORE_NOTE = (
     "ICL score (Campbell et al. 2024): (error of zero − error) / (error of zero − error of the Bayes oracle of the "
-    "evaluated task); 0 is predicting 0, 1 the Bayes oracle (n/a where the oracle is no better than 0, as at k = 0):"
+    "evaluated task); 0 is predicting 0, 1 the Bayes oracle. `all k` is their code's score of the whole curve, the "
+    "ratio of those differences' means over k; the k columns are iclab's per-k reading (n/a where the oracle is no "
+    "better than 0, as at k = 0):"
 )
 
 
 def _score_rows(rows: list[dict], dims: int) -> tuple[list[int], list[tuple[str, str, list[str]]]]:
     """The curve table's k, and per curve (sweep point, task) that has scores, each series' scores at them."""
-    scores = icl_scores(rows)
+    scores, whole = icl_scores(rows), icl_curve_scores(rows)
     ks = _table_ks(rows, dims) if scores else []
     out = []
     for sweep, task in dict.fromkeys((r.get("sweep", ""), r["task"]) for r in rows):
         if not any(key[:2] == (sweep, task) for key in scores):
             continue
         series = dict.fromkeys(series_name(r) for r in rows if (r.get("sweep", ""), r["task"]) == (sweep, task))
-        out += [(sweep, s, [cell(scores.get((sweep, task, s, k))) for k in ks]) for s in series]
+        out += [
+            (sweep, s, [cell(whole.get((sweep, task, s)))] + [cell(scores.get((sweep, task, s, k))) for k in ks])
+            for s in series
+        ]
     return ks, out
 
 
@@ -158,7 +163,8 @@ def score_table(rows: list[dict], task: str, dims: int) -> list[str]:
     ks, body = _score_rows([r for r in rows if r["task"] == task], dims)
     if not body:
         return []
-    return [SCORE_NOTE, "", *table(["estimator"] + [f"k={k}" for k in ks], [[s] + c for _, s, c in body])]
+    header = ["estimator", "all k"] + [f"k={k}" for k in ks]
+    return [SCORE_NOTE, "", *table(header, [[s] + c for _, s, c in body])]
 
 
 def sweep_score_table(rows: list[dict], dims: int) -> list[str]:
@@ -166,7 +172,7 @@ def sweep_score_table(rows: list[dict], dims: int) -> list[str]:
     ks, body = _score_rows(rows, dims)
     if not body:
         return []
-    header = ["sweep point", "series"] + [f"k={k}" for k in ks]
+    header = ["sweep point", "series", "all k"] + [f"k={k}" for k in ks]
     return [SCORE_NOTE, "", *table(header, [[p, s] + c for p, s, c in body]), ""]
 
 

@@ -3,8 +3,10 @@ Bayes estimator of that pool (dMMSE) while M is small and like ridge regression 
 Gaussian prior, alpha = noise variance) once M passes a task-diversity threshold.
 
 One model per pool size; each is scored on prompts of its own pool and on fresh Gaussian tasks, beside dMMSE
-for its pool and ridge. The distance of two predictors is their mean squared prediction difference on the same
-prompts, divided by E[y^2] and averaged over k = 1 .. points-1 (Raventos et al.'s Delta, normalised)."""
+for its pool and ridge. The distance of two predictors is Raventos et al.'s (mansheej/icl-task-diversity,
+icl/evaluate.py): their squared prediction difference on the same prompts, averaged over prompts and every
+position k = 0 .. points-1, divided by d. `distance: normalised` in a scale file picks iclab's earlier reading
+(divided by each prompt's E[y^2], over k = 1 .. points-1)."""
 
 from __future__ import annotations
 
@@ -33,9 +35,17 @@ NAME = "task-diversity"
 NOISE_STD = 0.5  # the paper's sigma
 
 
+DISTANCES = ("raventos", "normalised")
+DISTANCE_TEXT = {
+    "raventos": "squared prediction difference / d, mean over prompts and every k (Raventos et al.'s)",
+    "normalised": "squared prediction difference / E[y^2], mean over prompts and k >= 1 (iclab's earlier)",
+}
+
+
 @dataclass
 class TaskDiversitySize(Trained):
     pools: list[int] = field(default_factory=list)  # the pool sizes M, one model each
+    distance: str = field(default="raventos", metadata={"choices": DISTANCES})  # of two predictors, see above
 
 
 SIZES = Sizes(NAME, TaskDiversitySize)  # scales/task-diversity/SCALE.yaml
@@ -43,7 +53,9 @@ ESTIMATORS = ("transformer", "dmmse", "ridge", "zero")
 
 
 def pool_task(size: int) -> dict:
-    return {"name": "finite_pool", "size": size, "base": {"name": "noisy_linear", "noise_std": NOISE_STD}}
+    # each prompt's task drawn uniformly with replacement, as Raventos et al. (jax.random.choice, icl/tasks.py)
+    base = {"name": "noisy_linear", "noise_std": NOISE_STD}
+    return {"name": "finite_pool", "size": size, "base": base, "replacement": True}
 
 
 def fresh_task() -> dict:
@@ -58,8 +70,8 @@ def plan(mode: str) -> list[Planned]:
     return [icl_run(f"models/{mode}/pool{size}", model_config(size, mode)) for size in SIZES[mode]["pools"]]
 
 
-def score(model, config: Config, task: dict, pool: dict) -> dict:
-    """Errors per k and distances between predictors on prompts of `task`."""
+def score(model, config: Config, task: dict, pool: dict, distance: str = "raventos") -> dict:
+    """Errors per k and distances between predictors on prompts of `task` (`distance`: see the module's text)."""
     evalset = make_eval_set(config, task)
     ests = {
         "transformer": TransformerEstimator(model),
@@ -70,14 +82,16 @@ def score(model, config: Config, task: dict, pool: dict) -> dict:
     preds = all_predictions(ests, evalset)
     errors = {n: normalised(p - evalset.targets.double(), evalset).mean(0).tolist() for n, p in preds.items()}
 
-    def distance(a: str, b: str) -> float:
-        return float(normalised(preds[a] - preds[b], evalset)[:, 1:].mean())
+    def between(a: str, b: str) -> float:
+        if distance == "normalised":
+            return float(normalised(preds[a] - preds[b], evalset)[:, 1:].mean())
+        return float((preds[a] - preds[b]).square().mean() / config.dims)
 
     return {
         "errors": errors,
-        "to_dmmse": distance("transformer", "dmmse"),
-        "to_ridge": distance("transformer", "ridge"),
-        "dmmse_to_ridge": distance("dmmse", "ridge"),
+        "to_dmmse": between("transformer", "dmmse"),
+        "to_ridge": between("transformer", "ridge"),
+        "dmmse_to_ridge": between("dmmse", "ridge"),
     }
 
 
@@ -90,13 +104,17 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
         model, _ = load_model(run_dir, config)
         entry = {"pool": size} | train_info(run_dir)
         scored = time.perf_counter()
-        entry |= {where: score(model, config, task, pool_task(size)) for where, task in tasks_of(size).items()}
+        entry |= {
+            where: score(model, config, task, pool_task(size), SIZES[mode]["distance"])
+            for where, task in tasks_of(size).items()
+        }
         scoring += time.perf_counter() - scored
         models.append(entry)
     results = {
         "mode": mode,
         "dims": config.dims,
         "noise_std": NOISE_STD,
+        "distance": SIZES[mode]["distance"],
         "models": models,
         "threshold": threshold(models),
         "seconds": round(time.perf_counter() - started, 1),
@@ -105,6 +123,11 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
     atomic_write_json(out / NAME / "results.json", results)
     draw(results, out / NAME)
     return {"checks": check_results(results), "seconds": results["seconds"], "threshold": results["threshold"]}
+
+
+def distance_of(r: dict) -> str:
+    """The distance results.json was computed with (before the key existed: iclab's normalised one)."""
+    return r.get("distance", "normalised")
 
 
 def tasks_of(size: int) -> dict[str, dict]:
@@ -181,7 +204,7 @@ def draw(r: dict, folder: Path) -> list[Path]:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("pool size M (pretraining tasks)")
-        ax.set_ylabel("prediction distance (normalised)")
+        ax.set_ylabel("prediction distance" + (" (normalised)" if distance_of(r) == "normalised" else ""))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -203,9 +226,11 @@ ORACLE = {"own": "dmmse", "fresh": "ridge"}  # the Bayes predictor of each promp
 
 
 def model_score(entry: dict, where: str) -> float | None:
-    """The model's ICL score on `where` prompts, from the errors averaged over k >= 1: 0 = predicting 0, 1 = the
-    Bayes predictor of those prompts (dMMSE on the pool's tasks, ridge with lambda = sigma^2 on fresh ones)."""
-    return icl_score(*(mean_error(entry, where, n) for n in ("transformer", "zero", ORACLE[where])))
+    """The model's ICL score on `where` prompts, from its errors averaged over every k (Campbell et al.'s code):
+    0 = predicting 0, 1 = the Bayes predictor of those prompts (dMMSE on the pool's tasks, ridge with
+    lambda = sigma^2 on fresh ones)."""
+    errors = entry[where]["errors"]
+    return icl_score(*(sum(errors[n]) / len(errors[n]) for n in ("transformer", "zero", ORACLE[where])))
 
 
 def tables(r: dict) -> list[str]:
@@ -231,10 +256,11 @@ def tables(r: dict) -> list[str]:
         "fresh: ICL score",
     ]
     return [
-        "Mean error over k = 1 .. points-1 (own: the model's pool; fresh: Gaussian tasks), the distance "
-        "of the model's predictions to dMMSE's and ridge's on fresh tasks, and the model's ICL score (Campbell et "
-        "al. 2024) from those mean errors: 0 = predicting 0, 1 = the Bayes predictor of the prompts' prior (dMMSE "
-        "on its own pool, ridge on fresh tasks):",
+        "Mean error over k = 1 .. points-1 (own: the model's pool; fresh: Gaussian tasks), the distance Δ "
+        f"({DISTANCE_TEXT[distance_of(r)]}) of the model's predictions to dMMSE's and ridge's on fresh tasks, "
+        "and the model's ICL score (Campbell et al. 2024, from the mean errors over every k as their code computes "
+        "it): 0 = predicting 0, 1 = the Bayes predictor of the prompts' prior (dMMSE on its own pool, ridge on "
+        "fresh tasks):",
         "",
         *table(header, rows),
         "",
@@ -267,7 +293,8 @@ RECIPE = Recipe(
         "d = 4 instead of 8 and 2d + 1 = 9 points (16 in the paper); the demo's 3-layer, width-64 model instead "
         "of 8 layers and width 128; minutes of CPU training per model (batch 256, cosine lr 2e-3) instead of "
         "500k steps, so the threshold sits at smaller pools than the paper's and moves with the training length; "
-        "pool sizes 2^1 .. 2^11 in steps of 4x (quick: 2, 64, 4096 after 300 steps)."
+        "pool sizes 2^1 .. 2^11 in steps of 4x (quick: 2, 64, 4096 after 300 steps); evaluation on 1,280 prompts "
+        "per pool and prompt set (2^20 in the paper)."
     ),
     modes=SCALES,
     plan=plan,
