@@ -44,7 +44,9 @@ def test_eval_writes_curves_plot_and_report(run):
     assert result.returncode == 0, result.stderr
     with open(run / "eval" / "curves.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["task", "estimator", "k", "mean", "lo", "hi"]
+    assert list(rows[0]) == ["task", "estimator", "k", "mean", "lo", "hi", "icl_score"]
+    # zero and the oracle the config's evaluation adds give every k > 0 a score; k = 0 has none
+    assert all(bool(r["icl_score"]) == (r["k"] != "0") for r in rows if r["estimator"] == "transformer")
     estimators = {r["estimator"] for r in rows}
     assert {"transformer", "least_squares", "zero", "knn", "averaging", "ridge", "lasso"} <= estimators
     assert len([r for r in rows if r["estimator"] == "transformer"]) == 7  # k = 0..6

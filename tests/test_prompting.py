@@ -212,7 +212,7 @@ def test_eval_cli_with_prompting(run, capsys):
         assert main(["eval", str(run), "--prompting", name, "--baselines", "least_squares", "--quiet"]) == 0
     with open(run / "eval" / "curves.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["task", "estimator", "k", "mean", "lo", "hi"]
+    assert list(rows[0]) == ["task", "estimator", "k", "mean", "lo", "hi", "icl_score"]
     ks = {t: {int(r["k"]) for r in rows if r["task"] == t} for t in {r["task"] for r in rows}}
     assert ks == {"linear@random_quadrants": set(range(7)), "linear@orthogonal_train_test": set(range(3))}
     assert {r["estimator"] for r in rows} == {"transformer", "least_squares"}
