@@ -81,6 +81,10 @@ def test_sweep_rows_cover_runs_and_baselines(runs, tmp_path):
     assert all(r["icl_score"] is None for r in stored if r["k"] == 0)  # zero = oracle at k = 0: undefined
     scored = [r for r in stored if r["run"] == "lin" and r["k"] > 0]
     assert all(isinstance(r["icl_score"], float) for r in scored)
+    # an explicit list stays exact, unless it asks for the oracle too (as the recipes do)
+    assert {r["estimator"] for r in run_sweep("sparsity", [runs["lin"]], ["zero"]) if not r["run"]} == {"zero"}
+    asked = run_sweep("sparsity", [runs["lin"]], ["zero"], oracle=True)
+    assert {r["estimator"] for r in asked if not r["run"]} == {"zero", "posterior_mean"}
     # values come from the first run that has the parameter; the specialist is scored on them too
     rows = run_sweep("convex", [runs["sine"], runs["mix"]], [])
     assert {r["run"] for r in rows} == {"sine", "mix"} and len({r["sweep"] for r in rows}) == 11

@@ -223,6 +223,13 @@ def icl_score(error: float, zero: float, oracle: float) -> float | None:
     return None if zero - oracle <= 1e-9 else (zero - error) / (zero - oracle)
 
 
+def curve_score(errors: list[float], zero: list[float], oracle: list[float]) -> float | None:
+    """The ICL score of a whole curve as Campbell et al.'s code computes it (in-context-learning-2024/in-context,
+    src/metrics/score.py): the errors' mean over k against the zero predictor's and the oracle's, a ratio of
+    means, not a mean of per-k scores. The three curves share their k."""
+    return icl_score(*(sum(c) / len(c) for c in (errors, zero, oracle)))
+
+
 def _ends(rows: list[dict]) -> dict[tuple, tuple[float, float]]:
     """(sweep, task, k) -> (error of zero, error of the oracle), wherever the rows hold both."""
     by = {(r.get("sweep", ""), r["task"], r["estimator"], r["k"]): r["mean"] for r in rows if not r.get("run")}
@@ -248,18 +255,17 @@ def icl_scores(rows: list[dict]) -> dict[tuple, float]:
 
 
 def icl_curve_scores(rows: list[dict]) -> dict[tuple, float]:
-    """The ICL score of every series' whole curve, keyed by (sweep, task, series), as Campbell et al.'s code
-    computes it (in-context-learning-2024/in-context, src/metrics/score.py): the mean over positions of
-    (error - error of zero) divided by the same mean for the optimal baseline (here the Bayes oracle), over the
-    k where the curve has both ends; a ratio of means, not a mean of the per-k scores."""
-    ends, sums = _ends(rows), {}
+    """curve_score of every series, keyed by (sweep, task, series), over the k where its curve has rows of `zero`
+    and of an oracle (ORACLES)."""
+    ends, curves = _ends(rows), {}
     for r in rows:
         key = (r.get("sweep", ""), r["task"], r["k"])
         if key in ends:
-            zero, oracle = ends[key]
-            gains = sums.setdefault((key[0], key[1], series_name(r)), [0.0, 0.0])
-            gains[0], gains[1] = gains[0] + zero - r["mean"], gains[1] + zero - oracle
-    return {key: model / best for key, (model, best) in sums.items() if best > 1e-9}
+            parts = curves.setdefault((key[0], key[1], series_name(r)), ([], [], []))
+            for part, value in zip(parts, (r["mean"], *ends[key]), strict=True):
+                part.append(value)
+    scores = {key: curve_score(*parts) for key, parts in curves.items()}
+    return {key: score for key, score in scores.items() if score is not None}
 
 
 def series_name(row: dict) -> str:

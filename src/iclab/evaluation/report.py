@@ -260,13 +260,14 @@ def sweep_series(rows: list[dict], k: int) -> dict[str, list[dict]]:
 def plot_sweep(
     rows: list[dict], k: int, path: Path, title: str, xlabel: str, log_x: bool = False, marks: list[float] | None = None
 ) -> Path:
-    """Error at k against the swept value, one line per run and per baseline, with bootstrap bands."""
+    """Error at k against the swept value, one line per run and per baseline (but `zero`, the ICL score's 0 at
+    error ~1, which only the tables show), with bootstrap bands."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     labels = list(dict.fromkeys(r["sweep"] for r in rows))
     values = [sweep_value(v) for v in labels]
     numeric = all(isinstance(v, float) for v in values)
     position = dict(zip(labels, values if numeric else range(len(labels)), strict=True))
-    for name, part in sweep_series(rows, k).items():
+    for name, part in sweep_series([r for r in rows if r["estimator"] != "zero"], k).items():
         xs = [position[r["sweep"]] for r in part]
         bold = any(r["estimator"] == "transformer" for r in part)
         (line,) = ax.plot(

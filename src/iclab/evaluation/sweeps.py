@@ -104,10 +104,12 @@ def run_sweep(
     baselines: list[str] | None = None,
     progress: bool = False,
     prompting: str | dict | None = None,
+    oracle: bool | None = None,
 ) -> list[dict]:
     """Sweep every run over the points of the first run's config; baselines once per point; every point under
-    the `prompting` strategy (default standard). With the default baselines (`baselines` None) the Bayes oracle
-    of each unshifted point joins them where it is exact and cheap (default_oracle), as in `evaluate`."""
+    the `prompting` strategy (default standard). With `oracle` (default: when `baselines` is None, the default
+    list) the Bayes oracle of each unshifted point joins the baselines where it is exact and cheap and `zero` is
+    among them (default_oracle), as in `evaluate`: the two ends of the ICL score."""
     if not run_dirs:
         raise UserError("give at least one run directory")
     make_prompting(prompting)  # a misspelt strategy fails before any model loads
@@ -140,7 +142,7 @@ def run_sweep(
             for r in evaluate(model, cfg, point.task, point.shift, [], progress, prompting):
                 rows.append({"run": run_names[str(run)], "sweep": point.name} | r)
         extra = []
-        if baselines is None and point.shift is None:
+        if (baselines is None if oracle is None else oracle) and point.shift is None:
             extra = default_oracle(make_task(point.task or first.task, first.dims), names, first.dims)
         if names:
             for r in evaluate(None, first, point.task, point.shift, names + extra, progress, prompting):

@@ -198,16 +198,29 @@ def render_recipes(out: Path) -> Path:
         "and says where our setting differs.",
         "",
     ]
+    failed = []
     for folder in folders:
         try:
             lines += RECIPES[folder.name].section(folder, json.loads((folder / "checks.json").read_text()))
-        except (KeyError, ValueError, OSError) as e:
-            raise UserError(
-                f"cannot render {folder} from its stored files ({type(e).__name__}: {e}); rerun "
-                f"`iclab reproduce {folder.name} --out {out}`"
-            ) from None
+        except (KeyError, ValueError, OSError, UserError) as e:
+            # the other sections still render: one stale folder must not hide the finished results
+            detail = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+            problem = f"{folder.name}: {detail}"
+            failed.append(problem)
+            lines += [
+                f"## {folder.name}",
+                "",
+                f"Not rendered from its stored files ({problem}): rerun `iclab reproduce {folder.name} --out {out}`.",
+                "",
+            ]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
+    if failed:
+        names = ",".join(f.split(":", 1)[0] for f in failed)
+        raise UserError(
+            f"wrote {path} without {names}, which cannot be rendered from its stored files ({'; '.join(failed)}); "
+            f"rerun `iclab reproduce {names} --out {out}`"
+        )
     return path
 
 

@@ -20,7 +20,8 @@ import matplotlib.pyplot as plt
 
 from ..baselines import make_estimator
 from ..config import Config
-from ..evaluation.curves import TransformerEstimator, icl_score, make_eval_set
+from ..errors import UserError
+from ..evaluation.curves import TransformerEstimator, curve_score, make_eval_set
 from ..evaluation.report import save_figure
 from ..files import atomic_write_json
 from ..markdown import table
@@ -56,23 +57,24 @@ def mixture(stds: list[float], dims: int) -> dict:
     return {"name": "mixture", "components": [level_task(s, dims) | {"weight": 1} for s in stds]}
 
 
-def own(std: float, dims: int) -> str:
+def level_optimum(std: float, dims: int) -> str:
     """The level's Bayes predictor: ridge with lambda = d * sigma^2, least squares (minimum norm) at sigma = 0."""
     return "least_squares" if std == 0 else f"ridge:alpha={dims * std**2:g}"
 
 
 def model_config(mode: str) -> Config:
-    # the file's set has train.loss: normalized: each prompt's loss divided by its class's E[y^2] (d + sigma^2),
+    # the file's set has train.loss: normalized: each prompt's loss divided by its level's E[y^2] = d (1 + sigma^2),
     # so that the noisiest level does not dominate
     size = SIZES[mode]
-    return training_config(size, {"task": mixture(size["noise_stds"], size["set"]["dims"])})
+    dims = training_config(size).dims  # the scale's d, whether its file sets it or its base config does
+    return training_config(size, {"task": mixture(size["noise_stds"], dims)})
 
 
 def plan(mode: str) -> list[Planned]:
     return [icl_run(f"models/{mode}/{MODEL}", model_config(mode))]
 
 
-def fixed(stds: list[float], dims: int) -> list[str]:
+def single_penalties(stds: list[float], dims: int) -> list[str]:
     """Every single penalty the model is compared with: the levels' own and FIXED_ALPHAS, in increasing lambda."""
     alphas = sorted({dims * s**2 for s in stds if s > 0} | set(FIXED_ALPHAS))
     return (["least_squares"] if 0 in stds else []) + [f"ridge:alpha={a:g}" for a in alphas]
@@ -93,10 +95,10 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
         evalset = make_eval_set(config, level_task(std, d))
         ests = {"transformer": TransformerEstimator(model), "zero": make_estimator("zero")}
         ests["oracle"] = make_estimator({"name": "posterior_mean", "task": mixture(stds, d)})
-        ests |= {name: make_estimator(name) for name in fixed(stds, d)}
+        ests |= {name: make_estimator(name) for name in single_penalties(stds, d)}
         preds = all_predictions(ests, evalset)
         errors = {n: normalised(p - evalset.targets.double(), evalset).mean(0).tolist() for n, p in preds.items()}
-        levels[f"{std:g}"] = {"errors": errors, "own": own(std, d)}
+        levels[f"{std:g}"] = {"errors": errors, "own": level_optimum(std, d)}
     results = {"mode": mode, "dims": d, "levels": levels} | train_info(run_dir)
     results["scoring_seconds"] = round(time.perf_counter() - scored, 1)
     results["seconds"] = round(time.perf_counter() - started, 1)
@@ -115,7 +117,7 @@ def level_score(level: dict, name: str) -> float | None:
     """The ICL score from the errors averaged over every k (Campbell et al.'s code): 0 = predicting 0, 1 = the
     level's Bayes predictor (its own ridge)."""
     errors = level["errors"]
-    return icl_score(*(sum(errors[n]) / len(errors[n]) for n in (name, "zero", level["own"])))
+    return curve_score(errors[name], errors["zero"], errors[level["own"]])
 
 
 def excess(r: dict, name: str) -> float:
@@ -124,7 +126,7 @@ def excess(r: dict, name: str) -> float:
 
 
 def check_results(r: dict) -> list[dict]:
-    single = {name: excess(r, name) for name in fixed(stds_of(r), r["dims"])}
+    single = {name: excess(r, name) for name in single_penalties(stds_of(r), r["dims"])}
     best = min(single, key=single.get)
     out = [
         check(
@@ -177,9 +179,9 @@ def draw(r: dict, folder: Path) -> list[Path]:
     fig.tight_layout()
     curves = save_figure(fig, folder / "levels.png")
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
-    grid = [n for n in fixed(stds_of(r), r["dims"]) if n != "least_squares"]
+    grid = [n for n in single_penalties(stds_of(r), r["dims"]) if n != "least_squares"]
     ax.plot([float(n.split("=")[1]) for n in grid], [excess(r, n) for n in grid], "o-", label="ridge, one fixed lambda")
-    if "least_squares" in fixed(stds_of(r), r["dims"]):
+    if "least_squares" in single_penalties(stds_of(r), r["dims"]):
         ax.axhline(excess(r, "least_squares"), color="grey", ls=":", lw=1, label="least squares (lambda = 0)")
     ax.axhline(excess(r, "transformer"), color="C1", lw=2, label="transformer")
     ax.axhline(excess(r, "oracle"), color="black", ls="--", lw=1, label="Bayes oracle (mixture)")
@@ -214,6 +216,11 @@ def tables(r: dict) -> list[str]:
 
 def section(folder: Path, stored: dict) -> list[str]:
     r = json.loads((folder / "results.json").read_text())
+    if any(lv["own"] != level_optimum(float(s), r["dims"]) for s, lv in r["levels"].items()):
+        raise UserError(
+            "its results.json predates the levels of Bai et al.'s code (sigma for y = x.w / sqrt(d) + noise, "
+            "2026-12-01)"
+        )
     footer = (
         f"One model, {r['steps']} steps, {r['train_seconds']:.0f} s of training; scoring "
         f"{r.get('scoring_seconds', r['seconds']):.0f} s. Numbers: `{folder.name}/results.json`."
@@ -236,8 +243,8 @@ RECIPE = Recipe(
         "3-layer, width-64 model trained for minutes on CPU on prompts that mix the levels, with the loss normalised "
         "per prompt by its level's E[y^2], where Bai et al. take one Adam step per level in turn for 300k "
         "iterations; errors normalised by E[y^2] (theirs are raw squared errors, a constant factor per level); "
-        f"single penalties from a grid of {len(fixed(NOISE_STDS, 4))} (least squares, the levels' own and "
-        f"{len(FIXED_ALPHAS)} more)."
+        f"{len(single_penalties(NOISE_STDS, 4))} single penalties (least squares, the levels' own and "
+        f"{len(single_penalties(NOISE_STDS, 4)) - len(NOISE_STDS)} more)."
     ),
     modes=SCALES,
     plan=plan,

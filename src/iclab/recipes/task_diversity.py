@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from torch import Tensor
 
 from ..baselines import make_estimator
 from ..config import Config
-from ..evaluation.curves import TransformerEstimator, icl_score, make_eval_set
+from ..evaluation.curves import EvalSet, TransformerEstimator, curve_score, make_eval_set
 from ..evaluation.report import save_figure
 from ..files import atomic_write_json
 from ..markdown import table
@@ -83,9 +84,7 @@ def score(model, config: Config, task: dict, pool: dict, distance: str = "ravent
     errors = {n: normalised(p - evalset.targets.double(), evalset).mean(0).tolist() for n, p in preds.items()}
 
     def between(a: str, b: str) -> float:
-        if distance == "normalised":
-            return float(normalised(preds[a] - preds[b], evalset)[:, 1:].mean())
-        return float((preds[a] - preds[b]).square().mean() / config.dims)
+        return prediction_distance(preds[a], preds[b], evalset, distance)
 
     return {
         "errors": errors,
@@ -93,6 +92,14 @@ def score(model, config: Config, task: dict, pool: dict, distance: str = "ravent
         "to_ridge": between("transformer", "ridge"),
         "dmmse_to_ridge": between("dmmse", "ridge"),
     }
+
+
+def prediction_distance(a: Tensor, b: Tensor, evalset: EvalSet, kind: str = "raventos") -> float:
+    """The distance of two (prompts, positions) predictions: Raventos et al.'s squared difference / d over every
+    position, or (`normalised`) iclab's earlier squared difference / E[y^2] over k >= 1."""
+    if kind == "normalised":
+        return float(normalised(a - b, evalset)[:, 1:].mean())
+    return float((a - b).square().mean() / evalset.xs.shape[-1])
 
 
 def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
@@ -230,7 +237,7 @@ def model_score(entry: dict, where: str) -> float | None:
     0 = predicting 0, 1 = the Bayes predictor of those prompts (dMMSE on the pool's tasks, ridge with
     lambda = sigma^2 on fresh ones)."""
     errors = entry[where]["errors"]
-    return icl_score(*(sum(errors[n]) / len(errors[n]) for n in ("transformer", "zero", ORACLE[where])))
+    return curve_score(errors["transformer"], errors["zero"], errors[ORACLE[where]])
 
 
 def tables(r: dict) -> list[str]:
@@ -270,11 +277,10 @@ def tables(r: dict) -> list[str]:
 def section(folder: Path, stored: dict) -> list[str]:
     r = json.loads((folder / "results.json").read_text())
     trained = sum(m["train_seconds"] for m in r["models"])
-    # the time spent scoring; a results.json from before scoring_seconds trained every model in the same call
-    scoring = r.get("scoring_seconds", r["seconds"] - trained)
+    scoring = f"{r['scoring_seconds']:.0f} s" if "scoring_seconds" in r else "time not recorded"  # older files
     footer = (
         f"{len(r['models'])} models, {r['models'][0]['steps']} steps each, {trained:.0f} s of training; scoring "
-        f"{scoring:.0f} s. Numbers: `{folder.name}/results.json`."
+        f"{scoring}. Numbers: `{folder.name}/results.json`."
     )
     return section_lines(RECIPE, folder, draw(r, folder), check_results(r), stored | {"tables": tables(r)}, footer)
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 
 from ...errors import UserError
-from ...evaluation.curves import CURVE_COLUMNS, evaluate, write_curves
+from ...evaluation.curves import CURVE_COLUMNS, default_oracle, evaluate, write_curves
 from ...files import atomic_write_json
+from ...tasks import make_task
 from ...text import load_text_model, prepare_data, read_text_config, resume_text, train_text
 from ...text.tokenizer import save_tokenizer
 from ...text.train import evaluate_run
@@ -116,8 +117,10 @@ def icl_study(size: dict, root: Path, progress: bool) -> dict:
         parameters[variant] = model.num_parameters()
         if variant == EMA:
             decays.append({"seed": seed, "layers": learned_decays(model)})
-    # zero and the task's posterior mean besides the config's: the ends of the ICL score in icl_curves.csv
-    baselines = evaluate(None, config, baselines=config.eval.baselines + ["zero", "posterior_mean"])
+    # zero and the task's posterior mean (where cheap) besides the config's: the ends of the ICL score
+    names = config.eval.baselines + ["zero"]
+    names += default_oracle(make_task(config.task, config.dims), names, config.dims)
+    baselines = evaluate(None, config, baselines=names)
     curves += [r | {"run": ""} for r in baselines]
     return {
         "runs": runs,
