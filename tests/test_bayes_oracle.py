@@ -176,6 +176,12 @@ def test_exact_prior_refuses_what_it_cannot_compute():
     for spec in ["quadratic", "relu_net", "linear_classification", "noisy_linear:renormalize=true"]:
         with pytest.raises(UserError, match="posterior_mean is exact for linear"):
             make_estimator("posterior_mean").fit_prior(make_task(spec, 3))
+    # nor does bayes, on outputs rescaled by the batch's std, alone or inside a mixture
+    renormalized = {"name": "noisy_linear", "renormalize": True}
+    mixed = {"name": "mixture", "components": [{"name": "linear", "weight": 1}, renormalized | {"weight": 1}]}
+    for task in [renormalized, mixed]:
+        with pytest.raises(UserError, match="with renormalize"):
+            make_estimator("bayes").fit_prior(make_task(task, 3))
     trees = make_task({"name": "finite_pool", "base": {"name": "tree"}}, 3)
     with pytest.raises(UserError, match="posterior_mean covers finite pools of linear"):
         make_estimator("posterior_mean").fit_prior(trees)

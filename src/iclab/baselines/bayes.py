@@ -71,10 +71,11 @@ def _variance(std: float) -> float:
 def task_prior(task, nnz: list[int], weights: list[float], noise: float) -> Prior:
     """The prior of a linear-Gaussian task (or mixture of them), with the values given explicitly kept."""
     parts = task.linear_prior()
-    if parts is None:
+    if parts is None or renormalized(task):
         raise UserError(
-            f"bayes covers linear, sparse_linear, noisy_linear and mixtures of them, not '{task.registry_name}'; "
-            "give nnz, weights and noise to use it on other tasks"
+            f"bayes covers linear, sparse_linear, noisy_linear (without renormalize) and mixtures of them, not "
+            f"'{task.registry_name}'{' with renormalize' if parts else ''}; give nnz, weights and noise to use it "
+            "on other tasks"
         )
     variances = {_variance(std) for _, _, std in parts}
     if len(variances) > 1 and not noise:
@@ -82,6 +83,12 @@ def task_prior(task, nnz: list[int], weights: list[float], noise: float) -> Prio
     if not nnz:
         nnz, weights = [s for _, s, _ in parts], [p for p, _, _ in parts]
     return Prior(list(nnz), list(weights), noise or variances.pop())
+
+
+def renormalized(task) -> bool:
+    """Whether the task (or a class of its mixture) rescales its outputs by the batch's std (Garg's
+    renormalize_ys): no Gaussian prior describes those outputs, so no oracle here is exact on them."""
+    return getattr(task, "renormalize", False) or any(renormalized(c) for c in getattr(task, "classes", []))
 
 
 def exact_prior(task) -> list[Component]:
