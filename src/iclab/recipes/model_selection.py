@@ -239,7 +239,8 @@ _THREE = sweep_recipe(
     differences=(
         "The setting of `model-selection` (full: 6 layers, d = 5; quick: 3 layers, d = 4; width 64, 2d + 1 "
         "points, CPU minutes, normalised loss) with both sparse classes, nnz = 1 and nnz = 2, and the mixture "
-        "trained for twice a specialist's steps, so each sparse class sees half the prompts its specialist saw. "
+        "trained for four times a specialist's steps in full mode, so each sparse class sees as many prompts as "
+        "its specialist (twice in quick mode, half as many). "
         "The gap to the oracle is not checked (model_selection.check_rows says why)."
     ),
     models=lambda mode: model_names(_three(scale_setting(mode))),
