@@ -80,7 +80,7 @@ def compute(models: dict[str, Path], setting: dict, progress: bool = False) -> l
         for name, (model, config) in loaded.items():
             rows += [{"run": name, "sweep": label} | r for r in evaluate(model, config, c.task, baselines=[])]
         config = loaded[mixture(setting)][1]
-        # zero and the class's own posterior mean where it is cheap (not at d = 20): the ends of the ICL score
+        # zero and the class's own posterior mean where cheap (C(d, nnz) <= 256): the ends of the ICL score
         scored = baselines + default_oracle(make_task(c.task, config.dims), baselines, config.dims)
         rows += [{"run": "", "sweep": label} | r for r in evaluate(None, config, c.task, baselines=scored)]
     return rows

@@ -14,7 +14,7 @@ from .sweep import sweep_recipe
 
 def compute(models: dict[str, Path], setting: dict, progress: bool = False) -> list[dict]:
     runs = [models[m] for m in ("dense_sparse", "dense", "sparse")]
-    # zero, and each point's own posterior mean where it is cheap (not at d = 20): the two ends of the ICL score
+    # zero, and each point's own posterior mean where cheap (C(d, nnz) <= 256): the two ends of the ICL score
     baselines = ["least_squares", "lasso_cv", oracle(setting), "zero"]
     return run_sweep("sparsity", runs, baselines, progress, oracle=True)
 
