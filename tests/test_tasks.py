@@ -126,9 +126,14 @@ def test_sinusoid_definition(gen):
     assert torch.allclose(task.apply(p, xs), expected, atol=1e-5)
 
 
-def test_classification_outputs_signs():
-    task, xs, ys, p = draw("linear_classification")
-    assert set(ys.unique().tolist()) <= {-1.0, 1.0}
+def test_classification_label_is_the_sign_of_w_dot_x():
+    task, xs, ys, p = draw("linear_classification", batch=200)
+    assert set(ys.unique().tolist()) == {-1.0, 1.0}
+    # computed here from the drawn w and xs, not through the task: a label from noise or from another w fails
+    w, x = p["w"].double().numpy(), xs.double().numpy()
+    expected = [[math.copysign(1.0, sum(a * b for a, b in zip(x[b, i], w[b]))) for i in range(x.shape[1])]
+                for b in range(x.shape[0])]
+    assert ys.tolist() == expected
     assert task.metric == "sign"
 
 
