@@ -176,7 +176,11 @@ def main() -> None:
             "seconds": {r["solver"]: r["seconds"] for r in rows},
             "learned_baselines": learned,
             "setting": vars(args),
+            "scale": _common.scale(
+                parser, args, "prompts", "mlp_prompts", "naive_prompts", "tree_prompts", "boosting_prompts"
+            ),
         },
+        seeds={"data": 0, "mlp_data": 1, "mlp": make_estimator("mlp").seed},
     )
 
 

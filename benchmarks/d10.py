@@ -18,6 +18,7 @@ import torch
 from time_to_quality import first, train_metrics
 
 DIMS, POINTS, GAP = 10, 21, 0.05
+SEEDS = (0, 1)
 
 
 def summary(metrics: list[dict]) -> dict:
@@ -44,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(1)
     overrides = [f"dims={DIMS}", f"points={POINTS}", f"train.steps={args.steps}", "train.eval_every=250"]
     with ProcessPoolExecutor(max_workers=2) as pool:
-        futures = {s: pool.submit(train_metrics, overrides + [f"seed={s}"], args.budget) for s in (0, 1)}
+        futures = {s: pool.submit(train_metrics, overrides + [f"seed={s}"], args.budget) for s in SEEDS}
         runs = {s: summary(f.result()) for s, f in futures.items()}
     _common.print_table([{"seed": s} | r for s, r in runs.items()])
     met = all(r["worst_gap_k_ge_d+2"] <= GAP for r in runs.values())
@@ -58,7 +59,9 @@ def main() -> None:
             "overrides": overrides,
             "seeds": runs,
             "note": "the demo config (6 layers, width 64) with the overrides; two seeds concurrently, 1 thread each",
+            "scale": _common.scale(parser, args, "budget", "steps"),
         },
+        seeds=list(SEEDS),
     )
 
 

@@ -112,6 +112,7 @@ def main() -> None:
             "speedup_2_processes_vs_1": {r["size"]: r["speedup_vs_1_process"] for r in two},
             "rows": rows,
             "rounds": args.rounds,
+            "scale": _common.scale(parser, args, "rounds", "sizes"),
             "note": "tokens/s of full training steps at the same global batch; best of rounds, set-ups alternated; "
             "2 CPU cores shared with other jobs: the ceiling is 2x, and load from others lowers every figure",
         },

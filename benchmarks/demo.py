@@ -15,6 +15,7 @@ from pathlib import Path
 
 import _common
 
+from iclab.config import load_config, packaged_config
 from iclab.demo import run_demo
 
 
@@ -41,7 +42,9 @@ def main() -> None:
             "demo_seconds": summary["demo_seconds"],
             "checks": summary["checks"],
             "passed": summary["passed"],
+            "run_dir": str(args.run_dir) if args.run_dir else None,
         },
+        seeds=None if args.run_dir else [load_config(packaged_config("demo")).seed],
     )
 
 

@@ -88,6 +88,7 @@ def main() -> None:
         "task": args.task,
         "rows": rows,
         "goals": {"eta0_bit_identical": "true", "cached_equals_full_max_abs_diff": "<= 1e-4"},
+        "scale": _common.scale(parser, args, "queries", "full", "rounds"),
     }
     print(
         f"overhead_vs_unpatched {result['overhead_vs_unpatched']}, eta = 0 bit-identical: "
@@ -96,7 +97,7 @@ def main() -> None:
         f"{result['cached_equals_full_predictions']}), {result['predictions_changed']} of {len(data.gold)} "
         f"predictions changed by eta = {args.eta:g}"
     )
-    _common.write_result("lm_momentum", result)
+    _common.write_result("lm_momentum", result, seeds={"demonstrations": 0})
 
 
 if __name__ == "__main__":

@@ -70,12 +70,13 @@ def main() -> None:
         "task": args.task,
         "rows": rows,
         "goals": {"speedup_vs_naive": ">= 5", "peak_rss_gb": "<= 4"},
+        "scale": _common.scale(parser, args, "queries"),
     }
     print(
         f"speedup_vs_naive {result['speedup_vs_naive']}, peak_rss_gb {result['peak_rss_gb']}, "
         f"identical predictions: {same} (max |score diff| {result['max_abs_score_diff']:.2e})"
     )
-    _common.write_result("lm_prefix_cache", result)
+    _common.write_result("lm_prefix_cache", result, seeds={"demonstrations": 0})
 
 
 if __name__ == "__main__":

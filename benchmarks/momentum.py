@@ -125,7 +125,9 @@ def main() -> None:
             "steps": rows,
             "term_vs_attention": terms,
             "settings": vars(args),
+            "scale": _common.scale(parser, args, "rounds", "steps"),
         },
+        seeds={"torch": 0},
     )
 
 

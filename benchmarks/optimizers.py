@@ -76,7 +76,9 @@ def main() -> None:
             "overrides": args.overrides,
             "note": "demo config, validation error (train.eval_prompts fixed prompts, every train.eval_every steps); "
             "the two optimizers of a seed trained concurrently, 1 thread each, on a machine shared with other jobs",
+            "scale": _common.scale(parser, args, "seeds", "overrides"),
         },
+        seeds=seeds,
     )
 
 

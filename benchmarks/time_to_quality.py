@@ -94,7 +94,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=900.0, help="training seconds per setting")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as each training process runs (and so the machine record says)
-    dims = load_config(packaged_config("demo")).dims
+    demo = load_config(packaged_config("demo"))
+    dims = demo.dims
     with ProcessPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(train_metrics, overrides, args.budget) for name, overrides in SETTINGS.items()}
         runs = {name: summary(f.result(), dims) for name, f in futures.items()}
@@ -132,7 +133,9 @@ def main() -> None:
             "settings": {name: {"overrides": SETTINGS[name]} | r for name, r in runs.items()},
             "note": "both settings trained concurrently, 1 thread each, on a 2-core machine shared with other jobs; "
             "seconds include the periodic validation passes",
+            "scale": _common.scale(parser, args, "budget"),
         },
+        seeds=[demo.seed],
     )
 
 

@@ -136,10 +136,12 @@ def main() -> None:
             "sizes": rows,
             "threads": args.threads,
             "matmul_peak_gflops": peak,
+            "scale": _common.scale(parser, args, "rounds", "steps", "sizes"),
             "note": "forward + backward + AdamW step; best of rounds, models alternated within each round; "
             "GFLOP/s from iclab's FLOPs count (training/flops.py) for both models; peak: best 2048^2 fp32 matmul "
             "in the same run; measured on a 2-core machine shared with other jobs",
         },
+        seeds={"model": 0, "batches": 1},
     )
 
 
