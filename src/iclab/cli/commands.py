@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_reproduce)
 
     # command groups with modules of their own (each imports only argparse at load time)
+    from .compare import add_parser as add_compare_parser
     from .grid import add_parser as add_grid_parser
     from .lm import add_parser as add_lm_parser
     from .text import add_parser as add_text_parser
@@ -249,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_grid_parser(sub)
     add_lm_parser(sub)
     add_text_parser(sub)
+    add_compare_parser(sub)
 
     p = sub.add_parser("list", help="list task, input, shift, prompting and estimator names with their parameters")
     p.add_argument("kind", nargs="?", choices=["tasks", "inputs", "shifts", "prompting", "estimators"])
