@@ -1,7 +1,10 @@
 """Old module paths (before the 0.2 layout) keep importing, with a DeprecationWarning, so users' scripts run on.
 
 `import iclab.evaluate` returns the module `iclab.evaluation.curves` itself (one module object under two names),
-so monkeypatching or isinstance checks through either name see the same thing."""
+so monkeypatching or isinstance checks through either name see the same thing.
+
+`iclab.train` is the one old path retired: the name is now the API's function `iclab.train(config, out=...)`
+(api.py), so importing it as a module fails with a message naming the module's new path."""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ import sys
 import warnings
 
 OLD_TO_NEW = {
-    "iclab.train": "iclab.training.trainer",
     "iclab.checkpoint": "iclab.training.checkpoint",
     "iclab.runs": "iclab.training.runs",
     "iclab.distributed": "iclab.training.distributed",
@@ -28,6 +30,8 @@ OLD_TO_NEW = {
     "iclab.analysis.metrics": "iclab.icl_vs_ft.metrics",
     "iclab.lm.tables": "iclab.icl_vs_ft.results",
 }
+# old module paths whose name the API took: old path -> new module path
+RETIRED = {"iclab.train": "iclab.training.trainer"}
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -43,6 +47,12 @@ class _AliasLoader(importlib.abc.Loader):
 
 class AliasFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
+        if fullname in RETIRED:
+            raise ModuleNotFoundError(
+                f"the module {fullname} is now {RETIRED[fullname]} ({fullname} is the function that trains a run: "
+                f"iclab.train(config, out=...))",
+                name=fullname,
+            )
         new = OLD_TO_NEW.get(fullname)
         if new is None:
             return None

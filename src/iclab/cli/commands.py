@@ -29,21 +29,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..evaluation.curves import evaluate, merge_curves
-    from ..evaluation.report import plot_curves, plot_path, render_report
-    from ..training.runs import load_model, read_config
+    from ..api import load_run  # the Python API's evaluation, so that both write the same files
 
-    run_dir = Path(args.run_dir)
-    config = read_config(run_dir)
-    model, _ = load_model(run_dir, config)
-    baselines = None if args.baselines is None else split_specs(args.baselines)
-    rows = evaluate(model, config, args.task, args.shift, baselines, progress=not args.quiet, prompting=args.prompting)
-    path = run_dir / "eval" / "curves.csv"
-    merged = merge_curves(path, rows)
-    task = rows[0]["task"]
-    png = plot_curves(merged, task, plot_path(run_dir / "eval", task, config.task["name"]), config.dims)
-    render_report(run_dir)
-    _print_summary(rows, config.dims)
+    run = load_run(args.run_dir)
+    result = run.evaluate(args.task, args.shift, args.baselines, args.prompting, progress=not args.quiet)
+    path, png = result.save()
+    _print_summary(result.rows, run.config.dims)
     print(f"wrote {path} and {png}")
     return 0
 
