@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,79 +29,11 @@ from ..baselines.bayes import CHEAP_PARTS, exact_prior, prior_parts
 from ..config import Config
 from ..errors import UserError
 from ..files import atomic_write_text
-from ..spec import format_named, parse_named
-from ..tasks import FunctionClass, InputDistribution, make_inputs, make_shift, make_task, sample_prompts
-from ..tasks.prompting import make_prompting
+from ..scoring import EvalSet, make_eval_set, prompt_errors
+from ..tasks import FunctionClass
 
 CURVE_COLUMNS = ["task", "estimator", "k", "mean", "lo", "hi", "icl_score"]
 ORACLES = ("posterior_mean", "bayes")  # estimator labels fitted to the evaluated task's own prior: the score's 1
-
-
-@dataclass
-class EvalSet:
-    label: str  # the task column of curves.csv
-    xs: Tensor  # (prompts, points, dims)
-    ys: Tensor  # (prompts, points)
-    scale: Tensor  # (prompts,) E[y^2] of each prompt's function class
-    metric: str
-    task: FunctionClass  # what the prompts were drawn from, for estimators that learn the prior
-    inputs: InputDistribution
-    # a prompting strategy's queries: the prompt at k is xs[:, :k], ys[:, :k] then query_xs[:, k] (None: standard)
-    query_xs: Tensor | None = None
-    query_ys: Tensor | None = None
-    positions: int | None = None  # the scored positions k = 0 .. positions-1 (None: all)
-
-    @property
-    def targets(self) -> Tensor:
-        """(prompts, scored positions) outputs that the predictions are scored against."""
-        return (self.ys if self.query_ys is None else self.query_ys)[:, : self.positions]
-
-
-def make_eval_set(
-    config: Config,
-    task: str | dict | None = None,
-    shift: str | dict | None = None,
-    prompts: int | None = None,
-    seed: int | None = None,
-    prompting: str | dict | None = None,
-) -> EvalSet:
-    """Prompts of `task` (default: the run's task) under an optional distribution `shift` and `prompting` strategy,
-    drawn on the CPU from `seed` (default eval.seed) so that every estimator and every device sees the same set."""
-    strategy = make_prompting(prompting)
-    spec = parse_named(task) if isinstance(task, str) else task
-    function_class = make_task(spec or config.task, config.dims, prefix="--task" if spec else "task")
-    label = format_named(spec) if spec else str(config.task["name"])
-    inputs_spec = config.inputs
-    shift_obj = None
-    if shift is not None:
-        shift_spec = parse_named(shift) if isinstance(shift, str) else shift
-        shift_obj = make_shift(shift_spec)
-        inputs_spec = shift_obj.inputs(inputs_spec)
-        label += "@" + shift_obj.label(shift_spec)
-    inputs = make_inputs(inputs_spec, config.dims)
-    generator = torch.Generator().manual_seed(config.eval.seed if seed is None else seed)
-    count = prompts or config.eval.prompts
-    xs, ys, params = sample_prompts(function_class, inputs, count, config.eval_points, generator)
-    demos, queries = strategy.split(xs, generator)
-    evalset = EvalSet(label, demos, ys, function_class.y_scale(params), function_class.metric, function_class, inputs)
-    if queries is not None:  # both sets answered by the prompt's own function, as Garg's task.evaluate(xs_comb)
-        evalset.label += "@" + strategy.registry_name
-        evalset.ys = function_class.apply(params, demos, generator)
-        evalset.query_xs, evalset.query_ys = queries, function_class.apply(params, queries, generator)
-        evalset.positions = strategy.positions(xs.shape[1], xs.shape[2])
-    if shift_obj is not None:
-        evalset.ys = shift_obj.outputs(evalset.ys, generator, function_class)
-        if queries is not None:
-            evalset.query_ys = shift_obj.outputs(evalset.query_ys, generator, function_class)
-    return evalset
-
-
-def prompt_errors(preds: Tensor, evalset: EvalSet) -> Tensor:
-    """(prompts, scored positions) errors of predictions against the evaluation set's outputs."""
-    preds, ys = preds.double().cpu(), evalset.targets.double()
-    if evalset.metric == "sign":
-        return (torch.sign(preds) != torch.sign(ys)).double()
-    return (preds - ys).square() / evalset.scale.double().unsqueeze(1)
 
 
 def bootstrap_band(errors: Tensor, resamples: int, confidence: float, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
@@ -199,7 +130,7 @@ def evaluate(
     if baselines is None and shift is None:
         names = names + default_oracle(evalset.task, names, config.dims)
     estimators = ([TransformerEstimator(model)] if model is not None else []) + [
-        make_estimator(name, prefix="baseline") for name in names
+        make_estimator(name, prefix="--baselines") for name in names
     ]
     return curve_rows(evalset.label, estimator_errors(estimators, evalset, config.eval.batch_size, progress), config)
 

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from ..config import Config, TrainConfig
 from ..errors import UserError
-from ..evaluation.curves import make_eval_set, prompt_errors
 from ..files import atomic_write_json, atomic_write_text
+from ..scoring import make_eval_set, prompt_errors
 from ..tasks import index_params, make_inputs, make_task, sample_prompts
 from . import distributed, loggers
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
