@@ -1,7 +1,9 @@
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy.stats import kendalltau
 
 from iclab.icl_vs_ft.adapter import IclabLMAdapter
 from iclab.icl_vs_ft.engine import StudyData, finetune, study
@@ -43,14 +45,66 @@ def test_finetuning_moves_only_key_and_value_rows(adapter):
             assert not changed.any(), name
 
 
-def test_study_reports_every_measure_with_baselines(adapter):
-    result = study(adapter, data(), lrs=[0.01, 0.1])
+def last_token_attention(model, ids):
+    """Per layer, at the last token of every sequence: the attention output before the residual (N, width) and the
+    pre-softmax scores q.k / sqrt(head_dim) over every token (N, heads, tokens), and the query vector (N, width),
+    recomputed here in numpy from each attention layer's input and its fused qkv weights."""
+    inputs, outputs = [], []
+
+    def keep(module, args, out):
+        inputs.append(args[0])
+        outputs.append(out)
+
+    hooks = [b.attn.register_forward_hook(keep) for b in model.blocks]
+    with torch.no_grad():
+        model(ids)
+    for h in hooks:
+        h.remove()
+    layers = []
+    for block, h, out in zip(model.blocks, inputs, outputs, strict=True):
+        w, b = (p.detach().double().numpy() for p in (block.attn.qkv.weight, block.attn.qkv.bias))
+        qkv = h.double().numpy() @ w.T + b
+        width, heads = h.shape[-1], block.attn.heads
+        q = qkv[:, -1, :width].reshape(len(ids), heads, -1)
+        k = qkv[:, :, width : 2 * width].reshape(len(ids), -1, heads, width // heads)
+        scores = np.einsum("nhd,nthd->nht", q, k) / np.sqrt(width // heads)
+        layers.append((out[:, -1].double().numpy(), scores, qkv[:, -1, :width]))
+    return layers
+
+
+def cosine(a, b):
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def test_study_measures_match_an_independent_computation(adapter):
+    """SimAOU, both SimAMs and Kendall's tau recomputed on this small case from the models' own weights (numpy
+    cosines, scipy's kendalltau), not through the engine's conditions, attention readers or metrics."""
+    d = data()
+    result = study(adapter, d, lrs=[0.01, 0.1])
     assert set(result.accuracy) == {"zsl", "icl", "ft"} and result.ft_lr in (0.01, 0.1)
-    for key in ("simaou", "simam_icl_ft", "simam_icl_zsl", "kendall"):
-        assert -1 <= result.measures[key] <= 1
+    tuned = finetune(adapter, d.demos, result.ft_lr, record_queries=True)  # deterministic: the study's FT model
+    zsl = last_token_attention(adapter.model, d.zsl.full())
+    icl = last_token_attention(adapter.model, d.icl.full())
+    ft = last_token_attention(tuned.model, d.zsl.full())
+    own_icl, own_zsl = slice(d.icl.prefix.shape[1], None), slice(d.zsl.prefix.shape[1], None)  # the query's tokens
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    aou, am_ft, am_zsl, tau = [], [], [], []
+    sizes, positions = d.demo_tokens(), d.dai_positions().numpy()
+    train_queries = np.concatenate([q[:, 1 : 1 + t].double().numpy() for q, t in zip(tuned.train_queries, sizes,
+                                                                                        strict=True)], axis=1)
+    for layer, ((z_out, z_s, _), (i_out, i_s, _), (f_out, f_s, f_q)) in enumerate(zip(zsl, icl, ft, strict=True)):
+        aou.append(cosine(unit(i_out) - unit(z_out), unit(f_out) - unit(z_out)).mean())
+        am_ft.append(cosine(i_s[..., own_icl], f_s[..., own_zsl]).mean())
+        am_zsl.append(cosine(i_s[..., own_icl], z_s[..., own_zsl]).mean())
+        icl_attn = i_s.sum(1)[:, positions]  # Dai et al.: summed over heads (a softmax keeps the ranks)
+        ft_attn = f_q @ train_queries[layer].T
+        tau.append(np.mean([kendalltau(a, b)[0] for a, b in zip(icl_attn, ft_attn, strict=True)]))
+    assert result.per_layer["simaou"] == pytest.approx(aou, abs=1e-5)
+    assert result.per_layer["simam_icl_ft"] == pytest.approx(am_ft, abs=1e-5)
+    assert result.measures["simam_icl_zsl"] == pytest.approx(np.mean(am_zsl), abs=1e-5)
+    assert result.per_layer["kendall"] == pytest.approx(tau, abs=1e-5)
     for key in ("simaou", "simam_icl_ft", "kendall"):
         assert -1 <= result.random[key] <= 1
-    assert len(result.per_layer["simaou"]) == 2
 
 
 def test_a_diverging_grid_is_reported_not_a_nan(adapter):
