@@ -16,8 +16,8 @@ import iclab
 from iclab.cli import main
 from iclab.config import load_config, parse_value
 from iclab.errors import UserError
-from iclab.evaluation.curves import make_eval_set, prompt_errors
 from iclab.model import ICLTransformer
+from iclab.scoring import make_eval_set, prompt_errors
 from iclab.training.runs import load_model
 
 OVERRIDES = {key: parse_value(value) for key, value in (item.split("=", 1) for item in TINY)} | {"train.steps": 6}
