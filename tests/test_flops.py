@@ -75,9 +75,9 @@ def test_the_report_plots_validation_error_against_seconds_and_flops(tmp_path, m
     (run / "eval").mkdir()
     (run / "eval" / "curves.csv").write_text("task,estimator,k,mean,lo,hi\n")
     text = report.render_report(run).read_text()
-    assert "![validation error during training](training.png)" in text and (run / "training.png").is_file()
+    assert "![training loss and validation error](training.png)" in text and (run / "training.png").is_file()
     rows = [r for r in read_metrics(run) if "val_error" in r]  # steps 5 and 10; d = 3: k = 3 and 6
-    seconds, flops = figures[0].axes
+    _, seconds, flops = figures[0].axes  # the first panel is the training loss (tests/test_figures.py)
     assert [line.get_label() for line in seconds.lines] == ["k = 3", "k = 6"]
     assert list(seconds.lines[1].get_xdata()) == [r["seconds"] for r in rows]
     assert list(flops.lines[1].get_xdata()) == [r["flops"] for r in rows]

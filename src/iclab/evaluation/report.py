@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ..errors import UserError  # noqa: E402
-from ..files import atomic_write_text  # noqa: E402
-from ..markdown import cell, table  # noqa: E402
-from ..training.checkpoint import latest_checkpoint, read_state  # noqa: E402
-from ..training.runs import build_model, read_config, read_metrics  # noqa: E402
-from .curves import icl_curve_scores, icl_scores, read_curves, series_name  # noqa: E402
+from ..errors import UserError
+from ..files import atomic_write_text
+from ..markdown import cell, table
+from ..plotting import finish, fit_y, plt, reference_line, save_figure, series_style
+from ..training.checkpoint import latest_checkpoint, read_state
+from ..training.runs import build_model, read_config, read_metrics
+from .curves import icl_curve_scores, icl_scores, read_curves, series_name
 
 
 def slug(text: str) -> str:
@@ -47,64 +44,53 @@ def _group(rows: list[dict], key) -> dict[str, list[dict]]:
     return groups
 
 
+def _draw_series(ax, groups: dict[str, list[dict]], x: Callable[[dict], float]) -> None:
+    """One curve per group, with its bootstrap band, at x(row); a transformer's is bold (plotting.series_style)."""
+    layer = 0
+    for i, (name, part) in enumerate(groups.items()):
+        part = sorted(part, key=x)
+        xs = [x(r) for r in part]
+        bold = any(r["estimator"] == "transformer" for r in part)
+        (line,) = ax.plot(xs, [r["mean"] for r in part], label=name, **series_style(i, bold, len(xs), layer))
+        layer += bold
+        ax.fill_between(xs, [r["lo"] for r in part], [r["hi"] for r in part], color=line.get_color(), alpha=0.15, lw=0)
+
+
 def _plot_k_curves(groups: dict[str, list[dict]], path: Path, title: str, dims: int | None) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    top = 1.0
-    for name, part in groups.items():
-        part = sorted(part, key=lambda r: r["k"])
-        ks = [r["k"] for r in part]
-        bold = any(r["estimator"] == "transformer" for r in part)
-        (line,) = ax.plot(
-            ks,
-            [r["mean"] for r in part],
-            label=name,
-            lw=2.4 if bold else 1.3,
-            zorder=3 if bold else 2,
-            ls="-" if bold else "--",
-        )
-        ax.fill_between(ks, [r["lo"] for r in part], [r["hi"] for r in part], color=line.get_color(), alpha=0.2, lw=0)
-        if bold:
-            top = max(top, max(r["hi"] for r in part))
+    _draw_series(ax, groups, lambda r: r["k"])
     if dims:
-        ax.axvline(dims, color="grey", ls=":", lw=1)
-    ax.set_ylim(0, min(top * 1.15, 3.0))
-    ax.set_xlabel("in-context examples k")
-    ax.set_ylabel("error (normalised)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        reference_line(ax, x=dims, label=f"k = d = {dims}")
+    fit_y(ax)
+    finish(ax, "in-context examples k", "error (normalised)", title)
     fig.tight_layout()
     return save_figure(fig, path)
 
 
-def save_figure(fig, path: Path) -> Path:
-    """Write `fig` to `path` atomically (a reader never sees half a PNG) and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
-
-
-def plot_training(metrics: list[dict], path: Path, dims: int) -> Path | None:
-    """The validation error at k = d and k = 2d during training, against seconds and against training FLOPs
-    (None if the run logged no validation curve). Runs from before FLOPs were logged get the seconds panel only."""
+def plot_training(metrics: list[dict], path: Path, dims: int, loss: str = "mse") -> Path | None:
+    """The training loss against the step, and the validation error at k = d and k = 2d against training seconds
+    and training FLOPs (None if the run logged neither). `loss` is the run's train.loss, named on the y axis.
+    Runs from before FLOPs were logged get no FLOPs panel."""
+    losses = [m for m in metrics if "loss" in m]
     rows = [m for m in metrics if "val_error" in m]
-    if not rows:
+    if not losses and not rows:
         return None
-    axes_x = [("seconds", "training seconds")] + ([("flops", "training FLOPs")] if "flops" in rows[0] else [])
-    fig, axes = plt.subplots(1, len(axes_x), figsize=(4.2 * len(axes_x), 3.6), dpi=120, squeeze=False)
-    ks = sorted({k for k in (dims, 2 * dims) if k < len(rows[0]["val_error"])})
-    for ax, (key, label) in zip(axes[0], axes_x, strict=True):
-        for k in ks:
-            ax.plot([r[key] for r in rows], [r["val_error"][k] for r in rows], label=f"k = {k}")
+    panels = (["loss"] if losses else []) + (["seconds"] if rows else [])
+    panels += ["flops"] if rows and "flops" in rows[0] else []
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), dpi=120, squeeze=False)
+    ks = sorted({k for k in (dims, 2 * dims) if rows and k < len(rows[0]["val_error"])})
+    for ax, panel in zip(axes[0], panels, strict=True):
         ax.set_yscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel("validation error (normalised)")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-    fig.suptitle("validation error during training", fontsize=10)
+        if panel == "loss":
+            ax.plot([m["step"] for m in losses], [m["loss"] for m in losses], lw=1, label="training loss")
+            fit_y(ax)
+            finish(ax, "training step", f"training loss ({'normalised' if loss == 'normalized' else 'MSE'})")
+            continue
+        for i, k in enumerate(ks):
+            ax.plot([r[panel] for r in rows], [r["val_error"][k] for r in rows], label=f"k = {k}", **series_style(i))
+        fit_y(ax)
+        finish(ax, f"training {'seconds' if panel == 'seconds' else 'FLOPs'}", "validation error (normalised)")
+    fig.suptitle("training loss and validation error", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -213,9 +199,9 @@ def render_report(run_dir: Path) -> Path:
         + (f"; final training loss {losses[-1]['loss']:.4f}" if losses else ""),
         "",
     ]
-    training = plot_training(metrics, run_dir / "training.png", config.dims)
+    training = plot_training(metrics, run_dir / "training.png", config.dims, config.train.loss)
     if training is not None:
-        out += ["## Training", "", f"![validation error during training]({training.name})", ""]
+        out += ["## Training", "", f"![training loss and validation error]({training.name})", ""]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     if not tasks:
         out += ["No evaluation yet: run `iclab eval " + str(run_dir) + "`.", ""]
@@ -258,39 +244,29 @@ def sweep_series(rows: list[dict], k: int) -> dict[str, list[dict]]:
 
 
 def plot_sweep(
-    rows: list[dict], k: int, path: Path, title: str, xlabel: str, log_x: bool = False, marks: list[float] | None = None
+    rows: list[dict],
+    k: int,
+    path: Path,
+    title: str,
+    xlabel: str,
+    log_x: bool = False,
+    marks: dict[float, str] | None = None,
 ) -> Path:
     """Error at k against the swept value, one line per run and per baseline (but `zero`, the ICL score's 0 at
-    error ~1, which only the tables show), with bootstrap bands."""
+    error ~1, which only the tables show), with bootstrap bands; `marks` are labelled reference lines {x: label}."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     labels = list(dict.fromkeys(r["sweep"] for r in rows))
     values = [sweep_value(v) for v in labels]
     numeric = all(isinstance(v, float) for v in values)
     position = dict(zip(labels, values if numeric else range(len(labels)), strict=True))
-    for name, part in sweep_series([r for r in rows if r["estimator"] != "zero"], k).items():
-        xs = [position[r["sweep"]] for r in part]
-        bold = any(r["estimator"] == "transformer" for r in part)
-        (line,) = ax.plot(
-            xs,
-            [r["mean"] for r in part],
-            marker="o",
-            ms=3,
-            label=name,
-            lw=2.2 if bold else 1.2,
-            ls="-" if bold else "--",
-        )
-        ax.fill_between(xs, [r["lo"] for r in part], [r["hi"] for r in part], color=line.get_color(), alpha=0.2, lw=0)
+    _draw_series(ax, sweep_series([r for r in rows if r["estimator"] != "zero"], k), lambda r: position[r["sweep"]])
     if not numeric:
         ax.set_xticks(range(len(labels)), [str(v) for v in values], rotation=30, ha="right", fontsize=7)
     if log_x and numeric:
         ax.set_xscale("log")
-    for m in marks or []:
-        ax.axvline(m, color="grey", ls=":", lw=1)
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"error at k = {k} (normalised)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for x, label in (marks or {}).items():
+        reference_line(ax, x=x, label=label)
+    fit_y(ax)
+    finish(ax, xlabel, f"error at k = {k} (normalised)", title)
     fig.tight_layout()
     return save_figure(fig, path)

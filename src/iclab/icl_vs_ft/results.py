@@ -253,21 +253,22 @@ def sweep_table(rows: dict[int, dict], note: str) -> list[str]:
 
 
 def draw_sweep(rows: dict[int, dict], path: Path) -> None:
-    from ..evaluation.report import plt, save_figure  # report sets the non-interactive backend
+    from ..plotting import finish, plt, save_figure, series_style  # matplotlib only when a figure is drawn
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     ks = list(rows)
     x = [max(k, 0.5) for k in ks]  # k = 0 drawn at 0.5 on the log axis
-    for c, style in (("icl", "-"), ("ft", ":")):
+    i = 0
+    for c in ("icl", "ft"):
         for mode in SCORINGS:
             ys = [(rows[k][f"{c}.{mode}"] or {}).get("mean") for k in ks]
             if any(y is not None for y in ys):
                 ys = [float("nan") if y is None else y for y in ys]
-                ax.plot(x, ys, style, marker="o", label=f"{c.upper()} {mode}")
+                ax.plot(x, ys, label=f"{c.upper()} {mode}", **series_style(i, c == "icl"))
+                i += 1
     ax.set_xscale("log", base=2)
     ax.set_xticks(x, [str(k) for k in ks])
-    ax.set_xlabel("k demonstrations")
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=7)
+    ax.set_ylim(0, 1)
+    finish(ax, "k demonstrations", "accuracy", fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)

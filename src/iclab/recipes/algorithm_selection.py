@@ -16,15 +16,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from ..baselines import make_estimator
 from ..config import Config
 from ..errors import UserError
-from ..evaluation.curves import TransformerEstimator, curve_score, make_eval_set
-from ..evaluation.report import save_figure
+from ..evaluation.curves import TransformerEstimator, curve_score
 from ..files import atomic_write_json
 from ..markdown import table
+from ..plotting import finish, fit_y, plt, reference_line, save_figure, series_style
+from ..scoring import make_eval_set
 from ..training.runs import load_model
 from .common import check, section_lines
 from .dryrun import Planned, icl_run
@@ -159,38 +158,31 @@ def check_results(r: dict) -> list[dict]:
 
 def draw(r: dict, folder: Path) -> list[Path]:
     levels = r["levels"]
-    fig, axes = plt.subplots(1, len(levels), figsize=(3.4 * len(levels), 3.4), dpi=120)
-    for ax, (std, lv) in zip(axes, levels.items(), strict=True):
+    fig, axes = plt.subplots(1, len(levels), figsize=(3.4 * len(levels), 3.6), dpi=120, squeeze=False)
+    for ax, (std, lv) in zip(axes[0], levels.items(), strict=True):
+        names = ["transformer", "oracle"] + [other["own"] for other in levels.values()]
         ks = range(len(lv["errors"]["transformer"]))
-        ax.plot(ks, lv["errors"]["transformer"], lw=2.4, label="transformer")
-        ax.plot(ks, lv["errors"]["oracle"], "k--", lw=1.2, label="Bayes oracle (mixture)")
-        for other in levels.values():
-            name = other["own"]
-            ax.plot(ks, lv["errors"][name], ls=":" if name != lv["own"] else "-.", lw=1.2, label=name)
+        for i, name in enumerate(names):
+            label = "Bayes oracle (mixture)" if name == "oracle" else name + (" (the level's)" * (name == lv["own"]))
+            ax.plot(ks, lv["errors"][name], label=label, **series_style(i, name == "transformer", len(ks)))
         ax.set_yscale("log")
-        # the view the comparison needs: least squares blows up under noise and is exact (1e-14) without it
-        shown = [e for n in ("transformer", "oracle", lv["own"]) for e in lv["errors"][n]]
-        ax.set_ylim(max(1e-3, 0.5 * min(shown)), 1.5 * max(shown))
-        ax.set_title(f"noise sigma = {std}")
-        ax.set_xlabel("in-context examples k")
-        ax.set_ylabel("error (normalised)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        # least squares is exact (1e-14) without noise: the floor keeps the comparison the figure is for in view
+        fit_y(ax, floor=1e-3)
+        finish(ax, "in-context examples k", "error (normalised)", f"noise sigma = {std}", fontsize=6)
     fig.tight_layout()
     curves = save_figure(fig, folder / "levels.png")
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
     grid = [n for n in single_penalties(stds_of(r), r["dims"]) if n != "least_squares"]
-    ax.plot([float(n.split("=")[1]) for n in grid], [excess(r, n) for n in grid], "o-", label="ridge, one fixed lambda")
+    lambdas = [float(n.split("=")[1]) for n in grid]
+    ax.plot(lambdas, [excess(r, n) for n in grid], label="ridge, one fixed lambda", **series_style(0))
     if "least_squares" in single_penalties(stds_of(r), r["dims"]):
-        ax.axhline(excess(r, "least_squares"), color="grey", ls=":", lw=1, label="least squares (lambda = 0)")
-    ax.axhline(excess(r, "transformer"), color="C1", lw=2, label="transformer")
-    ax.axhline(excess(r, "oracle"), color="black", ls="--", lw=1, label="Bayes oracle (mixture)")
+        reference_line(ax, y=excess(r, "least_squares"), label="least squares (lambda = 0)")
+    reference_line(ax, y=excess(r, "transformer"), label="transformer", color="C1", ls="-", lw=2)
+    reference_line(ax, y=excess(r, "oracle"), label="Bayes oracle (mixture)", color="black", ls="--", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")  # least squares' excess is 1,000x the others' under noise
-    ax.set_xlabel("lambda")
-    ax.set_ylabel("mean excess error over the levels")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fit_y(ax)
+    finish(ax, "lambda", "mean excess error over the levels")
     fig.tight_layout()
     return [curves, save_figure(fig, folder / "fixed_lambda.png")]
 

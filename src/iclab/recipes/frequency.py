@@ -60,7 +60,7 @@ def draw(rows: list[dict], out: Path, setting: dict | None = None) -> list[Path]
             "sinusoids of one frequency",
             "frequency",
             log_x=True,
-            marks=[FREQ_MIN, FREQ_MAX],
+            marks={FREQ_MIN: "pretraining range", FREQ_MAX: "pretraining range"},
         )
     ]
 

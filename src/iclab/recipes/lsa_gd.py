@@ -9,13 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 from tqdm import tqdm
 
 from ..analysis.dual import LSARegressor, best_gd_step, gd_step
-from ..evaluation.report import save_figure
 from ..files import atomic_write_json
+from ..plotting import finish, fit_y, plt, reference_line, save_figure
 from .common import check, section_lines
 from .dryrun import Planned, per_step
 from .recipe import Recipe
@@ -127,13 +126,11 @@ def draw(r: dict, folder: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
     steps, losses = zip(*r["history"], strict=True)
     ax.plot(steps, losses, label="trained linear self-attention")
-    ax.axhline(r["loss_gd"], color="black", ls="--", label=f"one GD step, eta* = {r['eta']:.2f}")
-    ax.axhline(r["loss_zero"], color="grey", ls=":", label="predict 0")
+    reference_line(ax, y=r["loss_gd"], label=f"one GD step, eta* = {r['eta']:.2f}", color="black", ls="--")
+    reference_line(ax, y=r["loss_zero"], label="predict 0")
     ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("squared error of the query prediction")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    fit_y(ax)
+    finish(ax, "training step", "squared error of the query prediction")
     fig.tight_layout()
     return [save_figure(fig, folder / "lsa_gd.png")]
 

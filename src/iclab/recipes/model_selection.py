@@ -12,12 +12,11 @@ import dataclasses
 from pathlib import Path
 from typing import NamedTuple
 
-import matplotlib.pyplot as plt
-
 from ..errors import UserError
 from ..evaluation.curves import default_oracle, evaluate, read_curves
-from ..evaluation.report import plot_sweep_curves, save_figure
+from ..evaluation.report import plot_sweep_curves
 from ..markdown import table
+from ..plotting import finish, fit_y, plt, reference_line, save_figure, series_style
 from ..spec import format_named
 from ..tasks import make_task
 from ..training.runs import load_model, read_config
@@ -149,23 +148,14 @@ def oracle_gap_table(rows: list[dict], setting: dict) -> list[str]:
 def plot_oracle_gap(rows: list[dict], path: Path, setting: dict) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     colours = {c.label: f"C{i}" for i, c in enumerate(classes(setting))}
-    for (label, name), gaps in oracle_gaps(rows, setting).items():
-        mix = name == mixture(setting)
-        ax.plot(
-            ks(rows),
-            gaps,
-            color=colours[label],
-            ls="-" if mix else "--",
-            lw=2.2 if mix else 1.2,
-            label=f"{name} on {label} prompts",
-        )
-    ax.axhline(0, color="grey", lw=1)
-    ax.axvline(setting["dims"], color="grey", ls=":", lw=1)
-    ax.set_xlabel("in-context examples k")
-    ax.set_ylabel("error minus the oracle's (normalised)")
-    ax.set_title(f"gap to the {len(classes(setting))}-class Bayes oracle (d = {setting['dims']})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for i, ((label, name), gaps) in enumerate(oracle_gaps(rows, setting).items()):  # per class: mixture, specialist
+        style = series_style(i, name == mixture(setting), len(gaps), layer=i // 2) | {"color": colours[label]}
+        ax.plot(ks(rows), gaps, label=f"{name} on {label} prompts", **style)
+    reference_line(ax, y=0, label="the oracle", color="black", ls="-", lw=0.8)
+    reference_line(ax, x=setting["dims"], label=f"k = d = {setting['dims']}")
+    fit_y(ax, zero=False)
+    title = f"gap to the {len(classes(setting))}-class Bayes oracle (d = {setting['dims']})"
+    finish(ax, "in-context examples k", "error minus the oracle's (normalised)", title)
     fig.tight_layout()
     return save_figure(fig, path)
 

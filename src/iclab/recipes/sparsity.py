@@ -49,7 +49,8 @@ def check_rows(rows: list[dict], setting: dict) -> list[dict]:
 def draw(rows: list[dict], out: Path, setting: dict) -> list[Path]:
     d = setting["dims"]
     title = "error against sparsity of the test task"
-    return [plot_sweep(rows, d - 1, out / "sparsity.png", title, "nnz", marks=[setting["nnz"], d])]
+    marks = {setting["nnz"]: f"the sparse specialist's nnz = {setting['nnz']}", d: f"nnz = d = {d} (dense)"}
+    return [plot_sweep(rows, d - 1, out / "sparsity.png", title, "nnz", marks=marks)]
 
 
 RECIPE = sweep_recipe(

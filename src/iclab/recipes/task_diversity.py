@@ -16,15 +16,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from torch import Tensor
 
 from ..baselines import make_estimator
 from ..config import Config
-from ..evaluation.curves import EvalSet, TransformerEstimator, curve_score, make_eval_set
-from ..evaluation.report import save_figure
+from ..evaluation.curves import TransformerEstimator, curve_score
 from ..files import atomic_write_json
 from ..markdown import table
+from ..plotting import finish, fit_y, plt, reference_line, save_figure, series_style
+from ..scoring import EvalSet, make_eval_set
 from ..training.runs import load_model
 from .common import check, close_to, section_lines
 from .dryrun import Planned, icl_run
@@ -202,29 +202,29 @@ def check_results(r: dict) -> list[dict]:
 def draw(r: dict, folder: Path) -> list[Path]:
     sizes = [m["pool"] for m in r["models"]]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
+    ylabel = "prediction distance" + (" (normalised)" if distance_of(r) == "normalised" else "")
+    pairs = (
+        ("to_dmmse", "transformer vs dMMSE"),
+        ("to_ridge", "transformer vs ridge"),
+        ("dmmse_to_ridge", "dMMSE vs ridge"),
+    )
     for ax, where, title in zip(axes, ("own", "fresh"), ("tasks from the pool", "fresh Gaussian tasks"), strict=True):
-        ax.plot(sizes, [m[where]["to_dmmse"] for m in r["models"]], "o-", label="transformer vs dMMSE")
-        ax.plot(sizes, [m[where]["to_ridge"] for m in r["models"]], "s-", label="transformer vs ridge")
-        ax.plot(sizes, [m[where]["dmmse_to_ridge"] for m in r["models"]], ":", color="grey", label="dMMSE vs ridge")
+        for i, (key, name) in enumerate(pairs):
+            ax.plot(sizes, [m[where][key] for m in r["models"]], label=name, **series_style(i, key != "dmmse_to_ridge"))
         if r["threshold"]:
-            ax.axvline(r["threshold"]["at"], color="grey", ls=":", lw=1)
+            reference_line(ax, x=r["threshold"]["at"], label=f"threshold, M = {r['threshold']['at']}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("pool size M (pretraining tasks)")
-        ax.set_ylabel("prediction distance" + (" (normalised)" if distance_of(r) == "normalised" else ""))
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        fit_y(ax)
+        finish(ax, "pool size M (pretraining tasks)", ylabel, title)
     fig.tight_layout()
     phase = save_figure(fig, folder / "phase.png")
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
-    for name, style in (("transformer", "o-"), ("dmmse", "s--"), ("ridge", "^--")):
-        ax.plot(sizes, [mean_error(m, "fresh", name) for m in r["models"]], style, label=name)
+    for i, name in enumerate(("transformer", "dmmse", "ridge")):
+        ax.plot(sizes, [mean_error(m, "fresh", name) for m in r["models"]], label=name, **series_style(i, i == 0))
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("pool size M (pretraining tasks)")
-    ax.set_ylabel("error on fresh tasks, mean over k >= 1")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fit_y(ax)
+    finish(ax, "pool size M (pretraining tasks)", "error on fresh tasks, mean over k >= 1")
     fig.tight_layout()
     return [phase, save_figure(fig, folder / "fresh_error.png")]
 

@@ -10,7 +10,8 @@ from torch import Tensor
 
 from ..baselines import Estimator
 from ..config import Config
-from ..evaluation.curves import EvalSet, predictions
+from ..evaluation.curves import predictions
+from ..scoring import EvalSet
 from ..training.checkpoint import latest_checkpoint, read_state
 from ..training.trainer import resume, train
 from .common import ensure_run

@@ -6,10 +6,9 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 
-from ...evaluation.report import save_figure
+from ...plotting import finish, fit_y, plt, reference_line, save_figure, series_style
 from ...stats import summarize
 from .paired import lm_accuracy_values, lm_values, paired, pretrained_lm_part
 from .settings import STANDARD, label
@@ -31,11 +30,10 @@ def _bands(values_by_seed: list[list[float]]) -> tuple[list[float], list[float],
 def _draw_lm(results: dict, folder: Path) -> Path:
     lm, lengths = results["lm"], results["lm"]["lengths"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.9), dpi=120)
-    for variant in results["variants"]:
+    for i, variant in enumerate(results["variants"]):
         runs = [r for r in lm["runs"] if r["variant"] == variant]
         mean, lo, hi = _bands([r["perplexity"] for r in runs])
-        width = 2.2 if variant == STANDARD else 1.4
-        (line,) = ax1.plot(lengths, mean, marker="o", ms=3, label=label(variant), lw=width)
+        (line,) = ax1.plot(lengths, mean, label=label(variant), **series_style(i, variant == STANDARD))
         ax1.fill_between(lengths, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
         if variant != STANDARD:
             diffs = [paired(lm_values(results, i), variant) for i in range(len(lengths))]
@@ -44,17 +42,13 @@ def _draw_lm(results: dict, folder: Path) -> Path:
             err = [200 * se / b for (_, se), b in zip(diffs, base, strict=True)]
             color = line.get_color()
             ax2.errorbar(lengths, rel, yerr=err, marker="o", ms=3, capsize=3, color=color, label=label(variant))
+    reference_line(ax2, y=0, label="no change", color="black", ls="-", lw=0.8)
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
         ax.set_xticks(lengths, [str(n) for n in lengths])
-        ax.set_xlabel("context length (tokens)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    ax1.set_ylabel("validation perplexity")
-    ax1.set_title(f"mean and range over {results['seeds']} seeds", fontsize=9)
-    ax2.axhline(0, color="black", lw=0.8)
-    ax2.set_ylabel("change vs standard attention (%)")
-    ax2.set_title("paired by seed, ± 2 s.e.", fontsize=9)
+        fit_y(ax, zero=False)
+    finish(ax1, "context length (tokens)", "validation perplexity", f"mean and range over {results['seeds']} seeds")
+    finish(ax2, "context length (tokens)", "change vs standard attention (%)", "paired by seed, ± 2 s.e.")
     fig.tight_layout()
     return save_figure(fig, folder / "momentum_lm.png")
 
@@ -63,19 +57,17 @@ def _draw_icl(results: dict, folder: Path) -> Path:
     icl = results["icl"]
     ks = list(range(icl["points"]))
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for variant in results["variants"]:
+    variants = results["variants"]
+    for i, variant in enumerate(variants):
         mean, lo, hi = _bands([r["error"] for r in icl["runs"] if r["variant"] == variant])
-        (line,) = ax.plot(ks, mean, label=label(variant), lw=2.2 if variant == STANDARD else 1.4)
+        (line,) = ax.plot(ks, mean, label=label(variant), **series_style(i, variant == STANDARD, len(ks)))
         ax.fill_between(ks, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-    for name, errors in icl["baselines"].items():
-        ax.plot(ks, errors, ls="--", lw=1.1, color="grey", label=name)
-    ax.axvline(icl["dims"], color="grey", ls=":", lw=1)
-    ax.set_ylim(0, 1.2)
-    ax.set_xlabel("in-context examples k")
-    ax.set_ylabel("error (normalised)")
-    ax.set_title(f"dense linear regression, d = {icl['dims']}: mean and range over {results['seeds']} seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for i, (name, errors) in enumerate(icl["baselines"].items(), start=len(variants)):
+        ax.plot(ks, errors, label=name, **series_style(i, points=len(ks)) | {"color": "grey", "lw": 1.1})
+    reference_line(ax, x=icl["dims"], label=f"k = d = {icl['dims']}")
+    fit_y(ax)
+    title = f"dense linear regression, d = {icl['dims']}: mean and range over {results['seeds']} seeds"
+    finish(ax, "in-context examples k", "error (normalised)", title)
     fig.tight_layout()
     return save_figure(fig, folder / "momentum_icl.png")
 
@@ -97,11 +89,7 @@ def _draw_decays(results: dict, folder: Path) -> Path:
         initial = torch.histc(start, bins, 0, 1)
         ax.stairs((bins * initial / initial.sum()).tolist(), edges, color="grey", ls="--", lw=1, label="at init")
         ax.set_xlim(0, 1)
-        ax.set_xlabel("decay sigmoid(δ) per channel and component")
-        ax.set_ylabel("density")
-        ax.set_title(f"{name}: {len(runs)} seeds", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        finish(ax, "decay sigmoid(δ) per channel and component", "density", f"{name}: {len(runs)} seeds")
     fig.suptitle("learned EMA: the decays the models chose (1 = long memory, 0 = the current token only)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, folder / "momentum_decays.png")
@@ -126,14 +114,10 @@ def _draw_pretrained_lm(part: dict, folder: Path) -> Path:
                     color=bars[0].get_color(),
                     alpha=0.35,
                 )
-        ax.axhline(100 * part["chance"][task], color="grey", ls=":", lw=1, label="chance")
+        reference_line(ax, y=100 * part["chance"][task], label="chance")
         ax.set_xticks(etas, ["0\n(unpatched)" if e == 0 else f"{e:g}" for e in etas])
-        ax.set_xlabel("momentum eta (patched in at inference)")
-        ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
-        ax.set_title(task, fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        finish(ax, "momentum eta (patched in at inference)", "accuracy (%)", task)
     fig.suptitle(
         f"{Path(part['model']).name}, k = {part['k']}: mean ± 2 s.e. over {len(part['seeds'])} "
         "demonstration seeds (dots: seeds)",
