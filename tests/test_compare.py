@@ -170,3 +170,9 @@ def test_the_command_refuses_a_folder_without_a_run_in_one_line(runs, tmp_path, 
     assert main(["compare", str(runs[0]), str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"iclab: error: {tmp_path} is not a run directory")
+
+
+def test_the_current_folder_as_a_run_is_named_by_its_folder(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(runs[0])
+    result = compare([".", "../b"])
+    assert [r["run"] for r in result.rows] == ["a", "b"] and result.out == tmp_path / "compare"

@@ -62,7 +62,7 @@ class Run:
     the latest checkpoint), `step` reached and training `metrics`; `evaluate` draws its error curves."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = Path(path).resolve() if Path(path).name in ("", "..") else Path(path)  # "." has no name
         self.config: Config = read_config(self.path)  # a one-line error for a folder that holds no run
 
     def __repr__(self) -> str:

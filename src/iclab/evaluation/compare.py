@@ -136,10 +136,10 @@ def compare(
 ) -> Comparison:
     """Read each run's config and eval/curves.csv and write OUT/compare.{md,csv,json,png} (default OUT: a
     `compare` folder beside the first run). `ks` default to d, 2d and the last k; `task` to each run's own task."""
-    runs = [Path(r) for r in runs]
+    runs = [r.resolve() if r.name in ("", "..") else r for r in map(Path, runs)]  # "." has no name to show
     if len(set(map(Path.resolve, runs))) < len(runs):
         raise UserError("a run is given twice; name each run folder once")
-    out = Path(out) if out is not None else runs[0].parent / "compare"
+    out = Path(out) if out is not None else runs[0].resolve().parent / "compare"
     if (out / "config.json").is_file():
         raise UserError(f"--out {out} is a run folder; choose another folder for the comparison")
     labels = run_labels(runs)
