@@ -7,9 +7,10 @@ import math
 import pytest
 
 from iclab import plotting
-from iclab.evaluation.report import plot_curves, plot_training
+from iclab.evaluation.report import plot_curves, plot_sweep, plot_training
+from iclab.icl_vs_ft.results import draw_sweep
 from iclab.plotting import fit_y, plt, series_style
-from iclab.recipes import algorithm_selection, lsa_gd, model_selection, sparsity, task_diversity
+from iclab.recipes import algorithm_selection, frequency, lsa_gd, model_selection, sparsity, task_diversity
 from iclab.recipes.model_selection import Class
 from iclab.recipes.momentum import figures as momentum_figures
 
@@ -126,6 +127,39 @@ def test_the_sparsity_sweep_has_integer_ticks_and_labelled_marks(tmp_path, drawn
     assert {"the sparse specialist's nnz = 2", "nnz = d = 5 (dense)"} <= {
         t.get_text() for t in fig.axes[0].get_legend().get_texts()
     }
+
+
+def sweep_rows(points: list[str], k: int = 4) -> list[dict]:
+    return [
+        {"sweep": p, "task": "t", "estimator": est, "run": run, "k": k, "mean": m, "lo": 0.9 * m, "hi": 1.1 * m}
+        for i, p in enumerate(points)
+        for est, run, m in [("transformer", "mix", 0.2 + 0.1 * i), ("knn", "", 0.5)]
+    ]
+
+
+def test_frequency_and_categorical_sweeps_keep_the_rules(tmp_path, drawn):
+    # a log x axis with the pretraining range marked at both ends (one legend entry), and a sweep over named shifts
+    frequency.draw(sweep_rows([f"freq={f}" for f in (0.25, 0.5, 1, 2, 4)]), tmp_path, None)
+    plot_sweep(sweep_rows(["shift=none", "shift=skewed", "shift=scaled_x"]), 4, tmp_path / "s.png", "shifts", "shift")
+    for fig in drawn:
+        assert problems(fig) == []
+    labels = [t.get_text() for t in drawn[0].axes[0].get_legend().get_texts()]
+    assert labels.count("pretraining range") == 1
+
+
+def test_the_lm_study_sweep_figure_keeps_the_rules(tmp_path, drawn):
+    modes = ("plain", "calibrated", "pmi")
+    rows = {
+        k: {
+            f"{c}.{m}": ({"mean": 0.5 + 0.01 * k} if c == "icl" or m == "plain" else None)
+            for c in ("icl", "ft")
+            for m in modes
+        }
+        for k in (0, 2, 4, 8)
+    }
+    draw_sweep(rows, tmp_path / "sweep.png")
+    (fig,) = drawn
+    assert problems(fig) == [] and len(fig.axes[0].get_legend().get_texts()) == 4
 
 
 def test_coinciding_curves_of_the_model_selection_figures_stay_apart(tmp_path, drawn):
