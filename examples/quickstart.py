@@ -41,7 +41,7 @@ for name in ("one-layer", "three-layers"):
 # %% Compare them: one table, one figure, and the config keys on which they differ.
 # iclab compare runs/quickstart/one-layer runs/quickstart/three-layers --out runs/quickstart/compare
 comparison = iclab.compare(runs, out=OUT / "compare")
-print("\n".join(comparison.lines))
+print(comparison)
 
 # %% The deeper model out of distribution: every input scaled by 2.
 # iclab eval runs/quickstart/three-layers --shift scaled_x:factor=2 --baselines least_squares

@@ -138,6 +138,10 @@ def test_another_task_and_baselines_add_rows_and_a_figure_of_their_own(run, tmp_
     loaded.evaluate(baselines="least_squares").save()
     result = loaded.evaluate(task="sparse_linear:nnz=1", baselines="least_squares,zero")
     assert result.task == "sparse_linear:nnz=1"
+    assert (
+        repr(result)
+        == f"EvalResult(run '{copy}', task 'sparse_linear:nnz=1', k = 0 .. 6: transformer, least_squares, zero)"
+    )
     assert {r["estimator"] for r in result.rows} == {"transformer", "least_squares", "zero"}
     _, png = result.save()
     assert png.name == "curves-sparse_linear_nnz=1.png" and png.is_file()

@@ -110,6 +110,10 @@ class EvalResult:
     run: Run
     rows: list[dict]
 
+    def __repr__(self) -> str:
+        names = ", ".join(dict.fromkeys(r["estimator"] for r in self.rows))
+        return f"EvalResult(run '{self.run.path}', task '{self.task}', k = 0 .. {self.rows[-1]['k']}: {names})"
+
     @property
     def task(self) -> str:
         """The evaluated task's label, e.g. 'linear' or 'linear@scaled_x:factor=2' (curves.csv's task column)."""

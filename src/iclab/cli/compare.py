@@ -30,7 +30,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from ..evaluation.compare import compare, parse_ks
 
     result = compare(args.runs, parse_ks(args.k), args.out, args.task)
-    print("\n".join(result.lines))
+    print(result)
     names = ", ".join(f"compare.{ext}" for ext in ("md", "csv", "json", "png"))
     print(f"wrote {names} in {result.out}")
     return 0

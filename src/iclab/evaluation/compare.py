@@ -45,6 +45,9 @@ class Comparison:
     lines: list[str]  # the table and the differences, as Markdown (what `iclab compare` prints)
     out: Path  # the folder of compare.md, .csv, .json and .png
 
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     """{'train': {'steps': 5}} -> {'train.steps': 5}: dotted keys, as --set writes them; lists are values."""
