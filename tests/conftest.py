@@ -29,3 +29,27 @@ TINY = [
     "eval.prompts=32",
     "eval.bootstrap=50",
 ]
+
+
+def demo_loss(adapter, demos) -> float:
+    """The LM cross-entropy on every token of the demonstrations (what finetuning on them minimises)."""
+    with torch.no_grad():
+        losses = [torch.nn.functional.cross_entropy(adapter.logits(ids[:, :-1])[0], ids[0, 1:]) for ids in demos]
+    return float(torch.stack(losses).mean())
+
+
+def assert_finetuned_key_value_only(adapter, tuned, demos) -> None:
+    """What K/V finetuning on the demonstrations must have done to the copy `tuned` of adapter's model: every
+    key/value parameter moved (for a fused QKV projection, its K and V entries, never its Q entries), every other
+    parameter is unchanged, and the loss on the demonstrations fell."""
+    assert tuned is not None, "finetuning diverged"
+    kv = {p.name: p.mask for p in adapter.kv_parameters()}
+    after = dict(tuned.model.named_parameters())
+    for name, p in adapter.model.named_parameters():
+        changed = p.detach() != after[name].detach()
+        if name in kv:
+            mask = torch.ones_like(changed) if kv[name] is None else kv[name].bool()
+            assert changed[mask].any() and not changed[~mask].any(), name
+        else:
+            assert not changed.any(), name
+    assert demo_loss(tuned, demos) < demo_loss(adapter, demos)

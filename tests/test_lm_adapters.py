@@ -6,6 +6,8 @@ import torch
 
 pytest.importorskip("transformers")
 
+from conftest import assert_finetuned_key_value_only  # noqa: E402
+
 from iclab.icl_vs_ft.adapter import Prompts  # noqa: E402
 from iclab.icl_vs_ft.engine import finetune, run  # noqa: E402
 from iclab.lm.adapters import HFAdapter  # noqa: E402
@@ -185,7 +187,8 @@ def test_deutch_untrained_and_lcgd_on_every_family(name):
     assert len(outputs) == len(adapter.attention_layers())
     torch.testing.assert_close(adapter.readout(outputs[-1]), logits, atol=1e-5, rtol=1e-5)
     layout = build_layout(tokenizer, TASK, DATA, k=2, seed=0, limit=2, n_val=2, budget=400)
-    assert finetune(adapter, layout.data.demos, lr=0.1, method="lcgd") is not None
+    demos = layout.data.demos
+    assert_finetuned_key_value_only(adapter, finetune(adapter, demos, lr=0.1, method="lcgd"), demos)
 
 
 def _block_names(model):

@@ -10,6 +10,8 @@ import torch
 
 pytest.importorskip("transformers")
 
+from conftest import assert_finetuned_key_value_only  # noqa: E402
+
 from iclab.errors import UserError  # noqa: E402
 from iclab.icl_vs_ft.engine import finetune  # noqa: E402
 from iclab.lm.adapters import HFAdapter  # noqa: E402
@@ -156,7 +158,9 @@ def test_a_deep_copy_carries_its_own_patch_and_finetuning_trains_through_it():
     layout = build_layout(tokenizer, TASK, DATA, k=2, seed=0, limit=2, n_val=2, budget=400)
     with patch_momentum(model, ETA):
         tuned = finetune(HFAdapter(model), layout.data.demos, lr=0.1)
-    assert tuned is not None and momentum_of(tuned.model).eta == ETA
+    assert momentum_of(tuned.model).eta == ETA
+    with patch_momentum(model, ETA):  # the loss the finetuning saw: with the momentum term
+        assert_finetuned_key_value_only(HFAdapter(model), tuned, layout.data.demos)
 
 
 def test_bad_input_is_one_line():
