@@ -133,6 +133,8 @@ def fit_y(ax: Axes, zero: bool = True, floor: float | None = None) -> str:
     lo, hi = min(values), max(values)
     if ax.get_yscale() == "log":
         positive = [v for v in values if v > 0]
+        if not positive:
+            return "log"
         bottom = max(min(positive), floor) if floor else min(positive)
         if floor and lo < floor:
             for line in data_lines(ax):
