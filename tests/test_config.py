@@ -70,7 +70,15 @@ def test_missing_and_broken_files(tmp_path):
     assert "config file not found" in error_of(path=tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed\n")
-    assert f"config file {bad} is not valid YAML" in error_of(path=bad)
+    # the place, not only PyYAML's first line: where the problem was found, and where the open bracket started
+    expected = f"config file {bad} is not valid YAML: line 2, column 1: expected ',' or ']', but got '<stream end>'"
+    message = error_of(path=bad)
+    assert expected in message and "(while parsing a flow sequence at line 1, column 8)" in message
+    indented = tmp_path / "indented.yaml"
+    indented.write_text("train:\n  steps: 5\n  lr: 1e-3\n   warmup: 3\n")
+    assert "indented.yaml is not valid YAML: line 4, column 10: mapping values are not allowed here" in error_of(
+        path=indented
+    )
     listy = tmp_path / "list.yaml"
     listy.write_text("- 1\n- 2\n")
     assert "must hold a mapping" in error_of(path=listy)
@@ -93,3 +101,60 @@ def test_comma_lists_of_specs_keep_multi_parameter_specs_whole():
         "bayes:nnz=[5,2],weights=[1,1]",
         "lasso:alpha=0.1",
     ]
+
+
+def test_registry_refuses_a_name_registered_twice():
+    from iclab.spec import Registry
+
+    registry = Registry("widget")
+
+    @registry.register("a")
+    class A:
+        pass
+
+    assert registry.register("a")(A) is A  # the same class again (a module imported under two names) is no clash
+    with pytest.raises(UserError) as info:
+
+        @registry.register("a")
+        class B:
+            pass
+
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("widget 'a' is already registered (by ")
+    assert "A)" in message and "B under another name" in message
+    assert registry.get("a") is A  # the first registration stands
+
+
+def test_a_builtin_name_cannot_be_replaced():
+    from iclab.tasks import FUNCTION_CLASSES
+    from iclab.tasks.functions import Linear
+
+    with pytest.raises(UserError, match="task 'linear' is already registered"):
+        FUNCTION_CLASSES.register("linear")(type("MyLinear", (Linear,), {}))
+    assert FUNCTION_CLASSES.get("linear") is Linear
+
+
+@pytest.mark.parametrize(
+    "option, spec, message",
+    [
+        ("--task", "linear:nnz=2", "--task linear:nnz=2: 'linear' takes no parameter 'nnz'; it takes none"),
+        (
+            "--task",
+            "sparse_linear:nzz=2",
+            "--task sparse_linear:nzz=2: 'sparse_linear' takes no parameter 'nzz' (did you mean 'nnz'?); allowed: nnz",
+        ),
+        ("--task", "sparse_linear:nnz=9", "--task sparse_linear:nnz=9: parameter 'nnz': must be <= dims (5), got 9"),
+        ("--task", "nope", "--task nope: unknown task 'nope'"),
+    ],
+)
+def test_spec_errors_on_the_command_line_name_the_option_and_the_spec(option, spec, message):
+    from iclab.spec import parse_named
+    from iclab.tasks import make_task
+
+    with pytest.raises(UserError) as info:
+        make_task(parse_named(spec), 5, prefix=option)
+    assert str(info.value).startswith(message) and "config key" not in str(info.value)
+
+
+def test_the_same_spec_in_a_config_names_the_config_key():
+    assert "unknown config key 'task.nnz'; allowed: dims" in error_of(["task.name=linear", "task.nnz=2"])

@@ -22,7 +22,7 @@ import yaml
 
 from .errors import UserError
 from .model import ModelConfig
-from .spec import build, key_error, parse_value, unknown_key_error
+from .spec import build, key_error, parse_value, unknown_key_error, yaml_problem
 from .tasks import make_inputs, make_task
 
 
@@ -218,7 +218,7 @@ def read_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise UserError(f"config file {path} is not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
     return data

@@ -37,6 +37,15 @@ def _type_name(tp: Any) -> str:
     return str(tp)
 
 
+def describe_key(key: str) -> str:
+    """How errors name a key: "config key 'train.lr'", or for a spec typed after a command-line option (keys
+    '--task.nnz'), "parameter 'nnz'" (Registry.make puts the option and the spec in front)."""
+    option, _, rest = key.partition(".")
+    if option.startswith("--"):
+        return f"parameter '{rest}'" if rest else option
+    return f"config key '{key}'"
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against the annotation `tp`; return it converted (int -> float is allowed)."""
     origin = typing.get_origin(tp)
@@ -49,16 +58,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise UserError(f"config key '{key}': expected a mapping, got {value!r}")
+            raise key_error(key, f"expected a mapping, got {value!r}")
         return build(tp, value, key)
     if origin is list:
         if not isinstance(value, list):
-            raise UserError(f"config key '{key}': expected a list, got {value!r}")
+            raise key_error(key, f"expected a list, got {value!r}")
         (item,) = typing.get_args(tp) or (Any,)
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise UserError(f"config key '{key}': expected a mapping, got {value!r}")
+            raise key_error(key, f"expected a mapping, got {value!r}")
         item = typing.get_args(tp)[1] if typing.get_args(tp) else Any  # dict[str, X]: each value an X
         return {k: _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -70,11 +79,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             pass
     if tp in (int, float, str, bool):
         if isinstance(value, bool) and tp is not bool:
-            raise UserError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+            raise key_error(key, f"expected {_type_name(tp)}, got {value!r}")
         if not isinstance(value, tp):
-            raise UserError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+            raise key_error(key, f"expected {_type_name(tp)}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):  # YAML reads .nan and .inf as floats
-        raise UserError(f"config key '{key}': expected a finite number, got {value!r}")
+        raise key_error(key, f"expected a finite number, got {value!r}")
     return value
 
 
@@ -82,27 +91,30 @@ def _check_bounds(value: Any, meta: typing.Mapping, key: str) -> None:
     if value is None:
         return
     if "choices" in meta and value not in meta["choices"]:
-        raise UserError(f"config key '{key}': {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+        raise key_error(key, f"{value!r} is not one of {', '.join(map(str, meta['choices']))}")
     if "min" in meta and value < meta["min"]:
-        raise UserError(f"config key '{key}': must be >= {meta['min']}, got {value!r}")
+        raise key_error(key, f"must be >= {meta['min']}, got {value!r}")
     if "gt" in meta and value <= meta["gt"]:
-        raise UserError(f"config key '{key}': must be > {meta['gt']}, got {value!r}")
+        raise key_error(key, f"must be > {meta['gt']}, got {value!r}")
     if "max" in meta and value > meta["max"]:
-        raise UserError(f"config key '{key}': must be <= {meta['max']}, got {value!r}")
+        raise key_error(key, f"must be <= {meta['max']}, got {value!r}")
     if "lt" in meta and value >= meta["lt"]:
-        raise UserError(f"config key '{key}': must be < {meta['lt']}, got {value!r}")
+        raise key_error(key, f"must be < {meta['lt']}, got {value!r}")
 
 
 def key_error(key: str, message: str) -> UserError:
     """The one format of every config error: config key 'train.lr': <what is wrong and what is allowed>."""
-    return UserError(f"config key '{key}': {message}")
+    return UserError(f"{describe_key(key)}: {message}")
+
+
+def _did_you_mean(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def unknown_key_error(key: str, allowed: typing.Iterable[str], where: str) -> UserError:
     allowed = sorted(allowed)
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return UserError(f"unknown {where} '{key}'{hint}; allowed: {', '.join(allowed)}")
+    return UserError(f"unknown {where} '{key}'{_did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}")
 
 
 def build(cls: type, data: dict, prefix: str = "") -> Any:
@@ -120,7 +132,7 @@ def build(cls: type, data: dict, prefix: str = "") -> Any:
     for name, f in fields.items():
         if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             full = f"{prefix}.{name}" if prefix else name
-            raise UserError(f"config key '{full}' is required")
+            raise UserError(f"{describe_key(full)} is required")
     if "_prefix" in inspect.signature(cls).parameters:  # the class validates itself in __post_init__
         return cls(**kwargs, _prefix=prefix)
     obj = cls(**kwargs)
@@ -135,6 +147,20 @@ def parse_value(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's error in one line with its place, e.g. "line 3, column 5: mapping values are not allowed here"
+    (PyYAML spreads it over several lines, with the place on the second)."""
+    def place(mark) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    mark, context_mark = getattr(error, "problem_mark", None), getattr(error, "context_mark", None)
+    what = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if getattr(error, "context", None):  # e.g. "while parsing a flow sequence", opened at context_mark
+        what += f" ({error.context}{' at ' + place(context_mark) if context_mark is not None else ''})"
+    mark = mark or context_mark
+    return f"{place(mark)}: {what}" if mark is not None else what
 
 
 def parse_named(text: str) -> dict:
@@ -185,7 +211,10 @@ def _compact(value: Any) -> str:
 
 
 class Registry:
-    """Named constructors (dataclasses) for one kind of thing: tasks, input distributions, estimators."""
+    """Named constructors (dataclasses) for one kind of thing: tasks, input distributions, estimators.
+
+    A name is registered once: a second class under a taken name is refused (it would silently replace the first,
+    built-in or a plugin's), as lm-evaluation-harness's registries do."""
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -193,6 +222,12 @@ class Registry:
 
     def register(self, name: str):
         def deco(cls):
+            taken = self._classes.get(name)
+            if taken is not None and taken is not cls:
+                raise UserError(
+                    f"{self.kind} '{name}' is already registered (by {taken.__module__}.{taken.__qualname__}); "
+                    f"register {cls.__module__}.{cls.__qualname__} under another name"
+                )
             self._classes[name] = cls
             cls.registry_name = name
             return cls
@@ -208,14 +243,31 @@ class Registry:
         return self._classes[name]
 
     def make(self, spec: dict | str, prefix: str | None = None, **context: Any) -> Any:
-        """Build from {'name': ..., params...}; `context` supplies values (e.g. dims) not given in the spec."""
+        """Build from {'name': ..., params...}; `context` supplies values (e.g. dims) not given in the spec.
+        `prefix` names where the spec came from in errors: a config key ('task', 'task.components[1]'), or a
+        command-line option ('--task'), whose errors then start with the option and the spec as typed."""
         if isinstance(spec, str):
             spec = parse_named(spec)
+        if not (prefix and prefix.startswith("--") and "." not in prefix):
+            return self._make(spec, prefix, context)
+        try:
+            return self._make(spec, prefix, context)
+        except UserError as e:
+            shown = format_named(spec) if isinstance(spec, dict) and "name" in spec else repr(spec)
+            raise UserError(f"{prefix} {shown}: {e}") from None
+
+    def _make(self, spec: Any, prefix: str | None, context: dict) -> Any:
         if not isinstance(spec, dict) or "name" not in spec:
             raise UserError(f"{prefix or self.kind}: expected a mapping with a 'name' key, got {spec!r}")
         params = {k: v for k, v in spec.items() if k != "name"}
         cls = self.get(spec["name"])
         names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(params.keys() - names)
+        if unknown and prefix and prefix.startswith("--"):  # typed on the command line: say what this name takes
+            allowed = sorted(names - set(context))  # the context's values (dims) come from the run, not the spec
+            what = f"allowed: {', '.join(allowed)}" if allowed else "it takes none"
+            key = unknown[0]
+            raise UserError(f"'{spec['name']}' takes no parameter '{key}'{_did_you_mean(key, allowed)}; {what}")
         for key, value in context.items():
             if key in names and key not in params:
                 params[key] = value

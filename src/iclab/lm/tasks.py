@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
-from ..spec import build, unknown_key_error
+from ..spec import build, unknown_key_error, yaml_problem
 
 DATA = resources.files("iclab.lm") / "data"
 READERS = {".csv": "csv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
@@ -103,7 +103,7 @@ def load_task(name_or_path: str, train: str | None = None, test: str | None = No
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise UserError(f"task '{name}' is not valid YAML: {str(e).splitlines()[0]}") from e
+        raise UserError(f"task '{name}' is not valid YAML: {yaml_problem(e)}") from e
     if not isinstance(data, dict):
         raise UserError(f"task '{name}' must be a YAML mapping with template, labels, train and test")
     task = build(TaskSpec, data | {"name": name, "folder": folder, "source": text}, prefix=f"task {name}")

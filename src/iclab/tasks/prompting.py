@@ -99,4 +99,4 @@ class OverlappingTrainTest(Prompting):
 
 
 def make_prompting(spec: str | dict | None) -> Prompting:
-    return PROMPTINGS.make(spec or "standard", prefix="prompting")
+    return PROMPTINGS.make(spec or "standard", prefix="--prompting")  # given on the command line (or by a recipe)

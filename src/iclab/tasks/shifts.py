@@ -107,4 +107,4 @@ class NoisyOutputs(Shift):
 
 
 def make_shift(spec: dict | str) -> Shift:
-    return SHIFTS.make(spec, prefix="shift")
+    return SHIFTS.make(spec, prefix="--shift")  # a shift is given on the command line (or by a recipe)
