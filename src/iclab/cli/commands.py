@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import shutil
 import sys
+import textwrap
 import time
 from pathlib import Path
 
+from .. import __version__
 from ..errors import UserError
 from ..spec import split_specs
 from .shared import OVERRIDES, add_train_arguments, is_main_process, run_training
 
+QUIET = {"action": "store_true", "help": "no progress bars (the results and the paths written still print)"}
 PROMPTING_HELP = (
     "Garg et al.'s prompting strategy: the k demonstrations and the query from different sets, e.g. "
     "random_quadrants (`iclab list prompting`; default: standard)"
@@ -22,9 +27,13 @@ PROMPTING_HELP = (
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..training.hints import learning_hint
     from ..training.trainer import resume, train
 
-    run_training(args, load_config, train, resume)
+    result = run_training(args, load_config, train, resume)
+    hint = learning_hint(result.run_dir)  # e.g. a first run of too few steps: what budget is known to learn
+    if hint and is_main_process():
+        print(hint)
     return 0
 
 
@@ -126,14 +135,43 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if all(s["passed"] for s in summaries) else 1
 
 
-def _describe(cls: type) -> str:
-    doc = (cls.__doc__ or "").strip().splitlines()
-    params = [
-        f"{f.name}={f.default!r}"
-        for f in dataclasses.fields(cls)
-        if f.name != "dims" and f.default is not dataclasses.MISSING
-    ]
-    return f"{cls.registry_name:<22} {doc[0] if doc else ''}" + (f"  [{', '.join(params)}]" if params else "")
+LIST_KINDS = ["tasks", "inputs", "shifts", "prompting", "estimators", "recipes"]
+LIST_SYNONYMS = {"baselines": "estimators"}  # `iclab list baselines`, as the flag --baselines says
+
+
+def _describe(name: str, text: str, params: list[str], width: int) -> list[str]:
+    """A name, its whole description wrapped (never cut) and its parameters, indented under the name."""
+    indent = " " * 6
+    lines = [f"  {name}"] + textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent)
+    if params:
+        lines += textwrap.wrap(
+            "parameters: " + ", ".join(params), width, initial_indent=indent, subsequent_indent=indent + "  "
+        )
+    return lines
+
+
+def _parameters(cls: type) -> list[str]:
+    """Every parameter of a registered class with its default ('dims' comes from the config, not the spec)."""
+    import yaml
+
+    def shown(value) -> str:  # as one would write it in a spec or a YAML config
+        return value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip(". \n")
+
+    params = []
+    for f in dataclasses.fields(cls):
+        if f.name == "dims" or not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            params.append(f"{f.name}={shown(f.default)}")
+        elif f.default_factory is not dataclasses.MISSING:
+            params.append(f"{f.name}={shown(f.default_factory())}")
+        else:
+            params.append(f"{f.name} (required)")
+    return params
+
+
+def _first_paragraph(doc: str | None) -> str:
+    return " ".join(inspect.cleandoc(doc or "").split("\n\n")[0].split())
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -148,10 +186,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
         "prompting": PROMPTINGS,
         "estimators": ESTIMATORS,
     }
-    for kind in [args.kind] if args.kind else list(registries):
+    width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+    chosen = LIST_SYNONYMS.get(args.kind, args.kind)
+    for kind in [chosen] if chosen else LIST_KINDS:
         print(f"{kind}:")
+        if kind == "recipes":  # `iclab reproduce NAME`
+            from ..recipes import RECIPES
+
+            for name, recipe in RECIPES.items():
+                print("\n".join(_describe(name, recipe.title, [], width)))
+            continue
         for name in registries[kind].names():
-            print("  " + _describe(registries[kind].get(name)))
+            cls = registries[kind].get(name)
+            print("\n".join(_describe(name, _first_paragraph(cls.__doc__), _parameters(cls), width)))
     return 0
 
 
@@ -164,8 +211,27 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+class _RecipeNames:
+    """The recipe registry's names as help text, read only when `reproduce --help` prints them (the recipes import
+    torch: every other command would start seconds later)."""
+
+    def __str__(self) -> str:
+        from ..recipes import RECIPES
+
+        return ", ".join(RECIPES)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iclab", description="In-context learning laboratory.")
+    parser.add_argument("--version", action="version", version=f"iclab {__version__}")
+    parser.add_argument(  # read before parsing, anywhere on the line (split_imports); listed here for --help
+        "--import",
+        metavar="MODULE",
+        action="append",
+        help="import a module of your own first, so that the tasks, inputs, shifts and estimators it registers "
+        "work in every command (repeatable, before or after the command; see also ICLAB_IMPORT and the "
+        "iclab.plugins entry points in plugins.py)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a run from a YAML config, or resume one")
@@ -178,13 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift", help="a distribution shift, e.g. skewed or scaled_x:factor=3 (`iclab list shifts`)")
     p.add_argument("--prompting", help=PROMPTING_HELP)
     p.add_argument("--baselines", help="comma-separated estimators (default: the config's eval.baselines)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", **QUIET)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("demo", help="the CPU default: train d=5 linear regression, evaluate, check, report")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--set", **OVERRIDES)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", **QUIET)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("report", help="re-render report.md and plots of a run or reproduce folder from stored files")
@@ -198,16 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", help="comma-separated estimators (default depends on the sweep)")
     p.add_argument("--k", type=int, help="number of examples at which the figure reads the error")
     p.add_argument("--prompting", help=PROMPTING_HELP)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", **QUIET)
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("reproduce", help="a paper figure end to end, checked against the paper's claim")
-    p.add_argument(
-        "name",
-        help="model-selection, model-selection-3, sparsity, convex, frequency, lsa-gd, icl-vs-ft, momentum, "
-        "task-diversity, algorithm-selection, several of them "
-        "separated by commas, or all",
-    )
+    name = p.add_argument("name", help="a recipe (%(recipes)s), several separated by commas, or all")
+    name.recipes = _RecipeNames()  # read from the recipe registry when the help is printed
     p.add_argument("--out", help="folder for models, curves, figures and report.md (required unless --dry-run)")
     p.add_argument(
         "--scale",
@@ -229,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-cpu-paper", action="store_true", help="train --scale paper on a CPU (weeks per model)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     p.add_argument("--jobs", type=int, default=1, help="train the sweep recipes' models N at a time (default 1)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", **QUIET)
     p.set_defaults(func=_cmd_reproduce)
 
     # command groups with modules of their own (each imports only argparse at load time)
@@ -243,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_text_parser(sub)
     add_compare_parser(sub)
 
-    p = sub.add_parser("list", help="list task, input, shift, prompting and estimator names with their parameters")
-    p.add_argument("kind", nargs="?", choices=["tasks", "inputs", "shifts", "prompting", "estimators"])
+    p = sub.add_parser("list", help="list tasks, inputs, shifts, prompting, estimators and recipes with parameters")
+    p.add_argument("kind", nargs="?", choices=LIST_KINDS + list(LIST_SYNONYMS), help="one kind (default: all)")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("config", help="print a resolved config (a packaged one by name, or the defaults)")
@@ -254,8 +316,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def split_imports(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the modules of every `--import MODULE` or `--import=MODULE`, the rest of the command line)."""
+    modules, rest = [], []
+    words = iter(argv)
+    for word in words:
+        if word == "--import":
+            module = next(words, None)
+            if module is None or module.startswith("-"):
+                raise UserError("--import expects a module name, e.g. --import my_tasks")
+            modules.append(module)
+        elif word.startswith("--import="):
+            modules.append(word.partition("=")[2])
+        else:
+            rest.append(word)
+    return modules, rest
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's namespace, parsed once the plugins and the --import modules are imported (their names
+    are valid everywhere). A mistake found here exits as argparse's own do, with status 2, in one line."""
+    from ..plugins import load_plugins
+
+    try:
+        modules, argv = split_imports(sys.argv[1:] if argv is None else list(argv))
+        load_plugins(modules)
+        return build_parser().parse_args(argv)
+    except UserError as e:
+        print(f"iclab: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         return args.func(args)
     except UserError as e:
@@ -265,4 +358,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("iclab: interrupted", file=sys.stderr)
         return 130
-

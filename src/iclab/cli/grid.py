@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import re
 
+from .shared import OVERRIDES
+
 DESCRIPTION = (
     "Expand a grid of config overrides into runs OUT/NAME, run them on an engine (local processes, SLURM through "
     "submitit, Dask), skipping complete runs and resuming half-finished ones, and tabulate them in "
@@ -27,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--engine", default="local", help="local (default), slurm, submitit-local or dask")
         p.add_argument("--jobs", type=int, default=1, help="runs at once for local and local-Dask engines (default 1)")
         p.add_argument("--scheduler", help="address of a running Dask scheduler (--engine dask)")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every run")
+        p.add_argument("--set", **OVERRIDES | {"help": "override a key in every run"})
         p.add_argument("--no-wait", action="store_true", help="slurm: submit and exit; collect later with --collect")
         p.add_argument("--collect", action="store_true", help="only tabulate the runs already in --out")
         p.add_argument("--dry-run", action="store_true", help="list the runs and what each needs, run nothing")

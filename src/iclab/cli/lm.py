@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .shared import OVERRIDES
+
 
 def _numbers(text: str, kind=float) -> list:
     from ..errors import UserError
@@ -171,7 +173,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser("run", help="ZSL, ICL and K/V finetuning on a text task -> OUT/results.json, results.md")
     p.add_argument("--config", help="a study YAML (keys of StudyConfig: model, task, k, seeds, ft, measures, ...)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of --config")
+    p.add_argument("--set", **OVERRIDES | {"help": "override a key of --config"})
     p.add_argument("--model", help="alias (smollm2), model folder, .gguf file or hub id")
     p.add_argument("--task", help="packaged task name (`iclab lm tasks`) or a task .yaml file")
     p.add_argument("--out", help="output folder (results are cached here: a re-run resumes)")

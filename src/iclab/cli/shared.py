@@ -7,7 +7,23 @@ import os
 
 from ..errors import UserError
 
-OVERRIDES = {"action": "append", "default": [], "metavar": "KEY=VALUE", "help": "override a config key"}
+
+def key_value(text: str) -> str:
+    """The argparse type of --set: 'train.steps 100' (a space for the '=') is refused here, in one line, not later
+    as an unrecognised '100' under the top-level usage."""
+    key, eq, _ = text.partition("=")
+    if not eq or not key.strip():
+        raise UserError(f"--set expects key=value, got '{text}' (e.g. --set train.steps=500)")
+    return text
+
+
+OVERRIDES = {
+    "action": "append",
+    "default": [],
+    "type": key_value,
+    "metavar": "KEY=VALUE",
+    "help": "override a config key (repeatable)",
+}
 
 
 def run_training(args: argparse.Namespace, load, train, resume, require_config: bool = True):
@@ -16,6 +32,7 @@ def run_training(args: argparse.Namespace, load, train, resume, require_config: 
     if args.resume:
         if args.config or args.out or args.set:
             raise UserError("--resume takes only the run directory (and optionally --steps): its config is stored")
+        check_steps(args.resume, args.steps)
         result = resume(args.resume, progress=not args.quiet, steps=args.steps)
     else:
         if not args.out or (require_config and not args.config):
@@ -29,6 +46,20 @@ def run_training(args: argparse.Namespace, load, train, resume, require_config: 
             f"loss {result.loss:.4f}, {result.seconds:.0f} s"
         )
     return result
+
+
+def check_steps(run_dir: str, steps: int | None) -> None:
+    """Refuse `--resume RUN --steps N` below the step the run has reached: nothing would train, and its config
+    would claim N steps."""
+    from ..training.checkpoint import checkpoint_dirs
+
+    done = checkpoint_dirs(run_dir)
+    reached = int(done[-1].name[5:]) if done else 0  # step-0001234
+    if steps is not None and steps < reached:
+        raise UserError(
+            f"--steps {steps}: {run_dir} is already at step {reached}; give --steps above {reached} to train on, "
+            "or leave --steps out"
+        )
 
 
 def add_train_arguments(p: argparse.ArgumentParser, config_help: str) -> None:

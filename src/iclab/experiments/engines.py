@@ -38,6 +38,7 @@ from ..errors import UserError
 from ..evaluation.curves import evaluate, merge_curves
 from ..evaluation.report import render_report
 from ..files import atomic_write_json
+from ..plugins import load_plugins
 from ..spec import unknown_key_error
 from ..training.checkpoint import latest_checkpoint
 from ..training.runs import RunBusy, RunDir, load_model, read_config
@@ -102,6 +103,7 @@ def run_job(job: dict) -> dict:
             try:
                 if job.get("threads"):
                     torch.set_num_threads(job["threads"])
+                load_plugins()  # the --import modules of the command that started this worker (ICLAB_IMPORT)
                 config = load_config(base=job["config"])
                 run = RunDir(run_dir)
                 with run.lock():  # evaluating too: a run another process is writing is not read half-way

@@ -133,6 +133,8 @@ def load(
     if spec in ALIASES:
         folder = alias_folder(spec)
         if not (folder / "config.json").is_file():
+            _need("gguf", f"converting {spec}")  # what is missing is said before the work is announced
+            _gguf_of_alias(spec)
             if progress:
                 print(f"converting {spec} once to safetensors in {folder} (about 30 s)")
             convert(spec, folder)

@@ -72,6 +72,9 @@ class TextTrainer(Trainer):
     def validation_curve(self) -> list[float]:
         return mean_loss_at(position_loss(self.model, self.val), self.config.eval.lengths)
 
+    def progress_note(self, loss: float, row: dict | None) -> str:
+        return f"loss {loss:.4f} nats/token"  # the reports' perplexity is exp of it
+
 
 def train_text(
     config: TextConfig,

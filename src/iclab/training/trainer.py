@@ -98,6 +98,7 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(config.seed + 1)
         self.step, self.seconds, self.flops = 0, 0.0, 0  # flops: of every training step so far (flops.py)
         self.val = self.validation_set() if config.train.eval_every and self.ctx.is_main else None
+        self.val_note = ""  # the progress bar's latest validation error (progress_note)
 
     def build_model(self) -> torch.nn.Module:
         """The model to train (subclasses). Prompts come from the run's task and input distribution."""
@@ -159,6 +160,15 @@ class Trainer:
                 },
                 keep=self.config.train.keep_checkpoints,
             )
+
+    def progress_note(self, loss: float, row: dict | None) -> str:
+        """The progress bar's note after a step (subclasses): the latest validation error at the largest k as the
+        reports measure it (squared error / E[y^2], or the 0-1 error; predicting 0 scores 1), and the training
+        loss (under train.loss mse the raw squared error, which the reports do not show)."""
+        if row is not None and "val_error" in row:
+            curve = row["val_error"]
+            self.val_note = f"val error {curve[-1]:.3f} at k={len(curve) - 1} (zero predictor 1), "
+        return f"{self.val_note}train loss {loss:.4f}"
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.config.train.autocast == "bf16":
@@ -231,7 +241,7 @@ class Trainer:
                     for logger in live:
                         logger.log(row)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                bar.set_postfix_str(self.progress_note(loss, row), refresh=False)
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save()
             self.save()
