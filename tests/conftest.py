@@ -2,10 +2,32 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# The test modules of the `lm` extra (Hugging Face models). `make test` installs the extra (dev depends on it), so
+# they must run there: without it the session stops with one line, unless ICLAB_TESTS_WITHOUT_LM=1 skips them.
+LM_MODULES = {"test_lm_adapters.py", "test_lm_momentum.py", "test_lm_study.py", "test_lm_tasks.py"}
+WITHOUT_LM = "ICLAB_TESTS_WITHOUT_LM"
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    lm = [item for item in items if item.path.name in LM_MODULES]
+    if not lm:
+        return
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        if os.environ.get(WITHOUT_LM) != "1":
+            pytest.exit(
+                f"the lm extra is not installed, so {len(lm)} tests cannot run: pip install -e '.[lm]' "
+                f"(or set {WITHOUT_LM}=1 to skip them)",
+                returncode=pytest.ExitCode.USAGE_ERROR,
+            )
+        for item in lm:
+            item.add_marker(pytest.mark.skip(reason=f"the lm extra is not installed ({WITHOUT_LM}=1)"))
 
 
 @pytest.fixture

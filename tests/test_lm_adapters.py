@@ -3,17 +3,14 @@ the hooks read the model's real attention, and finetuning moves only key/value w
 
 import pytest
 import torch
+from conftest import assert_finetuned_key_value_only
 
-pytest.importorskip("transformers")
-
-from conftest import assert_finetuned_key_value_only  # noqa: E402
-
-from iclab.icl_vs_ft.adapter import Prompts  # noqa: E402
-from iclab.icl_vs_ft.engine import finetune, run  # noqa: E402
-from iclab.lm.adapters import HFAdapter  # noqa: E402
-from iclab.lm.prompts import build_layout  # noqa: E402
-from iclab.lm.tasks import load_data, load_task  # noqa: E402
-from iclab.lm.tiny import FAMILIES, tiny_model  # noqa: E402
+from iclab.icl_vs_ft.adapter import Prompts
+from iclab.icl_vs_ft.engine import finetune, run
+from iclab.lm.adapters import HFAdapter
+from iclab.lm.prompts import build_layout
+from iclab.lm.tasks import load_data, load_task
+from iclab.lm.tiny import FAMILIES, tiny_model
 
 TASK = load_task("fortunes-topics")
 DATA = load_data(TASK)

@@ -7,19 +7,16 @@ import math
 
 import pytest
 import torch
+from conftest import assert_finetuned_key_value_only
 
-pytest.importorskip("transformers")
-
-from conftest import assert_finetuned_key_value_only  # noqa: E402
-
-from iclab.errors import UserError  # noqa: E402
-from iclab.icl_vs_ft.engine import finetune  # noqa: E402
-from iclab.lm.adapters import HFAdapter  # noqa: E402
-from iclab.lm.layouts import attention_modules  # noqa: E402
-from iclab.lm.momentum import OUTPUT_PROJECTIONS, momentum_of, patch_momentum  # noqa: E402
-from iclab.lm.prompts import build_layout  # noqa: E402
-from iclab.lm.tasks import load_data, load_task  # noqa: E402
-from iclab.lm.tiny import FAMILIES, tiny_model, tiny_tokenizer  # noqa: E402
+from iclab.errors import UserError
+from iclab.icl_vs_ft.engine import finetune
+from iclab.lm.adapters import HFAdapter
+from iclab.lm.layouts import attention_modules
+from iclab.lm.momentum import OUTPUT_PROJECTIONS, momentum_of, patch_momentum
+from iclab.lm.prompts import build_layout
+from iclab.lm.tasks import load_data, load_task
+from iclab.lm.tiny import FAMILIES, tiny_model, tiny_tokenizer
 
 TASK = load_task("fortunes-topics")
 DATA = load_data(TASK)

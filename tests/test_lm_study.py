@@ -5,10 +5,8 @@ import json
 
 import pytest
 
-pytest.importorskip("transformers")
-
-from iclab.cli import main  # noqa: E402
-from iclab.lm.tiny import save_tiny  # noqa: E402
+from iclab.cli import main
+from iclab.lm.tiny import save_tiny
 
 FAST = ["--k", "4", "--limit", "8", "--val", "4", "--lrs", "0.01,0.1", "--quiet"]
 

@@ -5,13 +5,11 @@ import json
 import pytest
 import torch
 
-pytest.importorskip("transformers")
-
-from iclab.errors import UserError  # noqa: E402
-from iclab.lm.loading import load  # noqa: E402
-from iclab.lm.prompts import build_layout, label_ids  # noqa: E402
-from iclab.lm.tasks import load_data, load_task, packaged_tasks  # noqa: E402
-from iclab.lm.tiny import tiny_tokenizer  # noqa: E402
+from iclab.errors import UserError
+from iclab.lm.loading import load
+from iclab.lm.prompts import build_layout, label_ids
+from iclab.lm.tasks import load_data, load_task, packaged_tasks
+from iclab.lm.tiny import tiny_tokenizer
 
 # REFERENCE.md section 2: Dai et al.'s templates and label words
 PAPER = {
