@@ -4,7 +4,9 @@
 # Train two small transformers on prompts (x1, f(x1), ..., xk, f(xk), xq) of random linear functions in d = 5,
 # one with one layer and one with three (examples/one-layer.yaml, examples/three-layers.yaml); evaluate each beside
 # least squares and the other classical learners; compare them; evaluate the deeper one out of distribution.
-# About 3 minutes on a laptop CPU; every step has its command-line twin in the comments.
+# About 3 minutes on one CPU core (156 s of CPU measured, 1,500 steps per run; on a 2-core machine busy with other
+# work it took 13 min), ending with the three-layer model at error 0.115 at k = 2d and the one-layer at 0.839.
+# Every step has its command-line twin in the comments.
 #
 #     python examples/quickstart.py                                  # -> runs/quickstart/
 #     ICLAB_EXAMPLE_STEPS=30 python examples/quickstart.py           # a smoke test in seconds (the tests run it)

@@ -132,7 +132,7 @@ def test_one_line_errors_for_an_unevaluated_run_a_missing_task_and_a_repeated_ru
         compare(runs, out=runs[1])
 
 
-def test_the_figure_draws_every_run_and_the_shared_baselines_once(runs, tmp_path, monkeypatch):
+def test_the_figure_draws_every_run_and_the_score_ends_once(runs, tmp_path, monkeypatch):
     drawn = {}
 
     def capture(rows, path, title, dims=None):
@@ -142,9 +142,8 @@ def test_the_figure_draws_every_run_and_the_shared_baselines_once(runs, tmp_path
     monkeypatch.setattr(compare_module, "plot_sweep_curves", capture)
     compare(runs, out=tmp_path / "out")
     series = {(r.get("run"), r["estimator"]) for r in drawn["rows"]}
-    # a and b were evaluated on the same prompts: a's baselines stand for both
-    assert series == {("a", "transformer"), ("b", "transformer"), (None, "zero"), (None, "posterior_mean"),
-                      (None, "least_squares")}  # fmt: skip
+    # a and b were evaluated on the same prompts: a's curves of the score's ends (zero, oracle) stand for both
+    assert series == {("a", "transformer"), ("b", "transformer"), (None, "zero"), (None, "posterior_mean")}
     assert drawn["dims"] == 3 and drawn["title"] == "linear: 2 runs"
     other = make_run(tmp_path / "other", ["dims=2"], {"transformer": ORACLE, "zero": ZERO})
     compare([runs[0], other], out=tmp_path / "out2")

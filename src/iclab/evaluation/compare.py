@@ -5,8 +5,8 @@ OUT/compare.md    the table, the config differences, the figure and where the nu
 OUT/compare.csv   one row per run: run, path, step, each differing config key, error_kK and score_kK at each k,
                   score_all (the whole curve's ICL score)
 OUT/compare.json  the same rows, the differences and provenance
-OUT/compare.png   every run's error curve on shared axes (and the first run's baselines where every run was
-                  evaluated on the same prompts)
+OUT/compare.png   every run's error curve on shared axes (and the curves of zero and the Bayes oracle, the ICL
+                  score's 0 and 1, where every run was evaluated on the same prompts)
 
 Nothing is evaluated here: a run without eval/curves.csv is refused with a message to run `iclab eval RUN`
 (evaluating takes seconds to minutes per run, and the stored curves are the ones its report shows).
@@ -25,7 +25,7 @@ from ..files import atomic_write_json, atomic_write_text
 from ..markdown import table
 from ..provenance import provenance
 from ..training.runs import read_config, run_status
-from .curves import icl_curve_scores, icl_scores, read_curves, write_curves
+from .curves import ORACLES, icl_curve_scores, icl_scores, read_curves, write_curves
 from .report import plot_sweep_curves
 
 NOTE = (
@@ -175,12 +175,13 @@ def compare(
 
 
 def plot_comparison(result: Comparison, curves: list[list[dict]], configs: list[Config]) -> Path:
-    """OUT/compare.png: every run's transformer curve, and the first run's baselines where every run was evaluated
-    on the same prompts (their curves are then the same in every run)."""
+    """OUT/compare.png: every run's transformer curve and, where every run was evaluated on the same prompts (so
+    that their baselines' curves are the same in every run), the first run's curves of the ICL score's ends: zero
+    (score 0) and the Bayes oracle (score 1). The other baselines are in each run's own figure."""
     plotted = [r | {"run": run["run"]} for run, part in zip(result.rows, curves, strict=True) for r in part]
     plotted = [r for r in plotted if r["estimator"] == "transformer"]
     if same_prompts(configs):
-        plotted += [r for r in curves[0] if r["estimator"] != "transformer"]
+        plotted += [r for r in curves[0] if r["estimator"] in ("zero", *ORACLES)]
     dims = {c.dims for c in configs}
     title = f"{result.task}: {len(result.rows)} runs"
     return plot_sweep_curves(plotted, result.out / "compare.png", title, dims.pop() if len(dims) == 1 else None)
