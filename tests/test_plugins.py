@@ -118,3 +118,17 @@ def test_an_installed_packages_entry_point_needs_no_import(plugin, tmp_path):
     listed = iclab("list", "tasks", cwd=tmp_path, pythonpath=plugin)
     assert listed.returncode == 0, listed.stderr
     assert "my_abs_linear" in listed.stdout
+
+
+def test_grid_workers_import_the_module_too(plugin, tmp_path):
+    """`iclab grid` trains each run in a fresh worker process: it imports the --import modules as well."""
+    plain = {k: v for k, v in (item.split("=", 1) for item in TINY) if "." not in k}
+    dotted = {k: v for k, v in (item.split("=", 1) for item in TINY) if "." in k} | {"train.steps": "2"}
+    base = "\n".join(f"{k}: {v}" for k, v in plain.items()) + "\ntask: {name: my_abs_linear}\n"
+    (tmp_path / "base.yaml").write_text(base + "eval: {baselines: [least_squares]}\n")
+    fixed = ", ".join(f"{k}: {v}" for k, v in dotted.items())
+    (tmp_path / "grid.yaml").write_text(f"base: base.yaml\nset: {{{fixed}}}\ngrid:\n  seed: [0]\n")
+    result = iclab("--import", "my_plugin", "grid", "grid.yaml", "--out", "out", "--quiet",
+                   cwd=tmp_path, pythonpath=plugin)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "out" / "seed=0" / "checkpoints" / "step-0000002").is_dir()
