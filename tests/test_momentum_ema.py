@@ -4,6 +4,8 @@ layer against a per-position formula; seed pairing with softmax models; config e
 evaluation of ICL and text runs."""
 
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from conftest import TINY
 from iclab import model as model_module
 from iclab.config import load_config
 from iclab.errors import UserError
+from iclab.interrupts import Interrupted
 from iclab.model import (
     CausalSelfAttention,
     ICLTransformer,
@@ -179,15 +182,16 @@ def test_an_ema_run_trains_resumes_exactly_and_evaluates(tmp_path, monkeypatch):
 
     config = load_config(None, TINY + ["model.attention=ema", "model.ema_dims=2", "train.steps=10"])
     train(config, tmp_path / "straight", progress=False)
-    step = Trainer.train_step
+    batch_loss = Trainer.batch_loss
 
-    def interrupted_at_5(self):
+    def signalled_in_step_6(self):  # SIGTERM mid-step: the step completes, training stops after it
+        loss = batch_loss(self)
         if self.step == 5:
-            raise KeyboardInterrupt
-        return step(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
 
-    monkeypatch.setattr(Trainer, "train_step", interrupted_at_5)
-    with pytest.raises(UserError, match="interrupted at step 5"):
+    monkeypatch.setattr(Trainer, "batch_loss", signalled_in_step_6)
+    with pytest.raises(Interrupted, match="interrupted by SIGTERM at step 6"):
         train(config, tmp_path / "resumed", progress=False)
     monkeypatch.undo()
     resume(tmp_path / "resumed", progress=False)

@@ -1,5 +1,7 @@
 import json
+import os
 import shutil
+import signal
 
 import pytest
 import torch
@@ -7,6 +9,7 @@ from conftest import TINY
 
 from iclab.config import load_config
 from iclab.errors import UserError
+from iclab.interrupts import Interrupted
 from iclab.tasks import sample_prompts
 from iclab.training.checkpoint import checkpoint_dirs, latest_checkpoint
 from iclab.training.runs import load_model, read_metrics
@@ -18,7 +21,7 @@ def losses(run_dir):
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_ctrl_c_then_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path, monkeypatch, optimizer):
+def test_ctrl_c_mid_step_then_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path, monkeypatch, optimizer):
     overrides = TINY + [
         "train.steps=20",
         "curriculum.dims={start: 2, end: 3, inc: 1, every: 8}",
@@ -26,19 +29,20 @@ def test_ctrl_c_then_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path,
     ]
     train(load_config(None, overrides), tmp_path / "straight", progress=False)
 
-    step = Trainer.train_step
+    batch_loss = Trainer.batch_loss
 
-    def interrupted_at_12(self):
+    def signalled_in_step_13(self):  # Ctrl-C once the data generator has advanced: step 13 still completes
+        loss = batch_loss(self)
         if self.step == 12:
-            raise KeyboardInterrupt
-        return step(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
 
-    monkeypatch.setattr(Trainer, "train_step", interrupted_at_12)
+    monkeypatch.setattr(Trainer, "batch_loss", signalled_in_step_13)
     with pytest.raises(
-        UserError, match="interrupted at step 12; checkpoint saved, continue with: iclab train --resume"
+        Interrupted, match=r"by Ctrl-C \(SIGINT\) at step 13; checkpoint saved, continue with: iclab train --resume"
     ):
         train(load_config(None, overrides), tmp_path / "resumed", progress=False)
-    assert latest_checkpoint(tmp_path / "resumed").name == "step-0000012"
+    assert latest_checkpoint(tmp_path / "resumed").name == "step-0000013"
     monkeypatch.undo()
     resume(tmp_path / "resumed", progress=False)
 

@@ -1,5 +1,5 @@
-"""The `iclab` command. User mistakes print one line and exit with status 2; Ctrl-C during training saves a
-checkpoint and exits with status 130."""
+"""The `iclab` command. User mistakes print one line and exit with status 2; Ctrl-C (SIGINT) or SIGTERM during
+training saves the checkpoint of the last finished step, says how to continue, and exits with status 130 or 143."""
 
 from __future__ import annotations
 
@@ -348,13 +348,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..interrupts import exit_status, raising
+
     args = parse(argv)
-    try:
-        return args.func(args)
-    except UserError as e:
-        if is_main_process():
-            print(f"iclab: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("iclab: interrupted", file=sys.stderr)
-        return 130
+    with raising():  # SIGTERM, like Ctrl-C, unwinds the command; a second one is ignored (interrupts.py)
+        try:
+            return args.func(args)
+        except UserError as e:
+            if is_main_process():
+                print(f"iclab: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM; training saved the step it stopped after
+            if is_main_process():
+                print(f"iclab: {e or 'interrupted'}", file=sys.stderr)
+            return exit_status(e)
+

@@ -12,6 +12,10 @@ record, so running a job twice never duplicates a result: RunDir.ensure leaves a
 half-finished one from its checkpoint, and reports one that another process is training (its log, or the run
 itself, locked) as busy.
 
+Ctrl-C or SIGTERM on the local engine reaches the workers (a terminal sends Ctrl-C to them too; this process
+passes either signal on): each running run stops after its current step with a checkpoint, jobs not started are
+dropped, and `execute` raises `Interrupted`; running the grid again resumes them.
+
 submitit and Dask are optional and imported only by the engines that need them.
 """
 
@@ -22,11 +26,12 @@ import fcntl
 import importlib.util
 import json
 import multiprocessing
+import os
 import shutil
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,7 @@ from ..errors import UserError
 from ..evaluation.curves import evaluate, merge_curves
 from ..evaluation.report import render_report
 from ..files import atomic_write_json
+from ..interrupts import Interrupted, deferred, received, record_signals, signal_name
 from ..plugins import load_plugins
 from ..spec import unknown_key_error
 from ..training.checkpoint import latest_checkpoint
@@ -92,9 +98,11 @@ def make_job(name: str, run_dir: Path, config: dict, log: Path, evaluate: bool =
 
 def run_job(job: dict) -> dict:
     """Bring one run to completion: train it (or resume it), then evaluate it if asked. Output goes to the job's
-    log file. Returns {"name", "status": done|busy|failed, "error"}; a failure is reported, not raised, so one
-    bad run does not stop the others."""
+    log file. Returns {"name", "status": done|busy|failed|interrupted, "error"}; a failure is reported, not raised,
+    so one bad run does not stop the others. A worker that received SIGINT or SIGTERM starts no job."""
     run_dir, name = Path(job["run_dir"]), job["name"]
+    if received():
+        return {"name": name, "status": "interrupted", "error": f"not started: {signal_name(received())}"}
     with _held(Path(job["log"])) as log:
         if log is None:
             return {"name": name, "status": "busy", "error": "another process is training this run"}
@@ -110,6 +118,9 @@ def run_job(job: dict) -> dict:
                     run.ensure(config, lambda: train(config, run_dir, progress=True), lambda: resume(run_dir))
                     if job["evaluate"] and needs_evaluation(run_dir):
                         evaluate_run(run_dir)
+            except Interrupted as e:  # training stopped at a step boundary and saved it
+                print(f"iclab: {e}", flush=True)
+                return {"name": name, "status": "interrupted", "error": str(e)}
             except RunBusy as e:
                 print(f"iclab: busy: {e}", flush=True)
                 return {"name": name, "status": "busy", "error": str(e)}
@@ -211,9 +222,16 @@ def execute(
         return {}
     with contextlib.ExitStack() as stack:
         if engine == "local":
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            stack.enter_context(deferred())  # a signal is passed on to the workers (_stop_workers)
+            context = multiprocessing.get_context("spawn")
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=record_signals)
             stack.callback(pool.shutdown, cancel_futures=True)
             futures = {job["name"]: pool.submit(run_job, job) for job in jobs}
+            outcomes = _wait(futures, progress, _stop_workers)
+            if received():
+                stopped = [n for n, o in outcomes.items() if o["status"] == "interrupted"]
+                raise Interrupted(received(), f"interrupted by {signal_name(received())}; stopped {len(stopped)} runs")
+            return outcomes
         elif engine == "dask":
             client = _dask_client(scheduler, workers)
             stack.callback(_close_dask, client, owned=scheduler is None)
@@ -239,18 +257,33 @@ def _close_dask(client: Any, owned: bool) -> None:
         cluster.close()
 
 
-def _wait(futures: dict[str, Any], progress: bool) -> dict[str, dict]:
-    """Poll the engine's futures (all of them have done() and result()) until every job has finished."""
+def _stop_workers(futures: dict[str, Any], signum: int) -> None:
+    """Drop the jobs not started and pass the signal on to the worker processes, whose runs then stop after their
+    current step with a checkpoint (SIGTERM sent to this process alone would not reach them)."""
+    for future in futures.values():
+        future.cancel()
+    for worker in multiprocessing.active_children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signum)
+
+
+def _wait(futures: dict[str, Any], progress: bool, on_signal: Any = None) -> dict[str, dict]:
+    """Poll the engine's futures (all of them have done() and result()) until every job has finished; inside
+    a deferred block, `on_signal(futures, signum)` is called once a SIGINT or SIGTERM has been received."""
     outcomes: dict[str, dict] = {}
     pending = dict(futures)
+    signalled = False
     with tqdm(total=len(futures), desc="sweep", unit="run", disable=not progress, dynamic_ncols=True) as bar:
         while pending:
+            if on_signal is not None and received() and not signalled:
+                on_signal(pending, received())
+                signalled = True
             for name, future in list(pending.items()):
                 if future.done():
                     outcomes[name] = _outcome(name, future)
                     del pending[name]
                     bar.update(1)
-                    if outcomes[name]["status"] != "done":
+                    if outcomes[name]["status"] not in ("done", "interrupted"):
                         tqdm.write(f"{name}: {outcomes[name]['status']}: {outcomes[name]['error']}")
             if pending:
                 time.sleep(0.5)
@@ -261,6 +294,8 @@ def _outcome(name: str, future: Any) -> dict:
     """A job's result, or its crash (killed worker, SLURM failure) as a failed outcome."""
     try:
         return future.result()
+    except CancelledError:  # dropped by _stop_workers
+        return {"name": name, "status": "interrupted", "error": "not started"}
     except Exception as e:
         return {"name": name, "status": "failed", "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"}
 

@@ -5,16 +5,19 @@ existing engine (engines.py: local processes, SLURM through submitit, Dask) and 
 Every run is an ordinary run directory OUT/NAME, so every iclab command works on it. Running the same grid again
 skips complete runs, resumes half-finished ones from their last checkpoint and starts the rest (RunDir decides,
 here as a plan and again, under the run's lock, in the job); a folder trained with other settings stops the grid
-before anything runs.
+before anything runs. Ctrl-C or SIGTERM stops the running runs after their current step, with a checkpoint
+(engines.py), writes the results so far and raises `Interrupted`: running the grid again resumes them exactly.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
 from ..errors import UserError
 from ..files import atomic_write_json
+from ..interrupts import Interrupted, signal_name
 from ..training.runs import RunDir
 from .engines import check_engine, execute, make_job, needs_evaluation
 from .gridfile import Run, expand, read_grid
@@ -67,7 +70,7 @@ def run_grid(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "sweep.json", {"grid": str(grid.path.resolve()), "runs": {r.name: r.values for r in runs}})
     outcomes: dict[str, dict] = {}
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     if not collect_only and todo:
         job_list = [
             make_job(r.name, r.run_dir, r.config, out / "logs" / f"{r.name}.log", grid.collect.evaluate) for r in todo
@@ -75,13 +78,18 @@ def run_grid(
         started = time.perf_counter()
         try:
             outcomes = execute(job_list, engine, out, jobs, grid.slurm, scheduler, wait, progress)
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as e:  # the local engine's runs stopped at a checkpoint
+            interrupted = e
         if progress:
             print(f"{len(todo)} jobs on {engine} in {time.perf_counter() - started:.0f} s")
     rows = write_results(out, runs, list(grid.grid), ks, outcomes)
-    if interrupted:
-        raise UserError(f"interrupted; finished runs are kept; rerun the same command to resume the others ({out})")
+    if interrupted is not None:
+        signum = getattr(interrupted, "signum", signal.SIGINT)
+        raise Interrupted(
+            signum,
+            f"interrupted by {signal_name(signum)}; finished runs are kept and the others stopped at a checkpoint: "
+            f"rerun the same command to resume them ({out})",
+        )
     return {"runs": runs, "outcomes": outcomes, "rows": rows}
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import UserError
 from ..files import atomic_write_json, atomic_write_text
+from ..interrupts import Interrupted, signal_name
 from ..spec import unknown_key_error
 from . import (
     algorithm_selection,
@@ -129,7 +130,13 @@ def reproduce(
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
     with on_device(device_of(mode, device, allow_cpu_paper)):
-        return _reproduce(name, Path(out), mode, pretrained, progress, jobs)
+        try:
+            return _reproduce(name, Path(out), mode, pretrained, progress, jobs)
+        except Interrupted as e:  # training stopped after a step, with its checkpoint; a rerun resumes from there
+            raise Interrupted(
+                e.signum, f"interrupted by {signal_name(e.signum)}; models and checkpoints are kept: rerun the same "
+                "command to continue"
+            ) from None
 
 
 def _reproduce(name: str, out: Path, mode: str, pretrained: bool, progress: bool, jobs: int) -> list[dict]:

@@ -1,6 +1,7 @@
 """Training a causal language model on text: iclab's TokenLM (token embeddings, learned positions, tied output)
-trained by iclab's own loop (train.Trainer: warm-up and decay, clipping, logging, atomic checkpoints, Ctrl-C and
-exact resume) on next-token prediction over random windows of the training stream.
+trained by iclab's own loop (train.Trainer: warm-up and decay, clipping, logging, atomic checkpoints, a stop at
+a step boundary on Ctrl-C or SIGTERM, exact resume) on next-token prediction over random windows of the training
+stream.
 
 A run folder holds config.json, tokenizer.json, metrics.jsonl, checkpoints/ and, after `evaluate_run`,
 perplexity.json. Runs that share a seed start from the same weights and see the same windows in the same order,

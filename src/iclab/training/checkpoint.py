@@ -102,7 +102,7 @@ def save_checkpoint(
         save_file(tensors, tmp / "optimizer.safetensors")
         state = {"format": FORMAT, "step": step, "optimizer": meta, "generator_device": str(generator.device)}
         atomic_write_json(tmp / "state.json", state | info)
-        if final.exists():  # re-saving the same step (e.g. Ctrl-C right after a scheduled save)
+        if final.exists():  # re-saving the same step (the final save of a resumed run that was complete)
             shutil.rmtree(final)
         os.replace(tmp, final)
     except BaseException as e:

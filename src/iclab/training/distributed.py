@@ -111,6 +111,15 @@ def mean(value: torch.Tensor, ctx: Context) -> float:
     return total.item() / ctx.world_size
 
 
+def maximum(value: int, ctx: Context) -> int:
+    """The largest of an integer over all ranks (the integer itself for one process)."""
+    if not ctx.distributed:
+        return value
+    largest = torch.tensor([value], dtype=torch.int64, device=_wire_device())
+    dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+    return int(largest.item())
+
+
 def _broadcast_text(text: str) -> str:
     """Rank 0's string on every rank, sent as bytes (no pickling)."""
     data = torch.tensor(bytearray(text.encode()), dtype=torch.uint8, device=_wire_device())

@@ -2,7 +2,9 @@
 checkpoints, resume.
 
 Resuming restores model, optimizer and the data generator, so the loss sequence of an interrupted and resumed
-run equals that of an uninterrupted one (on the same device and thread count).
+run equals that of an uninterrupted one (on the same device and thread count). Ctrl-C (SIGINT) and SIGTERM stop
+training between two steps, never inside one (interrupts.py): the loop saves that step's checkpoint, exactly as a
+scheduled one, and raises `Interrupted` (exit status 130 / 143 from `iclab`).
 
 Under `torchrun --nproc_per_node N` the same loop trains data-parallel (see distributed.py): every rank draws the
 same global batch and trains on its slice, DDP averages gradients, rank 0 alone writes files. One process runs
@@ -26,6 +28,7 @@ from tqdm import tqdm
 from ..config import Config, TrainConfig
 from ..errors import UserError
 from ..files import atomic_write_json, atomic_write_text
+from ..interrupts import Interrupted, deferred, received, signal_name
 from ..scoring import make_eval_set, prompt_errors
 from ..tasks import index_params, make_inputs, make_task, sample_prompts
 from . import distributed, loggers
@@ -170,6 +173,11 @@ class Trainer:
             self.val_note = f"val error {curve[-1]:.3f} at k={len(curve) - 1} (zero predictor 1), "
         return f"{self.val_note}train loss {loss:.4f}"
 
+    def stop_signal(self) -> int:
+        """The SIGINT or SIGTERM that stops training at this step boundary, or 0. The same on every rank: under
+        torchrun a signal that reached any rank stops them all after the same step."""
+        return distributed.maximum(received() or 0, self.ctx)
+
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.config.train.autocast == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -226,37 +234,42 @@ class Trainer:
                 + (f"; data-parallel over {self.ctx.world_size} processes" if self.ctx.distributed else "")
             )
         started = time.perf_counter() - self.seconds
+        signum = 0  # a SIGINT or SIGTERM received during a step: training stops after that step
         try:
-            while self.step < cfg.steps:
-                loss = self.train_step()
-                if not math.isfinite(loss):
-                    raise UserError(
-                        f"training diverged at step {self.step} (loss {loss}); lower train.lr or raise train.warmup"
-                    )
-                self.seconds = time.perf_counter() - started
-                row = self.log_row(loss) if main else None
-                if row is not None:
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                    for logger in live:
-                        logger.log(row)
-                bar.update(1)
-                bar.set_postfix_str(self.progress_note(loss, row), refresh=False)
-                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
-                    self.save()
-            self.save()
-        except KeyboardInterrupt:
-            self.save()
-            raise UserError(
-                f"interrupted at step {self.step}; checkpoint saved, continue with: "
-                f"{self.resume_command} {self.run_dir}"
-            ) from None
+            with deferred():  # signals only record themselves here; the loop acts on them between steps
+                while self.step < cfg.steps and not signum:
+                    loss = self.train_step()
+                    if not math.isfinite(loss):
+                        raise UserError(
+                            f"training diverged at step {self.step} (loss {loss}); lower train.lr or raise train.warmup"
+                        )
+                    self.seconds = time.perf_counter() - started
+                    row = self.log_row(loss) if main else None
+                    if row is not None:
+                        metrics.write(json.dumps(row) + "\n")
+                        metrics.flush()
+                        for logger in live:
+                            logger.log(row)
+                    bar.update(1)
+                    bar.set_postfix_str(self.progress_note(loss, row), refresh=False)
+                    signum = self.stop_signal()
+                    if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps and not signum:
+                        self.save()
+                self.save()  # the last step, or the step a signal stopped at
+                signum = signum or self.stop_signal()  # one that came during the last step or its save
         finally:
             bar.close()
             if metrics is not None:
                 metrics.close()
             for logger in live:
                 logger.close()
+        if signum:
+            distributed.leave(self.ctx)  # the other ranks wait until rank 0 has written the checkpoint
+            raise Interrupted(
+                signum,
+                f"interrupted by {signal_name(signum)} at step {self.step}; checkpoint saved, continue with: "
+                f"{self.resume_command} {self.run_dir}",
+            )
         return TrainResult(self.run_dir, self.step, loss, self.seconds, self.model.num_parameters())
 
 
