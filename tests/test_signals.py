@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import TINY
 
 from iclab.config import load_config
@@ -51,12 +52,17 @@ def last_step(pattern: str) -> int:
     return max(steps)
 
 
-def stop_at(proc: subprocess.Popen, metrics: str, step: int, *signums: int) -> tuple[int, str]:
-    """Send `signums` once the run has logged `step`, the later ones 0 to 50 ms after the first (during the step,
-    the checkpoint or the exit); the exit status and stderr."""
+def wait_for(proc: subprocess.Popen, metrics: str, step: int) -> None:
+    """Until the run has logged `step`."""
     while last_step(metrics) < step:
         assert proc.poll() is None, f"exited before step {step}: {proc.communicate()}"
         time.sleep(0.005)
+
+
+def stop_at(proc: subprocess.Popen, metrics: str, step: int, *signums: int) -> tuple[int, str]:
+    """Send `signums` once the run has logged `step`, the later ones 0 to 50 ms after the first (during the step,
+    the checkpoint or the exit); the exit status and stderr."""
+    wait_for(proc, metrics, step)
     for i, s in enumerate(signums):
         time.sleep(RNG.uniform(0, 0.05) if i else 0)
         if proc.poll() is None:
@@ -174,3 +180,44 @@ def test_a_recipe_model_stopped_by_sigint_continues_exactly(tmp_path):
     resumed.restore()
     assert [resumed.train_step() for _ in range(5)] == expected[step:]
     assert [loss for _, loss in losses(run)] == [expected[s - 1] for s, _ in losses(run)]
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_stop_after_the_same_step(tmp_path):
+    """Two CPU ranks under torchrun: Ctrl-C to the whole process group (a terminal), then SIGTERM to torchrun
+    alone (which passes it on): every rank stops after the same step, rank 0's checkpoint is that step, and the
+    run resumed to the end in one process follows the one-process run (within test_distributed's 1e-5: only the
+    order of the floating-point sums differs)."""
+    overrides = SMALL + ["train.steps=150"]
+    train(load_config(None, overrides), tmp_path / "one", progress=False)
+    config = tmp_path / "c.yaml"
+    config.write_text("task: {name: linear}\n")
+    run = tmp_path / "two"
+    metrics = str(run / "metrics.jsonl")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "iclab.cli"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+    def launch(*args) -> subprocess.Popen:
+        cmd = [*torchrun, "train", "--quiet", *map(str, args)]
+        return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+    proc = launch("--config", config, "--out", run, *sets(overrides))
+    wait_for(proc, metrics, RNG.randint(10, 60))
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    [line] = [x for x in err.splitlines() if x.startswith("iclab: interrupted")]  # rank 0's message, once
+    first = stopped_step(line, "Ctrl-C (SIGINT)", f"iclab train --resume {run}")
+    assert checkpoint_step(run) == first == losses(run)[-1][0]
+
+    proc = launch("--resume", run)
+    wait_for(proc, metrics, RNG.randint(first + 10, 130))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    [line] = [x for x in err.splitlines() if x.startswith("iclab: interrupted")]
+    second = stopped_step(line, "SIGTERM", f"iclab train --resume {run}")
+    assert checkpoint_step(run) == second == losses(run)[-1][0] > first
+
+    resume(run, progress=False)
+    one, two = dict(losses(tmp_path / "one")), dict(losses(run))
+    assert list(two) == list(one) == list(range(1, 151))
+    assert max(abs(one[s] - two[s]) / abs(one[s]) for s in one) < 1e-5
