@@ -91,10 +91,9 @@ def errors(pred: np.ndarray, ys) -> np.ndarray:
     return (pred - y) ** 2 / (y**2).mean(0)
 
 
-def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per prompt: Raventos et al.'s distance of two predictors, their squared difference over every position / d
-    (d = 4 for every pool model)."""
-    return ((a - b) ** 2).mean(1) / 4
+def distance(a: np.ndarray, b: np.ndarray, dims: int) -> np.ndarray:
+    """Per prompt: Raventos et al.'s distance of two predictors, their squared difference over every position / d."""
+    return ((a - b) ** 2).mean(1) / dims
 
 
 def upper(per_prompt: np.ndarray) -> float:
@@ -198,7 +197,7 @@ def task_diversity_claims(load) -> list[str]:
     config = models[pools[0]][1]
     own = make_task(task_diversity.pool_task(pools[0]), config.dims).pool(torch.device("cpu"))["w"]
     xs, ys = draw(task_diversity.pool_task(pools[0]), config)
-    if upper(distance(predict(models[pools[0]][0], xs, ys), dmmse(xs, ys, own, sigma))) >= 0.05:
+    if upper(distance(predict(models[pools[0]][0], xs, ys), dmmse(xs, ys, own, sigma), config.dims)) >= 0.05:
         failed.append(f"M = {pools[0]} is not within 0.05 of its dMMSE on its own tasks")
     xs, ys = draw(task_diversity.fresh_task(), config)
     ridge_pred = ridge(xs, ys, sigma**2)
@@ -210,7 +209,8 @@ def task_diversity_claims(load) -> list[str]:
         if size == pools[-1] and upper(gap) >= 0.1:
             failed.append(f"M = {size} is not within 0.1 of ridge's error on fresh tasks")
         pool = make_task(task_diversity.pool_task(size), config.dims).pool(torch.device("cpu"))["w"]
-        to_dmmse, to_ridge = distance(pred, dmmse(xs, ys, pool, sigma)), distance(pred, ridge_pred)
+        to_dmmse = distance(pred, dmmse(xs, ys, pool, sigma), config.dims)
+        to_ridge = distance(pred, ridge_pred, config.dims)
         if size <= 8 and upper(to_dmmse - to_ridge) >= 0:
             failed.append(f"M = {size} is not closer to dMMSE than to ridge on fresh tasks")
         if size >= 32 and upper(to_ridge - to_dmmse) >= 0:
