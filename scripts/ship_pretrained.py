@@ -2,6 +2,7 @@
 `iclab reproduce NAME --pretrained` renders every figure in seconds.
 
     python scripts/ship_pretrained.py --out runs/reproduce-full
+    python scripts/ship_pretrained.py --out runs/reproduce-full --only lsa_gd   # one model (its folder's name)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from iclab.evaluation.curves import evaluate, write_curves
-from iclab.recipes import icl_vs_ft, study_models
+from iclab.recipes import icl_vs_ft, lsa_gd, study_models
 from iclab.recipes.models import PRETRAINED, ensure_model, export_pretrained, model_names
 from iclab.recipes.trained import ensure_study_model
 from iclab.training.runs import load_model, read_config
@@ -24,22 +25,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--only", default="", help="ship only these models, by folder name, comma-separated")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    for name in model_names(PRETRAINED):
+    only = set(filter(None, args.only.split(",")))
+    everything = [*model_names(PRETRAINED), *study_models(), icl_vs_ft.MODEL_NAME, lsa_gd.MODEL_NAME]
+    if only - set(everything):
+        parser.error(f"--only: no shipped model named {', '.join(sorted(only - set(everything)))}; "
+                     f"choose from {', '.join(everything)}")
+    wanted = only or set(everything)
+    for name in [n for n in model_names(PRETRAINED) if n in wanted]:
         run = ensure_model(name, args.out, PRETRAINED, pretrained=False, progress=True)
         config = read_config(run)
         model, _ = load_model(run, config)
         write_curves(run / "eval" / "curves.csv", evaluate(model, config, baselines=["least_squares"]))
         print(f"shipped {export_pretrained(run, name, PACKAGE)}")
-    for name, config in study_models().items():
+    for name, config in [(n, c) for n, c in study_models().items() if n in wanted]:
         run = ensure_study_model(name, config, args.out, PRETRAINED, pretrained=False, progress=True)
         print(f"shipped {export_pretrained(run, name, PACKAGE)}")
-    # the ICL-vs-finetuning recipe's token model: weights and settings only (its study runs in minutes)
-    folder = args.out / "models" / "full" / icl_vs_ft.MODEL_NAME
-    icl_vs_ft.ensure_model(folder, icl_vs_ft.SIZES["full"]["steps"], progress=True)
-    print(f"shipped {icl_vs_ft.export_model(folder, PACKAGE / icl_vs_ft.MODEL_NAME)}")
+    if icl_vs_ft.MODEL_NAME in wanted:  # the keywords LM, with its pretraining checkpoints
+        folder = args.out / "models" / "full" / icl_vs_ft.MODEL_NAME
+        icl_vs_ft.ensure_model(folder, icl_vs_ft.SIZES["full"]["steps"], progress=True)
+        print(f"shipped {icl_vs_ft.export_model(folder, PACKAGE)}")
+    if lsa_gd.MODEL_NAME in wanted:  # the linear self-attention layer, with its training log (the figure plots it)
+        folder = args.out / "models" / "full" / lsa_gd.MODEL_NAME
+        lsa_gd.ensure_layer(folder, lsa_gd.model_config(lsa_gd.SIZES["full"]), progress=True)
+        print(f"shipped {lsa_gd.export_layer(folder, PACKAGE)}")
 
 
 if __name__ == "__main__":

@@ -114,12 +114,14 @@ def test_recipe_measures_every_checkpoint_of_pretraining(tmp_path, monkeypatch):
     import torch
     from safetensors.torch import load_file
 
+    from iclab.model import TokenLM
+
     monkeypatch.setitem(recipe.SIZES, "quick", {"steps": 8, "instances": 1})
     out = recipe.run(tmp_path, "quick", pretrained=False, progress=False)
     folder = tmp_path / "models" / "quick" / recipe.MODEL_NAME
-    torch.manual_seed(0)  # train_model's seed: step 0 is the initial model
-    initial = recipe.TokenLM(recipe.MODEL, recipe.TASK.vocab, recipe.max_tokens()).state_dict()
-    saved = load_file(folder / "checkpoints" / "step-0.safetensors")
+    torch.manual_seed(0)  # the keywords LM's seed: step 0 is the initial model
+    initial = TokenLM(recipe.MODEL, recipe.TASK.vocab, recipe.max_tokens()).state_dict()
+    saved = load_file(folder / "checkpoints" / "step-0000000" / "model.safetensors")
     assert all(torch.equal(saved[k], v) for k, v in initial.items())
     results = json.loads((tmp_path / recipe.NAME / "results.json").read_text())
     assert sorted(map(int, results["emergence"])) == [0, 1, 2, 4, 8]

@@ -262,9 +262,9 @@ def test_shipped_keywords_lm_loads_and_learns_in_context(tmp_path):
     from iclab.recipes import icl_vs_ft
 
     folder = pretrained_dir(icl_vs_ft.MODEL_NAME)
-    if not (folder / "model.safetensors").is_file():
+    if not (folder / "config.json").is_file():
         pytest.fail("no shipped keywords LM: run scripts/ship_pretrained.py")
-    model, info = icl_vs_ft.ensure_model(folder, icl_vs_ft.SIZES["full"]["steps"], progress=False)
+    model, info = icl_vs_ft.load_model(folder, icl_vs_ft.SIZES["full"]["steps"])
     task, g = icl_vs_ft.TASK, torch.Generator().manual_seed(7)
     ex = task.examples(task.instances(256, g), icl_vs_ft.DEMOS + 1, g)
     ids = task.sequence(ex["inputs"][:, :-1], ex["labels"][:, :-1], ex["inputs"][:, -1])

@@ -112,6 +112,9 @@ class LSARegressor(torch.nn.Module):
     def weights(self) -> LSAWeights:
         return LSAWeights(self.query, self.key, self.value, self.projection)
 
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
     def forward(self, xs: Tensor, ys: Tensor, xq: Tensor) -> Tensor:
         """Predictions (batch,) for queries xq (batch, d) from examples xs (batch, N, d), ys (batch, N)."""
         query = tokens(xq.unsqueeze(1), torch.zeros(xq.shape[0], 1, dtype=xq.dtype))

@@ -35,7 +35,7 @@ from . import (
     sparsity,
     task_diversity,
 )
-from .dryrun import estimate, keywords_lm_plan, plan_lines
+from .dryrun import estimate, plan_lines
 from .models import PRETRAINED, train_models
 from .recipe import Recipe
 from .sizes import SCALES, on_device
@@ -180,7 +180,7 @@ def dry_run(name: str, scale: str | None = None, device: str | None = None, prog
 
 
 def plan(recipe: Recipe, mode: str) -> list:
-    return recipe.plan(mode) if recipe.plan else keywords_lm_plan(mode)  # icl-vs-ft's plan lives in dryrun.py
+    return recipe.plan(mode) if recipe.plan else []
 
 
 def recipe_folders(out: Path) -> list[Path]:

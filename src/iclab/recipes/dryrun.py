@@ -30,7 +30,6 @@ from ..text.train import TextTrainer
 from ..training.flops import icl_forward_flops, lm_forward_flops, step_flops
 from ..training.runs import build_model
 from ..training.trainer import Trainer
-from .icl_vs_ft import MODEL, MODEL_NAME, SIZES, TASK, max_tokens, train_model
 
 TIMED_STEPS = 3
 STEP_FLOPS = 2e12  # on a CPU, the most FLOPs a timed step may take (about 10-20 s here); above, fewer rows
@@ -44,7 +43,7 @@ class Planned:
     parameters: int
     shape: tuple  # runs of one shape are timed once
     seconds_per_step: Callable[[], float]  # builds the run in memory and times its steps
-    config: Config | TextConfig | None = None  # an iclab run's config (None: a recipe's own training loop)
+    config: Config | TextConfig | None = None  # an iclab run's config (None: a recipe's own Trainer)
 
 
 def per_step(step: Callable[[], object]) -> float:
@@ -135,21 +134,15 @@ def text_run(name: str, config: TextConfig) -> Planned:
     )
 
 
-def keywords_lm_plan(mode: str) -> list[Planned]:
-    """icl-vs-ft's one trained run, its keywords LM (planned here: that recipe's module belongs to its study). Its
-    loop builds and trains in one call, so a step's time is that of 1 + TIMED_STEPS steps less that of 1."""
+def trainer_run(name: str, kind: type[Trainer], config, points: int, parameters: int) -> Planned:
+    """A run of a recipe's own Trainer subclass and config (lsa-gd's layer, icl-vs-ft's keywords LM), timed on
+    its own steps."""
 
     def seconds() -> float:
-        def took(steps: int) -> float:
-            started = time.perf_counter()
-            train_model(steps, progress=False)
-            return time.perf_counter() - started
+        with tempfile.TemporaryDirectory() as scratch:
+            return per_step(kind(config, Path(scratch)).train_step)
 
-        return (took(1 + TIMED_STEPS) - took(1)) / TIMED_STEPS
-
-    parameters = TokenLM(MODEL, TASK.vocab, max_tokens()).num_parameters()
-    name, steps = f"models/{mode}/{MODEL_NAME}", SIZES[mode]["steps"]
-    return [Planned(name, steps, max_tokens(), parameters, ("keywords",), seconds)]
+    return Planned(name, config.train.steps, points, parameters, (kind.__name__, name), seconds)
 
 
 def estimate(planned: list[tuple[str, Planned]], progress: bool = False) -> list[dict]:

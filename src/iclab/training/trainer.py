@@ -34,7 +34,7 @@ from ..tasks import index_params, make_inputs, make_task, sample_prompts
 from . import distributed, loggers
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from .flops import icl_forward_flops, step_flops
-from .optim import make_optimizer
+from .optim import Optimizers, make_optimizer
 from .runs import RunDir, build_model, device_of, read_config, read_metrics, set_threads, torch_dtype
 
 
@@ -71,8 +71,9 @@ class Trainer:
     """Owns the model, optimizer and data stream of one run directory (this rank's share of it under torchrun).
 
     It trains the ICL transformer on prompts of the run's task. A subclass trains something else with the same
-    loop, logging, checkpoints, resume and data parallelism by overriding the five methods marked "subclasses"
-    and the run kind's `read_config` and `resume_command` (see text.train.TextTrainer)."""
+    loop, logging, checkpoints, resume and data parallelism by overriding the methods marked "subclasses" that
+    differ and the run kind's `read_config` and `resume_command` (see text.train.TextTrainer, and the recipes
+    lsa_gd and icl_vs_ft, whose layer and keywords LM keep their own optimizer or schedule)."""
 
     read_config = staticmethod(read_config)  # reads a run folder's config.json
     resume_command = "iclab train --resume"
@@ -88,7 +89,7 @@ class Trainer:
             torch.manual_seed(config.seed)
             self.model = self.build_model()
         self.model.to(self.device, self.dtype)
-        self.optimizer = make_optimizer(self.model, config.train)
+        self.optimizer = self.build_optimizer()
         # what a training step calls: the model, wrapped for gradient averaging and/or compiled on request;
         # checkpoints and validation use the plain model (same weights, no wrapper state)
         self.forward = self.model
@@ -108,6 +109,19 @@ class Trainer:
         self.task = make_task(self.config.task, self.config.dims)
         self.inputs = make_inputs(self.config.inputs, self.config.dims)
         return build_model(self.config)
+
+    def build_optimizer(self) -> torch.optim.Optimizer | Optimizers:
+        """The optimizer of `train.optimizer` (subclasses), built after the model."""
+        return make_optimizer(self.model, self.config.train)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of training step `step` (subclasses): train.warmup, then train.schedule."""
+        return learning_rate(self.config.train, step)
+
+    def describe(self) -> str:
+        """The line printed as training starts (subclasses): the model's shape and size."""
+        c = self.config.model
+        return f"model: {c.layers} layers, width {c.width}, {c.heads} heads, {self.model.num_parameters():,} parameters"
 
     def validation_set(self):
         """What validation_curve scores, built once, on rank 0 (subclasses)."""
@@ -186,7 +200,7 @@ class Trainer:
     def train_step(self) -> float:
         train = self.config.train
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(train, self.step)
+            group["lr"] = self.lr_at(self.step)
         loss = self.batch_loss()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -227,10 +241,8 @@ class Trainer:
         )
         loss = float("nan")
         if progress and main:
-            c = self.config.model
             tqdm.write(
-                f"model: {c.layers} layers, width {c.width}, {c.heads} heads, "
-                f"{self.model.num_parameters():,} parameters"
+                self.describe()
                 + (f"; data-parallel over {self.ctx.world_size} processes" if self.ctx.distributed else "")
             )
         started = time.perf_counter() - self.seconds
@@ -288,14 +300,23 @@ def train_in(config: Config, target: Path, progress: bool = True, kind: type[Tra
     return trainer.run(progress)
 
 
-def train(config: Config, run_dir: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    config: Config,
+    run_dir: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    kind: type[Trainer] = Trainer,
+    **data,
+) -> TrainResult:
     """Train a new run in `run_dir`: an existing run is refused unless `overwrite`, and then replaced only once
-    the new one has finished (RunDir.fresh). Rank 0 holds the run's lock until then."""
+    the new one has finished (RunDir.fresh). Rank 0 holds the run's lock until then. `kind` and `data`: a Trainer
+    subclass and what it takes besides the config, as for `resume`."""
     run_dir = Path(run_dir)
     ctx = join(config)
+    run = RunDir(run_dir, kind.read_config, kind.resume_command)
     with contextlib.ExitStack() as held:
-        target = distributed.on_main(lambda: str(held.enter_context(RunDir(run_dir).fresh(overwrite))), ctx)
-        result = train_in(config, Path(target), progress)
+        target = distributed.on_main(lambda: str(held.enter_context(run.fresh(overwrite))), ctx)
+        result = train_in(config, Path(target), progress, kind, **data)
     distributed.leave(ctx)  # after rank 0 has moved the finished run into place
     result.run_dir = run_dir
     return result
