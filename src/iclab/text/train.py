@@ -119,10 +119,13 @@ def load_text_model(run_dir: Path, vocab: int, config: TextConfig | None = None)
     return model.to(device_of(config), torch_dtype(config)).eval(), read_state(ckpt)
 
 
-def evaluate_run(run_dir: str | Path, data: TokenData | None = None, progress: bool = False) -> dict:
-    """Validation loss at every position and perplexity at eval.lengths -> RUN_DIR/perplexity.json."""
+def evaluate_run(
+    run_dir: str | Path, data: TokenData | None = None, progress: bool = False, config: TextConfig | None = None
+) -> dict:
+    """Validation loss at every position and perplexity at eval.lengths -> RUN_DIR/perplexity.json (`config`:
+    the run's, when the caller has it already)."""
     run_dir = Path(run_dir)
-    config = read_text_config(run_dir)
+    config = config or read_text_config(run_dir)
     data = data or run_data(run_dir, config)
     model, state = load_text_model(run_dir, data.vocab, config)
     started = time.perf_counter()

@@ -77,7 +77,7 @@ def lm_study(size: dict, root: Path, progress: bool) -> dict:
         scored = run_dir / "perplexity.json"
         result = json.loads(scored.read_text()) if scored.is_file() else {}
         if result.get("steps") != config.train.steps:  # not scored yet, or scored before a resume
-            result = evaluate_run(run_dir, data, progress)
+            result = evaluate_run(run_dir, data, progress, config)
         runs.append({"variant": variant, "seed": seed} | {k: result[k] for k in ("perplexity", "loss_by_position")})
         runs[-1] |= {k: result[k] for k in ("train_seconds", "eval_seconds", "steps")}
         parameters[variant] = result["parameters"]
