@@ -8,9 +8,11 @@ import pytest
 
 from iclab import plotting
 from iclab.evaluation.report import plot_curves, plot_sweep, plot_training
+from iclab.icl_vs_ft.metrics import MEASURES, VARIANT_MEASURES
 from iclab.icl_vs_ft.results import draw_sweep
 from iclab.plotting import fit_y, plt, series_style
 from iclab.recipes import algorithm_selection, frequency, lsa_gd, model_selection, sparsity, task_diversity
+from iclab.recipes.icl_vs_ft import figures as icl_vs_ft_figures
 from iclab.recipes.model_selection import Class
 from iclab.recipes.momentum import figures as momentum_figures
 
@@ -250,6 +252,37 @@ def test_the_momentum_figures_keep_the_rules(tmp_path, drawn):
     assert len(drawn) == 3
     for fig in drawn:
         assert problems(fig) == []
+
+
+def test_the_icl_vs_ft_figures_drop_a_constant_measure_into_a_line_and_label_every_panel(tmp_path, drawn):
+    keys = VARIANT_MEASURES["dai"]
+    constant = keys[0]  # Rec2FTP: 1.0 at every checkpoint for a model that is nearly always right in context
+    steps = [0, 250, 500, 1000, 2000]
+    emergence = {
+        str(step): {
+            "accuracy": {"icl": {"mean": 0.5 + 0.1 * i}, "zsl": {"mean": 0.5}},
+            "measures": {k: {"mean": 1.0 if k == constant else 0.1 * i + 0.01 * j} for j, k in enumerate(keys)},
+        }
+        for i, step in enumerate(steps)
+    }
+    summary = {
+        "trained": {
+            "accuracy": {c: {"mean": a} for c, a in (("zsl", 0.5), ("ft", 0.6), ("icl", 0.8))},
+            "measures": {k: {"mean": 0.3} for k in keys},
+            "random": {k: {"mean": 0.05} for k in keys},
+        },
+        "untrained": {"accuracy": {c: {"mean": 0.5} for c in ("zsl", "ft", "icl")}, "measures": {}, "random": {}},
+        "emergence": emergence,
+    }
+    paths = icl_vs_ft_figures.draw(summary, tmp_path)
+    assert [p.name for p in paths] == ["icl_vs_ft.png", "emergence.png"]
+    for fig in drawn:
+        assert problems(fig) == []
+    panels = [ax for ax in drawn[1].axes if ax.axison]
+    assert sorted(ax.get_ylabel() for ax in panels) == sorted(MEASURES[k] for k in keys if k != constant)
+    assert f"{MEASURES[constant]} = 1" in " ".join(t.get_text() for t in drawn[1].texts)
+    labels = [t.get_text() for ax in panels for t in ax.texts]
+    assert labels.count("step 0") == len(panels) and labels.count("step 250") == 0  # first and last only
 
 
 def test_a_constant_panel_is_caught_unless_a_note_explains_it():
