@@ -2,6 +2,7 @@
 and the whole reproduce pipeline on models trained for a couple of steps."""
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -201,6 +202,13 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
     for recipe in recipes.RECIPES.values():
         assert recipe.title in report and recipe.claim in report
     assert report.count("**PASS**") + report.count("**FAIL**") == sum(len(s["checks"]) for s in summaries)
+    summary = json.loads((tmp_path / "summary.json").read_text())  # every check, machine-readable
+    assert len(summary["checks"]) == sum(len(s["checks"]) for s in summaries) and set(summary["recipes"]) == set(
+        recipes.RECIPES
+    )
+    assert report.index("## Summary") < report.index("## " + recipes.RECIPES["sparsity"].title)
+    for s in summaries:
+        assert "provenance" in json.loads((tmp_path / s["recipe"] / "checks.json").read_text()), s["recipe"]
     assert "| pool M |" in report and "mean excess" in report  # the study recipes' tables
     for name, figure in (("task-diversity", "phase"), ("algorithm-selection", "levels")):
         assert (tmp_path / name / f"{figure}.png").stat().st_size > 1000

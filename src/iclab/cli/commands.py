@@ -104,6 +104,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     import torch
 
     from ..recipes import dry_run, reproduce, scale_of
+    from ..recipes.outcomes import REGRESSION, UNEXPECTED_PASS, counts, exit_status, label, outcome
 
     if args.threads is not None:
         if args.threads < 1:
@@ -130,9 +131,13 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     )
     for s in summaries:
         for c in s["checks"]:
-            print(f"{s['recipe']:<16} {'PASS' if c['passed'] else 'FAIL'}  {c['claim']}: {c['detail']}")
+            print(f"{s['recipe']:<16} {label(c)}  {c['claim']}: {c['detail']}")
+    status = exit_status(summaries, args.strict)
+    changed = [c for s in summaries for c in s["checks"] if outcome(c) in (REGRESSION, UNEXPECTED_PASS)]
+    why = "--strict: a check failed" if args.strict else f"{len(changed)} outcome(s) differ from the record"
+    print(counts(summaries) + (f"; exit 1 ({why})" if status else ""))
     print(f"report: {Path(args.out) / 'report.md'} ({time.perf_counter() - started:.0f} s)")
-    return 0 if all(s["passed"] for s in summaries) else 1
+    return status
 
 
 LIST_KINDS = ["tasks", "inputs", "shifts", "prompting", "estimators", "recipes"]
@@ -278,7 +283,20 @@ def build_parser() -> argparse.ArgumentParser:
         "numbers) or paper (the papers' settings, for GPUs)",
     )
     p.add_argument("--quick", action="store_true", help="--scale quick: small models, few steps")
-    p.add_argument("--pretrained", action="store_true", help="use the checkpoints shipped with iclab (seconds)")
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="use the checkpoints shipped with iclab and train nothing: a recipe whose models do not ship is "
+        "refused (skipped under 'all'). 'all' takes minutes, not seconds: measured 40 min wall (9.9 min of CPU "
+        "time) on one thread of a 2-core machine at load average 10-17, mostly icl-vs-ft's study",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if any check fails. By default the exit status is 1 only when a check's outcome differs "
+        "from the one recorded for its scale (src/iclab/recipes/scales/expected/): a documented miss (a FAIL "
+        "the record and README state) exits 0, so CI catches regressions, not known limits",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",

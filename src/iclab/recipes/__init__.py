@@ -9,21 +9,27 @@ functions; it checks the claim's shape as PASS/FAIL lines with numbers. Two kind
   in its own `run`.
 Each recipe's settings at each scale (quick, full, paper) are YAML files (sizes.py, scales/NAME/SCALE.yaml);
 `--dry-run` lists a scale's runs with their estimated time (dryrun.py). `--pretrained` renders the recipes whose
-models ship (shipped=True) in seconds; `--jobs N` trains the sweep recipes' models N at a time before any recipe
-runs. Results land in DIR/NAME/ (curves or results, checks.json,
-figures) and DIR/report.md, which `iclab report DIR` re-renders from those files alone.
+trained models ship (shipped=True) and trains nothing: each recipe runs inside training.guard.no_training, so a
+training attempt raises. `--jobs N` trains the sweep recipes' models N at a time before any recipe runs. Results
+land in DIR/NAME/ (curves or results, checks.json with provenance, figures), DIR/summary.json (every check, with
+the outcome recorded for it: outcomes.py) and DIR/report.md, which opens with a summary table and which
+`iclab report DIR` re-renders from those files alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from pathlib import Path
 
 from ..config import Config
 from ..errors import UserError
-from ..files import atomic_write_json, atomic_write_text
+from ..files import atomic_write_text
 from ..interrupts import Interrupted, signal_name
+from ..provenance import provenance
 from ..spec import unknown_key_error
+from ..training.guard import no_training
 from . import (
     algorithm_selection,
     convex,
@@ -35,11 +41,18 @@ from . import (
     sparsity,
     task_diversity,
 )
+from .common import recording_models
 from .dryrun import estimate, plan_lines
 from .models import PRETRAINED, train_models
+from .outcomes import recorded_seconds, summary_table
+from .progress import progress_line
 from .recipe import Recipe
 from .sizes import SCALES, on_device
+from .summary import model_seeds, store_checks, write_summary
 
+PRETRAINED_TRAINS_NOTHING = (
+    "--pretrained trains nothing, yet recipe '{0}' would; run `iclab reproduce {0}` without --pretrained"
+)
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -129,9 +142,10 @@ def reproduce(
     mode = scale_of(scale, quick, pretrained)
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
-    with on_device(device_of(mode, device, allow_cpu_paper)):
+    device = device_of(mode, device, allow_cpu_paper)
+    with on_device(device):
         try:
-            return _reproduce(name, Path(out), mode, pretrained, progress, jobs)
+            return _reproduce(name, Path(out), mode, pretrained, progress, jobs, device or "cpu")
         except Interrupted as e:  # training stopped after a step, with its checkpoint; a rerun resumes from there
             raise Interrupted(
                 e.signum, f"interrupted by {signal_name(e.signum)}; models and checkpoints are kept: rerun the same "
@@ -139,16 +153,19 @@ def reproduce(
             ) from None
 
 
-def _reproduce(name: str, out: Path, mode: str, pretrained: bool, progress: bool, jobs: int) -> list[dict]:
+def _reproduce(name: str, out: Path, mode: str, pretrained: bool, progress: bool, jobs: int, device: str) -> list[dict]:
     names = recipe_names(name)
     for n in names:
         if mode not in RECIPES[n].modes:
             raise UserError(f"recipe '{n}' has no {mode} size (it has: {', '.join(RECIPES[n].modes)})")
-    if pretrained:  # only recipes whose models ship with iclab (or train in seconds) render in seconds
+    if pretrained:  # --pretrained trains nothing: only recipes whose trained models ship with iclab render
         unshipped = [n for n in names if not RECIPES[n].shipped]
         if unshipped and name != "all":
             which = ", ".join(unshipped)
-            raise UserError(f"no models for '{which}' ship with iclab; run it without --pretrained to train them")
+            raise UserError(
+                f"no models for '{which}' ship with iclab, and --pretrained trains nothing; run it without "
+                "--pretrained to train them (--dry-run shows how long that takes)"
+            )
         if unshipped:
             print(f"skipping {', '.join(unshipped)}: no shipped models (run without --pretrained)", flush=True)
         names = [n for n in names if n not in unshipped]
@@ -157,15 +174,24 @@ def _reproduce(name: str, out: Path, mode: str, pretrained: bool, progress: bool
 
         needed = [m for n in names for m in RECIPES[n].models_at(mode)]
         train_models(needed, out, mode, jobs, max(1, torch.get_num_threads() // jobs), progress)
-    summaries = []
-    for n in names:
-        summary = RECIPES[n].run(out, mode, pretrained, progress)
-        summary = {"recipe": n, "mode": mode + (" (shipped checkpoints)" if pretrained else "")} | summary
-        summary["passed"] = all(c["passed"] for c in summary["checks"])
-        atomic_write_json(out / n / "checks.json", summary)
-        summaries.append(summary)
+    summaries, started = [], time.perf_counter()
+    recorded = recorded_seconds(mode) if pretrained else {}
+    for i, n in enumerate(names):
+        if progress:
+            print(progress_line(i, names, time.perf_counter() - started, recorded), flush=True)
+        since = time.time()
+        # under --pretrained nothing trains, so the recipes' own bars (evaluation, studies) are left out
+        with recording_models() as used, _training_refused(n, pretrained):
+            summary = RECIPES[n].run(out, mode, pretrained, progress and not pretrained)
+        record = provenance(seeds=model_seeds(RECIPES[n], out, mode, pretrained, used), device=device)
+        summaries.append(store_checks(summary, RECIPES[n], out, mode, pretrained, record, since))
     render_recipes(out)
     return summaries
+
+
+def _training_refused(name: str, pretrained: bool) -> contextlib.AbstractContextManager:
+    """Under --pretrained a recipe that would train raises instead (training/guard.py)."""
+    return no_training(PRETRAINED_TRAINS_NOTHING.format(name)) if pretrained else contextlib.nullcontext()
 
 
 def dry_run(name: str, scale: str | None = None, device: str | None = None, progress: bool = False) -> list[str]:
@@ -205,10 +231,12 @@ def render_recipes(out: Path) -> Path:
         "and says where our setting differs.",
         "",
     ]
+    stored = [json.loads((folder / "checks.json").read_text()) for folder in folders]
+    lines += ["## Summary", ""] + summary_table(stored)
     failed = []
-    for folder in folders:
+    for folder, checks in zip(folders, stored, strict=True):
         try:
-            lines += RECIPES[folder.name].section(folder, json.loads((folder / "checks.json").read_text()))
+            lines += RECIPES[folder.name].section(folder, checks)
         except (KeyError, ValueError, OSError, UserError) as e:
             # the other sections still render: one stale folder must not hide the finished results
             detail = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
@@ -222,6 +250,7 @@ def render_recipes(out: Path) -> Path:
             ]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
+    write_summary(out, stored)
     if failed:
         names = ",".join(f.split(":", 1)[0] for f in failed)
         raise UserError(

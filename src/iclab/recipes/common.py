@@ -3,14 +3,38 @@ their report sections."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 from ..evaluation.report import series_name
+from ..training.guard import refuse_training
 from ..training.runs import RunDir, read_config
+from .outcomes import label
 from .recipe import Recipe
 
 REL_TOLERANCE, ABS_TOLERANCE = 0.15, 0.02  # "within 15 % (or 0.02 absolute)"
+_USED: ContextVar[dict[str, Path] | None] = ContextVar("recipe_models", default=None)
+
+
+@contextlib.contextmanager
+def recording_models() -> Iterator[dict[str, Path]]:
+    """Collect, by name, the run folders of the models that `note_model` is told of inside this block."""
+    used: dict[str, Path] = {}
+    token = _USED.set(used)
+    try:
+        yield used
+    finally:
+        _USED.reset(token)
+
+
+def note_model(name: str, run_dir: Path) -> None:
+    """Tell `recording_models` (if recording) that a recipe used the model in `run_dir` (for the seeds in its
+    results' provenance)."""
+    used = _USED.get()
+    if used is not None:
+        used[name] = Path(run_dir)
 
 
 def value(rows: list[dict], series: str, sweep: str, k: int) -> float:
@@ -53,6 +77,8 @@ def ensure_run(
     """Reuse a finished run of `config` in `run_dir`, resume an interrupted one, or train it from scratch
     (`start`/`cont` train or resume it; `read` reads a run's config; `name` labels the messages). RunDir decides,
     holding the run's lock; returns its decision."""
+    refuse_training(f"{name or 'a model'} in {run_dir}")  # before its folder is touched (training/guard.py)
+    note_model(name or str(run_dir), run_dir)
     run = RunDir(run_dir, read)
     who = f"{name} " if name else ""
 
@@ -77,6 +103,13 @@ def section_lines(
     lines = [f"## {recipe.title}", "", f"**The paper's claim.** {recipe.claim}", ""]
     lines += [f"![{folder.name}]({folder.name}/{f.name})" for f in figures] + [""]
     lines += [f"**What we measured** ({stored['mode']} mode): our run {verdict} the claim.", ""]
-    lines += [f"- **{'PASS' if c['passed'] else 'FAIL'}** {c['claim']}: {c['detail']}" for c in checks] + [""]
+    recorded = {c["claim"]: c for c in stored.get("checks", []) if "expected" in c}
+    lines += [f"- {_verdict(c, recorded.get(c['claim']))} {c['claim']}: {c['detail']}" for c in checks] + [""]
     lines += stored.get("tables", [])
     return lines + [f"**Where our setting differs.** {recipe.differences}", "", footer, ""]
+
+
+def _verdict(check: dict, stored: dict | None) -> str:
+    """**PASS** or **FAIL**, and for a stored check with a recorded outcome, how it compares (outcomes.py)."""
+    head, _, tail = label(check | ({"expected": stored["expected"]} if stored else {})).partition(" ")
+    return f"**{head}**" + (f" {tail}" if tail else "")

@@ -29,7 +29,9 @@ class Recipe:
     # the shared models it needs (recipes.models), trained first with --jobs N; a function of the scale for a
     # recipe whose classes are scale data (model-selection-3)
     models: tuple[str, ...] | Callable[[str], tuple[str, ...]] = ()
-    shipped: bool = False  # its full-size models ship with iclab (or train in seconds): --pretrained renders it
+    # its trained full-size models ship with iclab, so --pretrained renders it training nothing (a recipe that
+    # trains anything, however briefly, is not shipped; under --pretrained a training attempt raises: guard.py)
+    shipped: bool = False
     # plan(mode) -> the runs it trains at that scale (dryrun.Planned), for `iclab reproduce --dry-run`
     plan: Callable[[str], list] | None = None
 

@@ -14,7 +14,7 @@ from ..evaluation.curves import predictions
 from ..scoring import EvalSet
 from ..training.checkpoint import latest_checkpoint, read_state
 from ..training.trainer import resume, train
-from .common import ensure_run
+from .common import ensure_run, note_model
 from .models import pretrained_dir
 
 
@@ -22,6 +22,7 @@ def ensure_study_model(name: str, config: Config, root: Path, mode: str, pretrai
     """The run folder of model `name`: shipped with iclab (--pretrained), or trained into root/models/MODE/NAME
     (a finished run is reused, an interrupted one resumed)."""
     if pretrained:
+        note_model(name, pretrained_dir(name))
         return pretrained_dir(name)
     run_dir = root / "models" / mode / name
     ensure_run(

@@ -34,6 +34,7 @@ from ..tasks import index_params, make_inputs, make_task, sample_prompts
 from . import distributed, loggers
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from .flops import icl_forward_flops, step_flops
+from .guard import refuse_training
 from .optim import Optimizers, make_optimizer
 from .runs import RunDir, build_model, device_of, read_config, read_metrics, set_threads, torch_dtype
 
@@ -79,6 +80,7 @@ class Trainer:
     resume_command = "iclab train --resume"
 
     def __init__(self, config: Config, run_dir: Path):
+        refuse_training(f"a model in {run_dir}")  # e.g. under `iclab reproduce --pretrained` (guard.py)
         self.config, self.run_dir = config, Path(run_dir)
         set_threads(config)
         self.ctx = join(config)
