@@ -192,13 +192,13 @@ def test_cli_scale_quick_alias_dry_run_and_cpu_refusal(tmp_path, capsys, monkeyp
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["recipe", "run", "steps", "points", "parameters", "s/step", "time"]
-    assert lines[1].split()[:6] == ["lsa-gd", "lsa-gd", "(in", "memory)", "1500", "10"]
+    assert lines[1].split()[:5] == ["lsa-gd", "models/quick/lsa_gd", "1500", "10", "144"]  # a run folder now
     assert lines[2].split()[:5] == ["algorithm-selection", "models/quick/noise_levels", "400", "9", "151,617"]
     assert lines[-1].startswith("total: 2 runs,") and "at scale quick on cpu" in lines[-1]
     assert not out.exists()  # a dry run writes nothing
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["reproduce", "lsa-gd", "--scale", "paper", "--dry-run", "--quiet"]) == 0  # no flag needed
-    assert capsys.readouterr().out.splitlines()[1].split()[4] == "10000"
+    assert capsys.readouterr().out.splitlines()[1].split()[2] == "10000"
     assert main(["reproduce", "lsa-gd", "--scale", "paper", "--out", str(out)]) == 2
     refused = capsys.readouterr().err
     assert "meant for a GPU" in refused and len(refused.splitlines()) == 1 and not out.exists()
