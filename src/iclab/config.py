@@ -30,10 +30,10 @@ from .tasks import make_inputs, make_task
 class Ramp:
     """A curriculum variable: start, then +inc every `every` steps, capped at end."""
 
-    start: int = field(metadata={"min": 1})
-    end: int = field(metadata={"min": 1})
-    inc: int = field(default=1, metadata={"min": 0})
-    every: int = field(default=2000, metadata={"min": 1})
+    start: int = field(metadata={"min": 1})  # the value at step 0
+    end: int = field(metadata={"min": 1})  # the final value, reached and kept
+    inc: int = field(default=1, metadata={"min": 0})  # added every `every` steps
+    every: int = field(default=2000, metadata={"min": 1})  # steps between increments
 
     def check(self, prefix: str) -> None:
         if self.end < self.start:
@@ -47,8 +47,8 @@ class Ramp:
 class Curriculum:
     """Garg et al.'s curriculum on the active input dimensions and the number of points per prompt."""
 
-    dims: Ramp | None = None
-    points: Ramp | None = None
+    dims: Ramp | None = None  # the active input dimensions (the rest of x is zero); none: all `dims` from the start
+    points: Ramp | None = None  # points per training prompt; none: `points` from the start
 
 
 LOGGERS = ("tensorboard", "wandb")
@@ -56,12 +56,12 @@ LOGGERS = ("tensorboard", "wandb")
 
 @dataclass
 class TrainConfig:
-    steps: int = field(default=2000, metadata={"min": 0})
-    batch_size: int = field(default=256, metadata={"min": 1})
-    lr: float = field(default=1e-3, metadata={"gt": 0.0})
-    schedule: str = field(default="cosine", metadata={"choices": ["constant", "cosine", "linear"]})
+    steps: int = field(default=2000, metadata={"min": 0})  # optimizer steps
+    batch_size: int = field(default=256, metadata={"min": 1})  # prompts per step
+    lr: float = field(default=1e-3, metadata={"gt": 0.0})  # peak learning rate, after warm-up
+    schedule: str = field(default="cosine", metadata={"choices": ["constant", "cosine", "linear"]})  # lr after warm-up
     min_lr_ratio: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})  # final lr / lr for decays
-    warmup: int = field(default=200, metadata={"min": 0})
+    warmup: int = field(default=200, metadata={"min": 0})  # steps of linear lr warm-up from 0
     # the regression classes' loss (classification classes train with their own, see the task's `loss`). mse:
     # squared error of y, as in Garg et al. normalized: each prompt's squared error divided by its class's E[y^2],
     # the evaluation's metric, so that in a mixture a class with small outputs weighs as much as the rest
@@ -69,19 +69,19 @@ class TrainConfig:
     # adamw: AdamW for every parameter. muon: Muon for the blocks' 2-D weights, AdamW for embeddings, read-in/out,
     # biases and norms (see training/optim.py); both take lr, the schedule and weight_decay
     optimizer: str = field(default="adamw", metadata={"choices": ["adamw", "muon"]})
-    weight_decay: float = field(default=0.01, metadata={"min": 0.0})
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = field(default=0.01, metadata={"min": 0.0})  # AdamW's decoupled weight decay
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam's moment decays
     grad_clip: float = field(default=1.0, metadata={"min": 0.0})  # 0 turns clipping off
-    log_every: int = field(default=10, metadata={"min": 1})
-    checkpoint_every: int = field(default=500, metadata={"min": 1})
-    keep_checkpoints: int = field(default=2, metadata={"min": 1})
+    log_every: int = field(default=10, metadata={"min": 1})  # steps between lines of metrics.jsonl
+    checkpoint_every: int = field(default=500, metadata={"min": 1})  # steps between checkpoints
+    keep_checkpoints: int = field(default=2, metadata={"min": 1})  # newest checkpoints kept; older pruned
     # a quick error curve on a fixed validation set, logged to metrics.jsonl (0 turns it off)
     eval_every: int = field(default=100, metadata={"min": 0})
-    eval_prompts: int = field(default=512, metadata={"min": 1})
+    eval_prompts: int = field(default=512, metadata={"min": 1})  # prompts of that validation set
     # GPU speed-ups, off by default: bf16 autocast of the forward pass (fast on CUDA; ~50x slower on CPUs without
     # bf16 units), and torch.compile of the training forward (pays its compile time back only on long runs)
     autocast: str = field(default="none", metadata={"choices": ["none", "bf16"]})
-    compile: bool = False
+    compile: bool = False  # torch.compile the training forward (see autocast above)
     # live views of metrics.jsonl (which stays the record) for long runs: tensorboard, wandb (offline unless
     # WANDB_MODE says otherwise); each needs its package installed (training/loggers.py)
     loggers: list[str] = field(default_factory=list)
@@ -94,17 +94,17 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    prompts: int = field(default=1280, metadata={"min": 1})
-    batch_size: int = field(default=640, metadata={"min": 1})
+    prompts: int = field(default=1280, metadata={"min": 1})  # fixed evaluation prompts per task
+    batch_size: int = field(default=640, metadata={"min": 1})  # prompts per forward pass (memory, not results)
     seed: int = 1234  # a fixed evaluation set, independent of the training seed
-    bootstrap: int = field(default=1000, metadata={"min": 1})
-    confidence: float = field(default=0.9, metadata={"gt": 0.0, "lt": 1.0})
+    bootstrap: int = field(default=1000, metadata={"min": 1})  # resamples for the confidence band
+    confidence: float = field(default=0.9, metadata={"gt": 0.0, "lt": 1.0})  # of the bootstrap band (lo, hi)
     # (x, y) pairs per evaluation prompt; none: the curriculum's final points, as Garg et al. evaluate, or `points`
     # without a points curriculum (iclab evaluated at `points` before version 2)
     points: int | None = field(default=None, metadata={"min": 1})
     baselines: list[str] = field(
         default_factory=lambda: ["zero", "averaging", "knn", "least_squares", "ridge", "lasso"]
-    )
+    )  # estimators scored beside the model (`iclab list estimators`)
 
 
 VERSION = 2  # of the definitions a config means; see pin_version_1
@@ -112,19 +112,19 @@ VERSION = 2  # of the definitions a config means; see pin_version_1
 
 @dataclass
 class Config:
-    version: int = field(default=VERSION, metadata={"min": 1, "max": VERSION})
-    seed: int = 0
+    version: int = field(default=VERSION, metadata={"min": 1, "max": VERSION})  # of the definitions (see fidelity)
+    seed: int = 0  # model initialisation and training data
     dims: int = field(default=5, metadata={"min": 1})  # d: the dimension of x
     points: int = field(default=11, metadata={"min": 1})  # (x, y) pairs per prompt; the last x is the query
-    task: dict = field(default_factory=lambda: {"name": "linear"})
-    inputs: dict = field(default_factory=lambda: {"name": "isotropic"})
+    task: dict = field(default_factory=lambda: {"name": "linear"})  # function class and its parameters
+    inputs: dict = field(default_factory=lambda: {"name": "isotropic"})  # distribution of x
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     curriculum: Curriculum = field(default_factory=Curriculum)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    device: str = "cpu"
-    dtype: str = field(default="float32", metadata={"choices": ["float32", "float64"]})
-    # torch intra-op threads; small models run fastest on 1 (see README), 0 keeps torch's default
+    device: str = "cpu"  # cpu, cuda, cuda:N or mps
+    dtype: str = field(default="float32", metadata={"choices": ["float32", "float64"]})  # parameters and data
+    # torch intra-op threads; small models run fastest on 1 or 2 (benchmarks/ddp.py); 0 keeps torch's default
     threads: int = field(default=1, metadata={"min": 0})
 
     def check(self, prefix: str) -> None:

@@ -37,10 +37,10 @@ EMA_DIMS = 8  # EMA components per channel in the authors' code
 
 @dataclass
 class ModelConfig:
-    layers: int = field(default=3, metadata={"min": 1})
-    width: int = field(default=64, metadata={"min": 1})
-    heads: int = field(default=2, metadata={"min": 1})
-    mlp_ratio: int = field(default=4, metadata={"min": 1})
+    layers: int = field(default=3, metadata={"min": 1})  # transformer blocks
+    width: int = field(default=64, metadata={"min": 1})  # embedding size
+    heads: int = field(default=2, metadata={"min": 1})  # attention heads; must divide width
+    mlp_ratio: int = field(default=4, metadata={"min": 1})  # MLP hidden size / width
     # softmax: standard attention. linear: un-normalised attention, scores (q.k)/sqrt(head_dim) without softmax,
     # the "relaxed" attention of the dual form (Dai et al.; von Oswald et al.). momentum: softmax attention plus
     # sum_{i<t} eta^(t-i) v_i, an exponential moving average of earlier value vectors (Dai et al.). ema: softmax
@@ -52,7 +52,7 @@ class ModelConfig:
     # and whether a token's own value enters its EMA (the authors' code: yes, at weight gamma / sqrt(width); false
     # gives sum_{i<t}, the form of the paper's formula). Left out, they take those defaults.
     ema_dims: int | None = field(default=None, metadata={"min": 1})
-    ema_current: bool | None = None
+    ema_current: bool | None = None  # attention: ema only; whether a token's own value enters its EMA (above)
     # learned: a learned embedding per position (GPT-2, as in Garg et al.). type: only a learned x-token / y-token
     # embedding; order then comes from the causal mask alone, which suits prompts whose examples are exchangeable.
     positions: str = field(default="learned", metadata={"choices": ["learned", "type"]})

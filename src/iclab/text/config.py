@@ -24,12 +24,12 @@ class TextEvalConfig:
     # context lengths (tokens) at which validation perplexity is reported; each <= context
     lengths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     windows: int = field(default=0, metadata={"min": 0})  # validation windows to score (0: the whole split)
-    batch_size: int = field(default=64, metadata={"min": 1})
+    batch_size: int = field(default=64, metadata={"min": 1})  # windows per forward pass
 
 
 @dataclass
 class TextConfig:
-    seed: int = 0
+    seed: int = 0  # model initialisation and the order of training windows
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     context: int = field(default=128, metadata={"min": 1})  # tokens the model sees (training window length)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(layers=3, width=96, heads=3))
@@ -39,8 +39,8 @@ class TextConfig:
         )
     )
     eval: TextEvalConfig = field(default_factory=TextEvalConfig)
-    device: str = "cpu"
-    dtype: str = field(default="float32", metadata={"choices": ["float32", "float64"]})
+    device: str = "cpu"  # cpu, cuda, cuda:N or mps
+    dtype: str = field(default="float32", metadata={"choices": ["float32", "float64"]})  # parameters and data
     threads: int = field(default=1, metadata={"min": 0})  # torch intra-op threads; 0 keeps torch's default
 
     def check(self, prefix: str) -> None:
