@@ -232,7 +232,9 @@ def render_recipes(out: Path) -> Path:
         "",
     ]
     stored = [json.loads((folder / "checks.json").read_text()) for folder in folders]
-    lines += ["## Summary", ""] + summary_table(stored)
+    # a stale folder (no checks stored) stays out of the summary; its section below says to rerun it
+    complete = [s for s in stored if "checks" in s]
+    lines += ["## Summary", ""] + summary_table(complete)
     failed = []
     for folder, checks in zip(folders, stored, strict=True):
         try:
@@ -250,7 +252,7 @@ def render_recipes(out: Path) -> Path:
             ]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
-    write_summary(out, stored)
+    write_summary(out, complete)
     if failed:
         names = ",".join(f.split(":", 1)[0] for f in failed)
         raise UserError(
