@@ -8,17 +8,29 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
 
 from iclab.evaluation.curves import evaluate, write_curves
+from iclab.files import atomic_write_json
+from iclab.provenance import provenance
 from iclab.recipes import icl_vs_ft, lsa_gd, study_models
 from iclab.recipes.models import PRETRAINED, ensure_model, export_pretrained, model_names
 from iclab.recipes.trained import ensure_study_model
 from iclab.training.runs import load_model, read_config
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "iclab" / "pretrained"
+
+
+def stamp(dest: Path) -> Path:
+    """Record beside the shipped weights the command, commit, date and machine that made them; the settings are
+    the config.json beside it (and, for a recipe's model, its full-scale file in recipes/scales/)."""
+    seed = json.loads((dest / "config.json").read_text()).get("seed") if (dest / "config.json").is_file() else None
+    atomic_write_json(dest / "provenance.json", {"provenance": provenance(seeds=[seed]), "settings": "config.json"})
+    print(f"shipped {dest}")
+    return dest
 
 
 def main() -> None:
@@ -40,18 +52,18 @@ def main() -> None:
         config = read_config(run)
         model, _ = load_model(run, config)
         write_curves(run / "eval" / "curves.csv", evaluate(model, config, baselines=["least_squares"]))
-        print(f"shipped {export_pretrained(run, name, PACKAGE)}")
+        stamp(export_pretrained(run, name, PACKAGE))
     for name, config in [(n, c) for n, c in study_models().items() if n in wanted]:
         run = ensure_study_model(name, config, args.out, PRETRAINED, pretrained=False, progress=True)
-        print(f"shipped {export_pretrained(run, name, PACKAGE)}")
+        stamp(export_pretrained(run, name, PACKAGE))
     if icl_vs_ft.MODEL_NAME in wanted:  # the keywords LM, with its pretraining checkpoints
         folder = args.out / "models" / "full" / icl_vs_ft.MODEL_NAME
         icl_vs_ft.ensure_model(folder, icl_vs_ft.SIZES["full"]["steps"], progress=True)
-        print(f"shipped {icl_vs_ft.export_model(folder, PACKAGE)}")
+        stamp(icl_vs_ft.export_model(folder, PACKAGE))
     if lsa_gd.MODEL_NAME in wanted:  # the linear self-attention layer, with its training log (the figure plots it)
         folder = args.out / "models" / "full" / lsa_gd.MODEL_NAME
         lsa_gd.ensure_layer(folder, lsa_gd.model_config(lsa_gd.SIZES["full"]), progress=True)
-        print(f"shipped {lsa_gd.export_layer(folder, PACKAGE)}")
+        stamp(lsa_gd.export_layer(folder, PACKAGE))
 
 
 if __name__ == "__main__":

@@ -295,3 +295,19 @@ def test_shipped_lsa_layer_is_one_step_of_gradient_descent(tmp_path):
     assert upper((lsa - gd) ** 2) < 0.01 * np.mean((gd - ys[:, n]) ** 2)
     [summary] = recipes.reproduce("lsa-gd", tmp_path, pretrained=True, progress=False)
     assert all(c["passed"] for c in summary["checks"]) and not (tmp_path / "models").exists()
+
+
+def test_every_shipped_model_records_how_it_was_made():
+    """Each folder of iclab/pretrained holds provenance.json: the command, the commit and date of the weights, the
+    machine and seeds (scripts/ship_pretrained.py writes it when it ships a model)."""
+    import json
+    from pathlib import Path
+
+    import iclab
+
+    folders = [p for p in (Path(iclab.__file__).parent / "pretrained").iterdir() if p.is_dir()]
+    assert len(folders) >= 17
+    for folder in folders:
+        record = json.loads((folder / "provenance.json").read_text())["provenance"]
+        assert {"command", "commit", "date", "machine"} <= set(record), folder.name
+        assert len(record["commit"]) >= 40 and "ship_pretrained.py" in record["command"], folder.name
