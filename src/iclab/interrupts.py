@@ -90,9 +90,13 @@ def raising() -> Iterator[None]:
     try:
         yield
     finally:
-        if _received is None:  # after a signal the process is ending: one more, while it exits, is ignored
+        if _received is None:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+        else:  # the process is ending: one more signal, even during interpreter shutdown (which puts back the
+            # default handler of a signal with a Python handler, but keeps SIG_IGN), must not kill it
+            for s in SIGNALS:
+                signal.signal(s, signal.SIG_IGN)
 
 
 def record_signals() -> None:
