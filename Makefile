@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test test-slow bench lint clean lm-demo
+.PHONY: install demo test test-slow bench lint clean lm-demo docs
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,12 @@ bench: install  ## every benchmark -> benchmarks/results/*.json (the last three 
 	$(BIN)/python benchmarks/optimizers.py
 	$(BIN)/python benchmarks/d10.py
 
+docs: install  ## render the docs' tables from the results files, then build the site into site/
+	$(BIN)/python scripts/render_docs.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts examples
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site
