@@ -287,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrained",
         action="store_true",
         help="use the checkpoints shipped with iclab and train nothing: a recipe whose models do not ship is "
-        "refused (skipped under 'all'). 'all' takes minutes, not seconds: measured 40 min wall (9.9 min of CPU "
-        "time) on one thread of a 2-core machine at load average 10-17, mostly icl-vs-ft's study",
+        "refused (skipped under 'all'). 'all' takes minutes, not seconds, mostly icl-vs-ft's study (the docs' "
+        "recipe overview gives the measured seconds of each recipe)",
     )
     p.add_argument(
         "--strict",
