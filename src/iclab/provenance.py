@@ -18,11 +18,17 @@ from typing import Any
 _PACKAGE = Path(__file__).resolve().parent
 
 
+# outputs, not code: a results file being rewritten does not make the code that writes it "dirty"
+_OUTPUTS = ("results", "benchmarks/results", "docs")
+
+
 def git_commit(folder: Path = _PACKAGE) -> str:
-    """The checkout's commit, with `-dirty` when tracked files differ from it; 'unknown' outside a git checkout."""
+    """The checkout's commit, with `-dirty` when tracked files other than outputs (results, docs) differ from it;
+    'unknown' outside a git checkout."""
     try:
         commit = _git(folder, "rev-parse", "HEAD")
-        dirty = _git(folder, "status", "--porcelain", "--untracked-files=no")
+        outside = [f":(top,exclude){path}" for path in _OUTPUTS]
+        dirty = _git(folder, "status", "--porcelain", "--untracked-files=no", "--", ":(top)", *outside)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
