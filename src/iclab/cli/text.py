@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("eval", help="validation perplexity at eval.lengths -> RUN_DIR/perplexity.json")
     p.add_argument("run_dir")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the perplexities still print)")
     p.set_defaults(func=_cmd_eval)
 
     p = commands.add_parser("config", help="print a resolved text config (the defaults, a file, overrides)")
