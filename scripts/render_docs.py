@@ -341,7 +341,10 @@ def render_page(text: str, depth: int) -> str:
         kind, *args = match["spec"].split()
         if kind not in RENDERERS:
             raise SystemExit(f"render_docs: unknown block kind {kind!r}; known: {', '.join(RENDERERS)}")
-        body = "\n".join(RENDERERS[kind](*args))
+        try:
+            body = "\n".join(RENDERERS[kind](*args))
+        except (FileNotFoundError, KeyError, TypeError) as e:  # a missing file, key or argument: name the block
+            raise SystemExit(f"render_docs: cannot render <!-- render: {match['spec']} -->: {e!r}") from None
         return f"{match.group(1)}{body}\n{match.group(4)}"
 
     return BLOCK.sub(replace, text)
