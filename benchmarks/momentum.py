@@ -18,15 +18,15 @@ import _common
 import torch
 import torch.nn.functional as F
 
-from iclab import model as model_module
-from iclab.model import ICLTransformer, ModelConfig, MovingAverage, TokenLM, momentum_term
+from iclab.models import transformer as model_module
+from iclab.models.transformer import ICLTransformer, MovingAverage, TokenLM, TransformerConfig, momentum_term
 
 VOCAB, CONTEXT = 1024, 128
 DIRECT = model_module.EMA_DIRECT
 
 
 def lm_case(attention: dict):
-    model = TokenLM(ModelConfig(layers=3, width=96, heads=3, **attention), VOCAB, CONTEXT)
+    model = TokenLM(TransformerConfig(layers=3, width=96, heads=3, **attention), VOCAB, CONTEXT)
     ids = torch.randint(0, VOCAB, (32, CONTEXT + 1))
 
     def loss():
@@ -37,7 +37,7 @@ def lm_case(attention: dict):
 
 
 def icl_case(attention: dict):
-    model = ICLTransformer(ModelConfig(layers=3, width=64, heads=2, **attention), dims=5, max_points=11)
+    model = ICLTransformer(TransformerConfig(layers=3, width=64, heads=2, **attention), dims=5, max_points=11)
     xs, ys = torch.randn(128, 11, 5), torch.randn(128, 11)
     return model, lambda: F.mse_loss(model(xs, ys), ys)
 

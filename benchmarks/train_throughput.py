@@ -17,8 +17,8 @@ import _common
 import torch
 from torch import nn
 
-from iclab.model import ICLTransformer, ModelConfig
-from iclab.training.flops import icl_forward_flops, step_flops
+from iclab.models.transformer import ICLTransformer, TransformerConfig, icl_forward_flops
+from iclab.training.flops import step_flops
 
 # (name, layers, width, heads, dims, points, batch): the demo default, Garg's small and standard sizes
 SIZES = [
@@ -93,7 +93,7 @@ def main() -> None:
     for i in map(int, args.sizes.split(",")):
         name, layers, width, heads, dims, points, batch = SIZES[i]
         torch.manual_seed(0)
-        ours = ICLTransformer(ModelConfig(layers=layers, width=width, heads=heads), dims, points)
+        ours = ICLTransformer(TransformerConfig(layers=layers, width=width, heads=heads), dims, points)
         theirs = HFGPT2Regressor(layers, width, heads, dims, points)
         models = {"iclab": ours, "hf_gpt2": theirs}
         optims = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}

@@ -16,7 +16,7 @@ import iclab
 from iclab.cli import main
 from iclab.config import load_config, parse_value
 from iclab.errors import UserError
-from iclab.model import ICLTransformer
+from iclab.models.transformer import ICLTransformer
 from iclab.scoring import make_eval_set, prompt_errors
 from iclab.training.runs import load_model
 

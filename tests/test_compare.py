@@ -124,7 +124,7 @@ def test_one_line_errors_for_an_unevaluated_run_a_missing_task_and_a_repeated_ru
     atomic_write_json(bare / "config.json", load_config(None, BASE).to_dict())
     with pytest.raises(UserError, match=f"{bare} has not been evaluated .*run `iclab eval {bare}` first"):
         compare([runs[0], bare])
-    with pytest.raises(UserError, match="has no transformer curve on task 'linear@skewed' \\(it has: linear\\)"):
+    with pytest.raises(UserError, match="has no model curve on task 'linear@skewed' \\(it has: linear\\)"):
         compare(runs, task="linear@skewed")
     with pytest.raises(UserError, match="given twice"):
         compare([runs[0], runs[0]])

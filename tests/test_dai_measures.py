@@ -17,7 +17,7 @@ from iclab.icl_vs_ft.metrics import (
     topk_recall,
     update_similarity,
 )
-from iclab.model import ModelConfig, TokenLM
+from iclab.models.transformer import TokenLM, TransformerConfig
 from iclab.tasks.keywords import KeywordClassification
 
 
@@ -111,7 +111,7 @@ def data(k=3, seed=0):
 @pytest.fixture
 def adapter():
     torch.manual_seed(0)
-    return IclabLMAdapter(TokenLM(ModelConfig(layers=2, width=16, heads=2), vocab=24, max_tokens=64))
+    return IclabLMAdapter(TokenLM(TransformerConfig(layers=2, width=16, heads=2), vocab=24, max_tokens=64))
 
 
 def test_dai_positions_leave_out_bos_separators_and_the_last_training_token():
@@ -167,7 +167,7 @@ def test_lcgd_trains_each_layer_on_its_own_logit_lens_loss(adapter):
 
 def test_lcgd_on_one_layer_is_plain_kv_sgd_and_full_moves_everything():
     torch.manual_seed(0)
-    one = IclabLMAdapter(TokenLM(ModelConfig(layers=1, width=16, heads=2), vocab=24, max_tokens=64))
+    one = IclabLMAdapter(TokenLM(TransformerConfig(layers=1, width=16, heads=2), vocab=24, max_tokens=64))
     demos = data().demos
     a, b = finetune(one, demos, 0.3, "lcgd"), finetune(one, demos, 0.3, "kv-sgd")
     for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
@@ -181,7 +181,7 @@ def test_deutch_untrained_keeps_embeddings_norms_and_unembedding(adapter):
     from iclab.icl_vs_ft.engine import untrained_like
 
     torch.manual_seed(5)
-    fresh = TokenLM(ModelConfig(layers=2, width=16, heads=2), vocab=24, max_tokens=64)
+    fresh = TokenLM(TransformerConfig(layers=2, width=16, heads=2), vocab=24, max_tokens=64)
     model = untrained_like(adapter, fresh)
     trained, new, out = adapter.model.state_dict(), fresh.state_dict(), model.state_dict()
     for name, p in out.items():

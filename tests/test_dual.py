@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from iclab.analysis.dual import dual_decomposition, gd_construction, gd_step, lsa_forward, tokens
-from iclab.model import ICLTransformer, ModelConfig
+from iclab.models.transformer import ICLTransformer, TransformerConfig
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -27,7 +27,8 @@ def test_one_lsa_layer_is_one_gradient_step(seed):
 @pytest.mark.parametrize("split", [0, 3, 8])
 def test_dual_parts_sum_to_the_attention_output(split):
     torch.manual_seed(0)
-    model = ICLTransformer(ModelConfig(layers=2, width=16, heads=4, attention="linear"), dims=3, max_points=6).double()
+    config = TransformerConfig(layers=2, width=16, heads=4, attention="linear")
+    model = ICLTransformer(config, dims=3, max_points=6).double()
     xs, ys = torch.randn(5, 6, 3, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
     h = model.blocks[1].ln1(model.blocks[0](model.embed(xs, ys)))
     parts = dual_decomposition(model.blocks[1].attn, h, split=split)
@@ -37,6 +38,6 @@ def test_dual_parts_sum_to_the_attention_output(split):
 
 
 def test_dual_form_needs_linear_attention():
-    model = ICLTransformer(ModelConfig(layers=1, width=8, heads=2), dims=2, max_points=3)
+    model = ICLTransformer(TransformerConfig(layers=1, width=8, heads=2), dims=2, max_points=3)
     with pytest.raises(ValueError, match="linear"):
         dual_decomposition(model.blocks[0].attn, torch.randn(1, 6, 8), split=2)

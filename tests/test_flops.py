@@ -8,9 +8,8 @@ from conftest import TINY
 from torch.utils.flop_counter import FlopCounterMode
 
 from iclab.config import load_config
-from iclab.model import ICLTransformer, ModelConfig, TokenLM
+from iclab.models.transformer import ICLTransformer, TokenLM, TransformerConfig, icl_forward_flops, lm_forward_flops
 from iclab.training.checkpoint import latest_checkpoint
-from iclab.training.flops import icl_forward_flops, lm_forward_flops
 from iclab.training.runs import read_metrics
 from iclab.training.trainer import resume, train
 
@@ -24,14 +23,14 @@ def counted(fn) -> int:
 def test_forward_flops_equal_torchs_count_of_every_product():
     # linear attention computes q.k and weights.v as plain matmuls, which torch counts; it leaves the CPU's fused
     # softmax kernel uncounted, but softmax attention computes the same two products
-    config = ModelConfig(layers=3, width=32, heads=2, attention="linear")
+    config = TransformerConfig(layers=3, width=32, heads=2, attention="linear")
     xs, ys = torch.randn(4, 11, 5), torch.randn(4, 11)
     assert icl_forward_flops(config, 5, 11) * 4 == counted(lambda: ICLTransformer(config, 5, 11)(xs, ys))
-    assert icl_forward_flops(ModelConfig(layers=3, width=32, heads=2), 5, 11) == icl_forward_flops(config, 5, 11)
+    assert icl_forward_flops(TransformerConfig(layers=3, width=32, heads=2), 5, 11) == icl_forward_flops(config, 5, 11)
     ids = torch.randint(0, 100, (3, 40))
     assert lm_forward_flops(config, 100, 40) * 3 == counted(lambda: TokenLM(config, 100, 40)(ids))
     # the momentum term's matmul with the decay matrix, on top of softmax attention
-    softmax, momentum = ModelConfig(layers=2, width=32, heads=2), ModelConfig(
+    softmax, momentum = TransformerConfig(layers=2, width=32, heads=2), TransformerConfig(
         layers=2, width=32, heads=2, attention="momentum", momentum=0.5
     )
     extra = counted(lambda: ICLTransformer(momentum, 5, 11)(xs, ys)) - counted(
@@ -41,7 +40,7 @@ def test_forward_flops_equal_torchs_count_of_every_product():
 
 
 def test_a_backward_pass_costs_about_two_forward_passes():
-    config = ModelConfig(layers=3, width=32, heads=2, attention="linear")
+    config = TransformerConfig(layers=3, width=32, heads=2, attention="linear")
     model = ICLTransformer(config, 5, 11)
     out = model(torch.randn(4, 11, 5), torch.randn(4, 11))
     assert counted(lambda: out.sum().backward()) / (icl_forward_flops(config, 5, 11) * 4) == pytest.approx(2, abs=0.05)

@@ -7,7 +7,7 @@ from scipy.stats import kendalltau
 
 from iclab.icl_vs_ft.adapter import IclabLMAdapter
 from iclab.icl_vs_ft.engine import StudyData, finetune, study
-from iclab.model import ModelConfig, TokenLM
+from iclab.models.transformer import TokenLM, TransformerConfig
 from iclab.tasks.keywords import KeywordClassification
 
 TASK = KeywordClassification(vocab=24, keywords=3, length=4)
@@ -22,7 +22,7 @@ def data(k=3, seed=0):
 @pytest.fixture
 def adapter():
     torch.manual_seed(0)
-    return IclabLMAdapter(TokenLM(ModelConfig(layers=2, width=16, heads=2), vocab=24, max_tokens=64))
+    return IclabLMAdapter(TokenLM(TransformerConfig(layers=2, width=16, heads=2), vocab=24, max_tokens=64))
 
 
 def test_layout_lines_up_demonstrations_and_queries():
@@ -115,10 +115,10 @@ def test_a_diverging_grid_is_reported_not_a_nan(adapter):
 
 def test_bad_inputs_are_named():
     from iclab.errors import UserError
-    from iclab.model import ICLTransformer
+    from iclab.models.transformer import ICLTransformer
 
-    short = IclabLMAdapter(TokenLM(ModelConfig(layers=1, width=8, heads=1), vocab=24, max_tokens=10))
+    short = IclabLMAdapter(TokenLM(TransformerConfig(layers=1, width=8, heads=1), vocab=24, max_tokens=10))
     with pytest.raises(UserError, match="take 23 tokens but the model's context is 10"):
         study(short, data(), lrs=[0.1])
     with pytest.raises(UserError, match="cannot find the key/value projections of ICLTransformer"):
-        IclabLMAdapter(ICLTransformer(ModelConfig(layers=1, width=8, heads=1), dims=2, max_points=3))
+        IclabLMAdapter(ICLTransformer(TransformerConfig(layers=1, width=8, heads=1), dims=2, max_points=3))

@@ -114,7 +114,7 @@ def test_recipe_measures_every_checkpoint_of_pretraining(tmp_path, monkeypatch):
     import torch
     from safetensors.torch import load_file
 
-    from iclab.model import TokenLM
+    from iclab.models.transformer import TokenLM
 
     monkeypatch.setitem(recipe.SIZES, "quick", {"steps": 8, "instances": 1})
     out = recipe.run(tmp_path, "quick", pretrained=False, progress=False)

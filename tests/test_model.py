@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from iclab.model import Block, ICLTransformer, ModelConfig
+from iclab.models.transformer import Block, ICLTransformer, TransformerConfig
 
 # every attention the model offers (momentum with its decay eta)
 ATTENTIONS = [{"attention": "softmax"}, {"attention": "linear"}, {"attention": "momentum", "momentum": 0.9}]
@@ -12,7 +12,7 @@ ATTENTIONS = [{"attention": "softmax"}, {"attention": "linear"}, {"attention": "
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_prediction_at_k_ignores_later_tokens(attention, gen):
     torch.manual_seed(0)
-    model = ICLTransformer(ModelConfig(layers=2, width=32, heads=4, **attention), dims=4, max_points=9).eval()
+    model = ICLTransformer(TransformerConfig(layers=2, width=32, heads=4, **attention), dims=4, max_points=9).eval()
     xs, ys = torch.randn(3, 9, 4, generator=gen), torch.randn(3, 9, generator=gen)
     base = model(xs, ys)
     for k in range(9):
@@ -26,7 +26,7 @@ def test_prediction_at_k_ignores_later_tokens(attention, gen):
 
 
 def test_shapes_and_parameter_count():
-    cfg = ModelConfig(layers=3, width=64, heads=2)
+    cfg = TransformerConfig(layers=3, width=64, heads=2)
     model = ICLTransformer(cfg, dims=5, max_points=11)
     assert model(torch.randn(7, 11, 5), torch.randn(7, 11)).shape == (7, 11)
     assert model(torch.randn(7, 4, 5), torch.randn(7, 4)).shape == (7, 4)  # shorter prompts work too
@@ -37,7 +37,7 @@ def test_shapes_and_parameter_count():
 
 
 def test_interleaving_puts_y_in_first_coordinate():
-    model = ICLTransformer(ModelConfig(layers=1, width=8, heads=1), dims=3, max_points=2)
+    model = ICLTransformer(TransformerConfig(layers=1, width=8, heads=1), dims=3, max_points=2)
     with torch.no_grad():
         model.read_in.weight.copy_(torch.eye(8, 3))
         model.read_in.bias.zero_()
@@ -49,7 +49,7 @@ def test_interleaving_puts_y_in_first_coordinate():
 
 
 def test_wrong_input_sizes_are_reported():
-    model = ICLTransformer(ModelConfig(layers=1, width=8, heads=1), dims=3, max_points=4)
+    model = ICLTransformer(TransformerConfig(layers=1, width=8, heads=1), dims=3, max_points=4)
     with pytest.raises(ValueError, match="3-dimensional"):
         model(torch.randn(1, 4, 2), torch.randn(1, 4))
     with pytest.raises(ValueError, match="at most 4 points"):
@@ -58,7 +58,7 @@ def test_wrong_input_sizes_are_reported():
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_x_only_last_block_equals_the_full_pass(attention, gen):
-    model = ICLTransformer(ModelConfig(layers=2, width=16, heads=2, **attention), dims=3, max_points=6)
+    model = ICLTransformer(TransformerConfig(layers=2, width=16, heads=2, **attention), dims=3, max_points=6)
     xs, ys = torch.randn(4, 6, 3, generator=gen), torch.randn(4, 6, generator=gen)
     full = model.read_out(model.hidden(xs, ys)[:, 0::2]).squeeze(-1)
     assert torch.allclose(model(xs, ys), full, atol=1e-6)
@@ -90,7 +90,7 @@ def test_gpt2_options_give_garg_s_model_exactly(gen):
     """With init: gpt2 and activation: gelu_new, the model computes Garg's TransformerModel: read-in, GPT2Model on
     the input embeddings, read-out at the x positions. Our weights copied into a Hugging Face GPT2Model (whose
     Conv1D layers store the transposed matrices) give the same predictions."""
-    cfg = ModelConfig(layers=2, width=32, heads=4, init="gpt2", activation="gelu_new")
+    cfg = TransformerConfig(layers=2, width=32, heads=4, init="gpt2", activation="gelu_new")
     ours = ICLTransformer(cfg, dims=3, max_points=5).double().eval()
     hf = hf_gpt2(2, 32, 4, positions=10).double()
     with torch.no_grad():
@@ -106,7 +106,7 @@ def test_gpt2_options_give_garg_s_model_exactly(gen):
         zs = torch.stack((xs, torch.nn.functional.pad(ys.unsqueeze(-1), (0, 2))), dim=2).view(4, 10, 3)
         garg = ours.read_out(hf(inputs_embeds=ours.read_in(zs)).last_hidden_state)[:, ::2, 0]
         assert torch.allclose(ours(xs, ys), garg, rtol=0, atol=1e-12)
-        exact = ICLTransformer(ModelConfig(layers=2, width=32, heads=4), dims=3, max_points=5).double().eval()
+        exact = ICLTransformer(TransformerConfig(layers=2, width=32, heads=4), dims=3, max_points=5).double().eval()
         exact.load_state_dict(ours.state_dict())
         assert (exact(xs, ys) - garg).abs().max() > 1e-8  # the exact GELU is another function
 
@@ -116,7 +116,7 @@ def test_activations_are_the_exact_and_the_tanh_gelu(gen):
     exact = 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
     tanh = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))  # Hugging Face's gelu_new
     for activation, expected in [("gelu", exact), ("gelu_new", tanh)]:
-        block = Block(ModelConfig(layers=1, width=8, heads=1, activation=activation))
+        block = Block(TransformerConfig(layers=1, width=8, heads=1, activation=activation))
         assert torch.allclose(block.act(x), expected, atol=1e-12)
     assert (exact - tanh).abs().max() > 1e-4  # two different functions
 
@@ -132,7 +132,7 @@ def test_gpt2_init_matches_hugging_face_s(gen):
     each of the two estimates gives a 5 % tolerance. The read-in and read-out keep PyTorch's default, uniform
     within 1 / sqrt(fan_in), as Garg's nn.Linear layers outside the GPT2Model do."""
     layers, width = 4, 128
-    ours = ICLTransformer(ModelConfig(layers=layers, width=width, heads=4, init="gpt2"), dims=5, max_points=64)
+    ours = ICLTransformer(TransformerConfig(layers=layers, width=width, heads=4, init="gpt2"), dims=5, max_points=64)
     hf = hf_gpt2(layers, width, 4, positions=128)
     for block, theirs in zip(ours.blocks, hf.h, strict=True):
         for mine, conv in linear_pairs(block, theirs):
@@ -144,6 +144,6 @@ def test_gpt2_init_matches_hugging_face_s(gen):
     for linear, fan_in in [(ours.read_in, 5), (ours.read_out, width)]:
         bound = 1 / math.sqrt(fan_in)
         assert linear.weight.abs().max() <= bound and linear.bias.abs().max() <= bound
-    default = ICLTransformer(ModelConfig(layers=layers, width=width, heads=4), dims=5, max_points=64)
+    default = ICLTransformer(TransformerConfig(layers=layers, width=width, heads=4), dims=5, max_points=64)
     assert (default.pos == 0).all()  # iclab's default init: PyTorch's, positions from zero
     assert std(default.blocks[0].attn.qkv.weight) == pytest.approx(1 / math.sqrt(3 * width), rel=0.05)

@@ -7,14 +7,14 @@ import pytest
 import torch
 from conftest import TINY
 
-from iclab import model as model_module
 from iclab.config import load_config
 from iclab.errors import UserError
-from iclab.model import (
+from iclab.models import transformer as model_module
+from iclab.models.transformer import (
     CausalSelfAttention,
     ICLTransformer,
-    ModelConfig,
     TokenLM,
+    TransformerConfig,
     momentum_carry,
     momentum_term,
 )
@@ -101,7 +101,7 @@ def test_attention_layer_equals_the_formula(eta, gen):
 def test_eta_zero_is_softmax_attention_exactly(kind, gen):
     def build(**attention):
         torch.manual_seed(0)
-        config = ModelConfig(layers=2, width=16, heads=2, **attention)
+        config = TransformerConfig(layers=2, width=16, heads=2, **attention)
         return ICLTransformer(config, dims=3, max_points=6) if kind == "icl" else TokenLM(config, 20, 12)
 
     softmax, momentum = build(), build(attention="momentum", momentum=0.0)
@@ -116,7 +116,7 @@ def test_eta_zero_is_softmax_attention_exactly(kind, gen):
 
 def test_token_model_with_momentum_is_causal(gen):
     torch.manual_seed(0)
-    model = TokenLM(ModelConfig(layers=2, width=16, heads=2, attention="momentum", momentum=0.9), 20, 10).eval()
+    model = TokenLM(TransformerConfig(layers=2, width=16, heads=2, attention="momentum", momentum=0.9), 20, 10).eval()
     ids = torch.randint(0, 20, (3, 10), generator=gen)
     changed = ids.clone()
     changed[:, 6:] = (changed[:, 6:] + 1) % 20
@@ -153,7 +153,7 @@ def test_bad_momentum_settings_are_one_line_errors(overrides, message):
 
 def test_python_api_validates_too():
     with pytest.raises(UserError, match=r"model.momentum': eta must be in \[0, 1\), got 1.5"):
-        ModelConfig(attention="momentum", momentum=1.5)
+        TransformerConfig(attention="momentum", momentum=1.5)
 
 
 def test_momentum_runs_train_and_store_eta(tmp_path):

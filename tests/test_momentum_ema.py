@@ -12,16 +12,16 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY
 
-from iclab import model as model_module
 from iclab.config import load_config
 from iclab.errors import UserError
 from iclab.interrupts import Interrupted
-from iclab.model import (
+from iclab.models import transformer as model_module
+from iclab.models.transformer import (
     CausalSelfAttention,
     ICLTransformer,
-    ModelConfig,
     MovingAverage,
     TokenLM,
+    TransformerConfig,
     ema_term,
     momentum_term,
 )
@@ -126,7 +126,7 @@ def test_attention_layer_equals_the_formula(current, gen):
 def test_a_seed_gives_softmax_weights_plus_the_ema(kind):
     def build(**attention):
         torch.manual_seed(3)
-        config = ModelConfig(layers=2, width=16, heads=2, **attention)
+        config = TransformerConfig(layers=2, width=16, heads=2, **attention)
         return ICLTransformer(config, dims=3, max_points=6) if kind == "icl" else TokenLM(config, 20, 12)
 
     softmax, ema = build().state_dict(), build(attention="ema").state_dict()
@@ -139,7 +139,7 @@ def test_a_seed_gives_softmax_weights_plus_the_ema(kind):
 
 def test_token_model_with_ema_is_causal_on_both_paths(gen):
     torch.manual_seed(0)
-    model = TokenLM(ModelConfig(layers=2, width=16, heads=2, attention="ema"), 20, 100).eval()
+    model = TokenLM(TransformerConfig(layers=2, width=16, heads=2, attention="ema"), 20, 100).eval()
     for tokens in (30, 100):  # the Toeplitz matmul, and the FFT convolution beyond 64 tokens
         ids = torch.randint(0, 20, (3, tokens), generator=gen)
         changed = ids.clone()
@@ -150,10 +150,10 @@ def test_token_model_with_ema_is_causal_on_both_paths(gen):
 
 
 def test_defaults_are_the_authors_and_stored():
-    config = ModelConfig(attention="ema")
+    config = TransformerConfig(attention="ema")
     assert (config.ema_dims, config.ema_current) == (8, True)
-    assert ModelConfig(attention="ema", ema_dims=2, ema_current=False).ema_current is False
-    assert (ModelConfig().ema_dims, ModelConfig().ema_current) == (None, None)
+    assert TransformerConfig(attention="ema", ema_dims=2, ema_current=False).ema_current is False
+    assert (TransformerConfig().ema_dims, TransformerConfig().ema_current) == (None, None)
 
 
 @pytest.mark.parametrize(

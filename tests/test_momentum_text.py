@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from iclab.errors import UserError
-from iclab.model import ModelConfig, TokenLM
+from iclab.models.transformer import TokenLM, TransformerConfig
 from iclab.text import CorpusConfig, evaluate_run, load_text_config, prepare_data, resume_text, train_text
 from iclab.text.corpus import clean, load_split, split_document
 from iclab.text.data import sample_windows, validation_windows
@@ -124,7 +124,7 @@ def test_training_windows_are_seeded_slices_of_the_stream():
 
 
 def test_a_uniform_model_has_perplexity_equal_to_the_vocabulary():
-    model = TokenLM(ModelConfig(layers=1, width=8, heads=2), vocab=50, max_tokens=16)
+    model = TokenLM(TransformerConfig(layers=1, width=8, heads=2), vocab=50, max_tokens=16)
     with torch.no_grad():
         model.tok.weight.zero_()  # tied output: every logit is 0
     windows = torch.randint(0, 50, (10, 17), generator=torch.Generator().manual_seed(0))
@@ -136,7 +136,7 @@ def test_a_uniform_model_has_perplexity_equal_to_the_vocabulary():
 def test_the_first_positions_of_a_long_window_score_as_a_short_window(gen):
     """Why one pass gives every context length: causal scoring of the first L positions ignores what follows."""
     torch.manual_seed(0)
-    model = TokenLM(ModelConfig(layers=2, width=16, heads=2, attention="momentum", momentum=0.6), 30, 16)
+    model = TokenLM(TransformerConfig(layers=2, width=16, heads=2, attention="momentum", momentum=0.6), 30, 16)
     windows = torch.randint(0, 30, (6, 17), generator=gen)
     long = position_loss(model, windows)
     short = position_loss(model, windows[:, :9])

@@ -14,7 +14,7 @@ from iclab.cli.commands import main
 from iclab.config import load_config
 from iclab.errors import UserError
 from iclab.evaluation.curves import (
-    TransformerEstimator,
+    ModelEstimator,
     bootstrap_band,
     estimator_errors,
     evaluate,
@@ -191,7 +191,7 @@ def test_per_position_prompts_of_the_plain_queries_reproduce_one_pass():
     plain = make_eval_set(config)
     per_position = make_eval_set(config)
     per_position.query_xs, per_position.query_ys, per_position.positions = plain.xs, plain.ys, config.points
-    estimators = [TransformerEstimator(model), make_estimator("least_squares"), make_estimator("knn")]
+    estimators = [ModelEstimator(model), make_estimator("least_squares"), make_estimator("knn")]
     one_pass, by_position = estimator_errors(estimators, plain, 5), estimator_errors(estimators, per_position, 5)
     for name, errors in one_pass.items():
         assert torch.allclose(by_position[name], errors, rtol=1e-4, atol=1e-7), name

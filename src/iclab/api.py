@@ -6,7 +6,7 @@
     result = run.evaluate()                  # the run's task, the config's baselines
     result.to_pandas()                       # task, estimator, k, mean, lo, hi, icl_score
     result.save()                            # RUN/eval/curves.csv, its PNG and report.md, as `iclab eval` writes
-    iclab.load_run("runs/quick").model       # the trained ICLTransformer, in eval mode
+    iclab.load_run("runs/quick").model       # the trained ICLModel, in eval mode
 
 A config is a `Config`, a nested dict (the YAML file's keys), a YAML path or the name of a packaged config
 ("demo"). Overrides are one dict of dotted keys, as `--set` and grid files write them, with Python values:
@@ -28,7 +28,7 @@ from .evaluation.compare import Comparison
 from .evaluation.compare import compare as compare_runs
 from .evaluation.curves import CURVE_COLUMNS, evaluate, icl_scores, merge_curves, series_name
 from .evaluation.report import plot_curves, plot_path, render_report
-from .model import ICLTransformer
+from .models import ICLModel
 from .spec import split_specs
 from .training.runs import RunDir, load_model, read_config, read_metrics
 from .training.trainer import train as train_run
@@ -69,7 +69,7 @@ class Run:
         return f"Run('{self.path}', step {self.step} of {self.config.train.steps})"
 
     @functools.cached_property
-    def model(self) -> ICLTransformer:
+    def model(self) -> ICLModel:
         return load_model(self.path, self.config)[0]
 
     @property

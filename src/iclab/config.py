@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
-from .model import ModelConfig
+from .models import ModelConfig, TransformerConfig
 from .spec import build, key_error, parse_value, unknown_key_error, yaml_problem
 from .tasks import make_inputs, make_task
 
@@ -118,7 +118,7 @@ class Config:
     points: int = field(default=11, metadata={"min": 1})  # (x, y) pairs per prompt; the last x is the query
     task: dict = field(default_factory=lambda: {"name": "linear"})  # function class and its parameters
     inputs: dict = field(default_factory=lambda: {"name": "isotropic"})  # distribution of x
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=TransformerConfig)  # the architecture: `iclab list models`
     train: TrainConfig = field(default_factory=TrainConfig)
     curriculum: Curriculum = field(default_factory=Curriculum)
     eval: EvalConfig = field(default_factory=EvalConfig)

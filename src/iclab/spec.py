@@ -59,6 +59,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise key_error(key, f"expected a mapping, got {value!r}")
+        if hasattr(tp, "from_spec"):  # a base whose `name` key chooses the registered class (model: {name: ...})
+            return tp.from_spec(value, key)
         return build(tp, value, key)
     if origin is list:
         if not isinstance(value, list):

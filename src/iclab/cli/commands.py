@@ -140,7 +140,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return status
 
 
-LIST_KINDS = ["tasks", "inputs", "shifts", "prompting", "estimators", "recipes"]
+LIST_KINDS = ["tasks", "inputs", "shifts", "prompting", "estimators", "models", "recipes"]
 LIST_SYNONYMS = {"baselines": "estimators"}  # `iclab list baselines`, as the flag --baselines says
 
 
@@ -164,7 +164,7 @@ def _parameters(cls: type) -> list[str]:
 
     params = []
     for f in dataclasses.fields(cls):
-        if f.name == "dims" or not f.init:
+        if f.name in ("dims", "name") or not f.init:
             continue
         if f.default is not dataclasses.MISSING:
             params.append(f"{f.name}={shown(f.default)}")
@@ -179,8 +179,21 @@ def _first_paragraph(doc: str | None) -> str:
     return " ".join(inspect.cleandoc(doc or "").split("\n\n")[0].split())
 
 
+def _model_size(cls: type) -> str:
+    """The weights of an architecture at its default size (d = 5, 11 points), counted without allocating them."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = cls().build(5, 11)
+    except UserError as e:  # e.g. a Hugging Face backbone without transformers installed
+        return f" ({e})"
+    return f" Default size: {model.num_parameters():,} weights (d = 5)."
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from ..baselines import ESTIMATORS
+    from ..models import MODELS
     from ..tasks import FUNCTION_CLASSES, INPUT_DISTRIBUTIONS, SHIFTS
     from ..tasks.prompting import PROMPTINGS
 
@@ -190,6 +203,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         "shifts": SHIFTS,
         "prompting": PROMPTINGS,
         "estimators": ESTIMATORS,
+        "models": MODELS,
     }
     width = min(shutil.get_terminal_size((100, 24)).columns, 120)
     chosen = LIST_SYNONYMS.get(args.kind, args.kind)
@@ -203,7 +217,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             continue
         for name in registries[kind].names():
             cls = registries[kind].get(name)
-            print("\n".join(_describe(name, _first_paragraph(cls.__doc__), _parameters(cls), width)))
+            text = _first_paragraph(cls.__doc__) + (_model_size(cls) if kind == "models" else "")
+            print("\n".join(_describe(name, text, _parameters(cls), width)))
     return 0
 
 
@@ -316,12 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .compare import add_parser as add_compare_parser
     from .grid import add_parser as add_grid_parser
     from .lm import add_parser as add_lm_parser
+    from .tabular import add_parser as add_tabular_parser
     from .text import add_parser as add_text_parser
 
     add_grid_parser(sub)
     add_lm_parser(sub)
     add_text_parser(sub)
     add_compare_parser(sub)
+    add_tabular_parser(sub)
 
     p = sub.add_parser("list", help="list tasks, inputs, shifts, prompting, estimators and recipes with parameters")
     p.add_argument("kind", nargs="?", choices=LIST_KINDS + list(LIST_SYNONYMS), help="one kind (default: all)")

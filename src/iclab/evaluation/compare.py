@@ -25,7 +25,7 @@ from ..files import atomic_write_json, atomic_write_text
 from ..markdown import table
 from ..provenance import provenance
 from ..training.runs import read_config, run_status
-from .curves import ORACLES, icl_curve_scores, icl_scores, read_curves, write_curves
+from .curves import ORACLES, icl_curve_scores, icl_scores, is_model_row, read_curves, write_curves
 from .report import plot_sweep_curves
 
 NOTE = (
@@ -89,10 +89,10 @@ def run_curves(run: Path, config: Config, task: str | None) -> list[dict]:
         raise UserError(f"{run} has not been evaluated (no {path}); run `iclab eval {run}` first")
     label = task or str(config.task["name"])
     mine = [r for r in rows if r["task"] == label]
-    if not any(r["estimator"] == "transformer" for r in mine):
+    if not any(is_model_row(r) for r in mine):
         have = ", ".join(dict.fromkeys(r["task"] for r in rows))
         raise UserError(
-            f"{path} has no transformer curve on task '{label}' (it has: {have}); evaluate it with "
+            f"{path} has no model curve on task '{label}' (it has: {have}); evaluate it with "
             f"`iclab eval {run}{' --task ' + label if task else ''}` or choose one of those with --task"
         )
     return mine
@@ -117,14 +117,15 @@ def run_row(label: str, path: Path, rows: list[dict], ks: list[int]) -> dict[str
     """One run's line: its step, and the transformer's error and ICL score at each k (the score as curves.csv
     stores it, computed from the rows for a file written before scores were), then the whole curve's score."""
     task = rows[0]["task"]
-    curve = {r["k"]: r for r in rows if r["estimator"] == "transformer"}
+    curve = {r["k"]: r for r in rows if is_model_row(r)}
+    name = next(iter(curve.values()))["estimator"]
     computed = icl_scores(rows)
     row: dict[str, Any] = {"run": label, "path": str(path), "step": (run_status(path) or (0, 0))[0]}
     row |= {f"error_k{k}": curve[k]["mean"] for k in ks}
     for k in ks:
         stored = curve[k]["icl_score"]
-        row[f"score_k{k}"] = stored if stored is not None else computed.get(("", task, "transformer", k))
-    row["score_all"] = icl_curve_scores(rows).get(("", task, "transformer"))
+        row[f"score_k{k}"] = stored if stored is not None else computed.get(("", task, name, k))
+    row["score_all"] = icl_curve_scores(rows).get(("", task, name))
     return row
 
 
@@ -179,7 +180,7 @@ def plot_comparison(result: Comparison, curves: list[list[dict]], configs: list[
     that their baselines' curves are the same in every run), the first run's curves of the ICL score's ends: zero
     (score 0) and the Bayes oracle (score 1). The other baselines are in each run's own figure."""
     plotted = [r | {"run": run["run"]} for run, part in zip(result.rows, curves, strict=True) for r in part]
-    plotted = [r for r in plotted if r["estimator"] == "transformer"]
+    plotted = [r for r in plotted if is_model_row(r)]
     if same_prompts(configs):
         plotted += [r for r in curves[0] if r["estimator"] in ("zero", *ORACLES)]
     dims = {c.dims for c in configs}

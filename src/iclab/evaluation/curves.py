@@ -29,6 +29,7 @@ from ..baselines.bayes import CHEAP_PARTS, exact_prior, prior_parts
 from ..config import Config
 from ..errors import UserError
 from ..files import atomic_write_text
+from ..models import MODELS
 from ..scoring import EvalSet, make_eval_set, prompt_errors
 from ..tasks import FunctionClass
 
@@ -51,14 +52,15 @@ def bootstrap_band(errors: Tensor, resamples: int, confidence: float, seed: int 
     return errors.mean(0), lo, hi
 
 
-class TransformerEstimator(Estimator):
-    """A trained ICLTransformer behind the estimator interface."""
+class ModelEstimator(Estimator):
+    """A trained in-context learner behind the estimator interface; its curves are labelled by its architecture
+    (`transformer`, `lstm`, ...: is_model_row)."""
 
     name = "transformer"
 
     def __init__(self, model: torch.nn.Module):
-        self.model, self.label = model, "transformer"
-        self.param = next(model.parameters())
+        self.model, self.param = model, next(model.parameters())
+        self.name = self.label = getattr(getattr(model, "config", None), "name", "transformer")
 
     @torch.no_grad()
     def predict(self, xs, ys):
@@ -129,7 +131,7 @@ def evaluate(
     names = config.eval.baselines if baselines is None else baselines
     if baselines is None and shift is None:
         names = names + default_oracle(evalset.task, names, config.dims)
-    estimators = ([TransformerEstimator(model)] if model is not None else []) + [
+    estimators = ([ModelEstimator(model)] if model is not None else []) + [
         make_estimator(name, prefix="--baselines") for name in names
     ]
     return curve_rows(evalset.label, estimator_errors(estimators, evalset, config.eval.batch_size, progress), config)
@@ -199,9 +201,14 @@ def icl_curve_scores(rows: list[dict]) -> dict[tuple, float]:
     return {key: score for key, score in scores.items() if score is not None}
 
 
+def is_model_row(row: dict) -> bool:
+    """Whether a curve row is a trained model's (its estimator an architecture's name), not a baseline's."""
+    return row["estimator"] in MODELS.names()
+
+
 def series_name(row: dict) -> str:
-    """A row's series: its run for a sweep's transformers, else its estimator."""
-    return row["run"] if row.get("run") and row["estimator"] == "transformer" else row["estimator"]
+    """A row's series: its run for a sweep's models, else its estimator."""
+    return row["run"] if row.get("run") and is_model_row(row) else row["estimator"]
 
 
 def read_curves(path: Path) -> list[dict]:

@@ -13,7 +13,7 @@ from ..markdown import cell, table
 from ..plotting import finish, fit_y, plt, reference_line, save_figure, series_style
 from ..training.checkpoint import latest_checkpoint, read_state
 from ..training.runs import build_model, read_config, read_metrics
-from .curves import icl_curve_scores, icl_scores, read_curves, series_name
+from .curves import icl_curve_scores, icl_scores, is_model_row, read_curves, series_name
 
 
 def slug(text: str) -> str:
@@ -50,7 +50,7 @@ def _draw_series(ax, groups: dict[str, list[dict]], x: Callable[[dict], float]) 
     for i, (name, part) in enumerate(groups.items()):
         part = sorted(part, key=x)
         xs = [x(r) for r in part]
-        bold = any(r["estimator"] == "transformer" for r in part)
+        bold = any(is_model_row(r) for r in part)
         (line,) = ax.plot(xs, [r["mean"] for r in part], label=name, **series_style(i, bold, len(xs), layer))
         layer += bold
         ax.fill_between(xs, [r["lo"] for r in part], [r["hi"] for r in part], color=line.get_color(), alpha=0.15, lw=0)

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.curves import icl_scores, read_curves, write_curves
+from ..evaluation.curves import icl_scores, is_model_row, read_curves, write_curves
 from ..evaluation.report import plot_sweep_curves
 from ..files import atomic_write_text
 from ..markdown import cell, table
@@ -29,7 +29,7 @@ def _first_task_rows(run: Run) -> list[dict]:
 
 def _transformer_curve(run: Run) -> list[dict]:
     """The run's transformer rows of eval/curves.csv, on its first evaluated task."""
-    return [r for r in _first_task_rows(run) if r["estimator"] == "transformer"]
+    return [r for r in _first_task_rows(run) if is_model_row(r)]
 
 
 def _last_validation(metrics: list[dict]) -> list[float] | None:

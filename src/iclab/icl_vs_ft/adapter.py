@@ -263,7 +263,7 @@ class IclabLMAdapter(AttentionAdapter):
     """iclab's TokenLM: attention modules `blocks[i].attn` with a fused `qkv` Linear (rows: Q, then K, then V)."""
 
     def __init__(self, model: nn.Module):
-        from ..model import TokenLM
+        from ..models.transformer import TokenLM
 
         if not isinstance(model, TokenLM):
             raise UserError(

@@ -5,11 +5,11 @@
 
 Forward hooks only, no edit of library source. A hook on each layer's value projection keeps the values v (v_proj;
 the V third of GPT-2's c_attn; the V rows of each head in GPT-NeoX's query_key_value), and a pre-hook on the output
-projection (o_proj, out_proj, c_proj, dense) adds `iclab.model.momentum_term(v)` to its input: the heads' attention
-outputs side by side, head by head, in every supported family. The term acts feature by feature, so that input's
-layout is all that must match. Under grouped-query attention query head h reads value head h // (heads / kv_heads)
-(transformers' repeat_kv), so each value head's term is repeated to its query heads. Dropout and scaling sit on
-the attention weights, never on v, so the hooks see the values the attention uses.
+projection (o_proj, out_proj, c_proj, dense) adds `iclab.models.transformer.momentum_term(v)` to its input: the
+heads' attention outputs side by side, head by head, in every supported family. The term acts feature by feature,
+so that input's layout is all that must match. Under grouped-query attention query head h reads value head
+h // (heads / kv_heads) (transformers' repeat_kv), so each value head's term is repeated to its query heads.
+Dropout and scaling sit on the attention weights, never on v, so the hooks see the values the attention uses.
 
 A forward that continues a key/value cache continues the term: the carry of the earlier tokens (`momentum_carry`)
 is kept beside the cache. The carry of the previous forward is used when the cache holds exactly the tokens that
@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..model import momentum_carry, momentum_term
+from ..models.transformer import momentum_carry, momentum_term
 from .layouts import attention_modules, layout_of
 
 # model types whose attention modules were checked against the transformers source (values per head, in head

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..baselines import make_estimator
 from ..config import Config
 from ..errors import UserError
-from ..evaluation.curves import TransformerEstimator, curve_score
+from ..evaluation.curves import ModelEstimator, curve_score
 from ..files import atomic_write_json
 from ..markdown import table
 from ..plotting import finish, fit_y, plt, reference_line, save_figure, series_style
@@ -92,7 +92,7 @@ def run(out: Path, mode: str, pretrained: bool, progress: bool) -> dict:
     levels, stds, d = {}, SIZES[mode]["noise_stds"], config.dims
     for std in stds:
         evalset = make_eval_set(config, level_task(std, d))
-        ests = {"transformer": TransformerEstimator(model), "zero": make_estimator("zero")}
+        ests = {"transformer": ModelEstimator(model), "zero": make_estimator("zero")}
         ests["oracle"] = make_estimator({"name": "posterior_mean", "task": mixture(stds, d)})
         ests |= {name: make_estimator(name) for name in single_penalties(stds, d)}
         preds = all_predictions(ests, evalset)

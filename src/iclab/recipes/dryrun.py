@@ -22,12 +22,12 @@ from types import SimpleNamespace
 import torch
 
 from ..config import Config, load_config
-from ..model import TokenLM
+from ..models.transformer import TokenLM, lm_forward_flops
 from ..spec import build
 from ..text.config import TextConfig
 from ..text.data import TokenData
 from ..text.train import TextTrainer
-from ..training.flops import icl_forward_flops, lm_forward_flops, step_flops
+from ..training.flops import step_flops
 from ..training.runs import build_model
 from ..training.trainer import Trainer
 
@@ -94,15 +94,16 @@ def _seconds(timing: Config | TextConfig, batch: int, rows: int) -> Callable[[],
 
 
 def _shape(kind: str, model, size: int, points: int, batch: int, device: str) -> tuple:
-    return (kind, model.layers, model.width, model.heads, size, points, batch, device)
+    return (kind, model.name, model.layers, model.width, getattr(model, "heads", None), size, points, batch, device)
 
 
 def icl_run(name: str, config: Config) -> Planned:
     """A run of iclab's ICL transformer."""
-    with torch.device("meta"):  # counts parameters without allocating them
-        parameters = build_model(config).num_parameters()
+    with torch.device("meta"):  # counts parameters and FLOPs without allocating anything
+        model = build_model(config)
+        parameters, forward = model.num_parameters(), model.forward_flops(config.points)
     batch = config.train.batch_size
-    rows = timed_rows(batch, step_flops(icl_forward_flops(config.model, config.dims, config.points), 1), config.device)
+    rows = timed_rows(batch, step_flops(forward, 1), config.device)
     timing = load_config(base=_timing(config.to_dict(), rows))
     return Planned(
         name,

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..baselines import make_estimator
 from ..config import Config
-from ..evaluation.curves import TransformerEstimator, curve_score
+from ..evaluation.curves import ModelEstimator, curve_score
 from ..files import atomic_write_json
 from ..markdown import table
 from ..plotting import finish, fit_y, plt, reference_line, save_figure, series_style
@@ -75,7 +75,7 @@ def score(model, config: Config, task: dict, pool: dict, distance: str = "ravent
     """Errors per k and distances between predictors on prompts of `task` (`distance`: see the module's text)."""
     evalset = make_eval_set(config, task)
     ests = {
-        "transformer": TransformerEstimator(model),
+        "transformer": ModelEstimator(model),
         "dmmse": make_estimator({"name": "posterior_mean", "task": pool}),
         "ridge": make_estimator(f"ridge:alpha={NOISE_STD**2}"),
         "zero": make_estimator("zero"),

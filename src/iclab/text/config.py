@@ -1,6 +1,6 @@
 """The config of a language-modelling run: corpus and tokenizer, context length, model, training, evaluation.
 
-It reuses iclab's ModelConfig (attention: softmax, linear, momentum or ema) and TrainConfig (AdamW, warm-up and
+It reuses iclab's TransformerConfig (attention: softmax, linear, momentum or ema) and TrainConfig (AdamW, warm-up and
 decay, clipping, checkpoints); for text, `train.eval_every` logs the validation loss at `eval.lengths` on the first
 `train.eval_prompts` validation windows. YAML files and `--set key=value` overrides work as for ICL runs.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import TrainConfig, apply_overrides, read_yaml
 from ..errors import UserError
-from ..model import ModelConfig
+from ..models.transformer import TransformerConfig
 from ..spec import build, key_error
 from .corpus import CorpusConfig
 
@@ -32,7 +32,7 @@ class TextConfig:
     seed: int = 0  # model initialisation and the order of training windows
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     context: int = field(default=128, metadata={"min": 1})  # tokens the model sees (training window length)
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(layers=3, width=96, heads=3))
+    model: TransformerConfig = field(default_factory=lambda: TransformerConfig(layers=3, width=96, heads=3))
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             steps=500, batch_size=32, lr=2e-3, warmup=50, eval_every=100, eval_prompts=64, checkpoint_every=250

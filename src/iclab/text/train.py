@@ -20,10 +20,10 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..files import atomic_write_json
-from ..model import TokenLM
+from ..models.transformer import TokenLM, lm_forward_flops
 from ..training import distributed
 from ..training.checkpoint import latest_checkpoint, load_model_weights, read_state
-from ..training.flops import lm_forward_flops, step_flops
+from ..training.flops import step_flops
 from ..training.runs import RunDir, device_of, set_threads, torch_dtype
 from ..training.trainer import Trainer, TrainResult, resume, train_in
 from .config import TextConfig, read_text_config

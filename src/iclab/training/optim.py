@@ -32,8 +32,11 @@ class Optimizers:
             o.step()
 
 
-def is_hidden_matrix(name: str, p: torch.nn.Parameter) -> bool:
-    """A 2-D weight inside a transformer block (ICLTransformer and TokenLM keep them under `blocks.`)."""
+def is_hidden_matrix(model: torch.nn.Module, name: str, p: torch.nn.Parameter) -> bool:
+    """A hidden layer's weight matrix: the model says which (ICLModel.is_hidden_matrix, for any architecture); a
+    model that does not (the token LM) keeps them inside its transformer blocks, under `blocks.`."""
+    if hasattr(model, "is_hidden_matrix"):
+        return model.is_hidden_matrix(name, p)
     return name.startswith("blocks.") and p.dim() == 2
 
 
@@ -49,6 +52,6 @@ def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Op
     named = list(model.named_parameters())
     if train.optimizer == "adamw":
         return _adamw(named, train)
-    hidden = [p for n, p in named if is_hidden_matrix(n, p)]
+    hidden = [p for n, p in named if is_hidden_matrix(model, n, p)]
     muon = torch.optim.Muon(hidden, lr=train.lr, weight_decay=train.weight_decay, adjust_lr_fn="match_rms_adamw")
-    return Optimizers(muon=muon, adamw=_adamw([(n, p) for n, p in named if not is_hidden_matrix(n, p)], train))
+    return Optimizers(muon=muon, adamw=_adamw([(n, p) for n, p in named if not is_hidden_matrix(model, n, p)], train))

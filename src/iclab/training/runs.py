@@ -28,15 +28,16 @@ import torch
 
 from ..config import Config, config_from_json
 from ..errors import UserError
-from ..model import ICLTransformer
+from ..models import ICLModel
 from .checkpoint import checkpoint_dirs, latest_checkpoint, load_model_weights, read_state
 
 # How a run executes, not what it trains: a run may resume, or be reused, with other values of these.
 EXECUTION_KEYS = frozenset({"threads", "device"})
 
 
-def build_model(config: Config) -> ICLTransformer:
-    return ICLTransformer(config.model, config.dims, config.points)
+def build_model(config: Config) -> ICLModel:
+    """The run's model, of the architecture `model.name`, with freshly initialised weights (the torch RNG's)."""
+    return config.model.build(config.dims, config.points)
 
 
 def set_threads(config: Config) -> None:
@@ -68,7 +69,7 @@ def read_config(run_dir: Path) -> Config:
     return config_from_json(path)
 
 
-def load_model(run_dir: Path, config: Config | None = None) -> tuple[ICLTransformer, dict]:
+def load_model(run_dir: Path, config: Config | None = None) -> tuple[ICLModel, dict]:
     """The run's latest checkpointed model (eval mode, on the config's device) and that checkpoint's state."""
     config = config or read_config(run_dir)
     set_threads(config)

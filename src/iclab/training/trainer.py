@@ -33,7 +33,7 @@ from ..scoring import make_eval_set, prompt_errors
 from ..tasks import index_params, make_inputs, make_task, sample_prompts
 from . import distributed, loggers
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
-from .flops import icl_forward_flops, step_flops
+from .flops import step_flops
 from .guard import refuse_training
 from .optim import Optimizers, make_optimizer
 from .runs import RunDir, build_model, device_of, read_config, read_metrics, set_threads, torch_dtype
@@ -103,6 +103,7 @@ class Trainer:
         # data stream: its own generator, saved in checkpoints so that resumed runs see the same prompts
         self.generator = torch.Generator(self.device).manual_seed(config.seed + 1)
         self.step, self.seconds, self.flops = 0, 0.0, 0  # flops: of every training step so far (flops.py)
+        self.forward_flops: dict[int, int] = {}  # prompt length -> FLOPs of one forward pass
         self.val = self.validation_set() if config.train.eval_every and self.ctx.is_main else None
         self.val_note = ""  # the progress bar's latest validation error (progress_note)
 
@@ -122,8 +123,7 @@ class Trainer:
 
     def describe(self) -> str:
         """The line printed as training starts (subclasses): the model's shape and size."""
-        c = self.config.model
-        return f"model: {c.layers} layers, width {c.width}, {c.heads} heads, {self.model.num_parameters():,} parameters"
+        return f"model: {self.model.describe()}"
 
     def validation_set(self):
         """What validation_curve scores, built once, on rank 0 (subclasses)."""
@@ -155,7 +155,9 @@ class Trainer:
         """FLOPs of training step `step` (subclasses): its global batch of prompts at that step's length."""
         cfg = self.config
         points = cfg.curriculum.points.at(step) if cfg.curriculum.points else cfg.points
-        return step_flops(icl_forward_flops(cfg.model, cfg.dims, points), cfg.train.batch_size)
+        if points not in self.forward_flops:  # counted once per prompt length (a real pass for most backbones)
+            self.forward_flops[points] = self.model.forward_flops(points)
+        return step_flops(self.forward_flops[points], cfg.train.batch_size)
 
     def restore(self) -> None:
         state = load_training_state(latest_checkpoint(self.run_dir), self.model, self.optimizer, self.generator)

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 
 from ...config import TrainConfig
 from ...errors import UserError
-from ...model import ModelConfig, TokenLM
+from ...models.transformer import TokenLM, TransformerConfig, lm_forward_flops
 from ...tasks.keywords import KeywordClassification
 from ...training.checkpoint import checkpoint_dirs, latest_checkpoint, load_model_weights
-from ...training.flops import lm_forward_flops, step_flops
+from ...training.flops import step_flops
 from ...training.runs import RunDir
 from ...training.trainer import Trainer, TrainResult
 from ..dryrun import Planned, trainer_run
@@ -36,7 +36,7 @@ from ..trained import train_info
 
 NAME = "icl-vs-ft"
 TASK = KeywordClassification(vocab=64, classes=2, keywords=4, length=4, noise=0.2, prior=0.5)
-MODEL = ModelConfig(layers=2, width=64, heads=2)
+MODEL = TransformerConfig(layers=2, width=64, heads=2)
 TRAIN_DEMOS = 12
 MODEL_NAME = "keywords_lm"  # its folder under DIR/models/MODE/ and in the package's pretrained/
 SIZES = Sizes(NAME, KeywordsLMSize)  # scales/icl-vs-ft/SCALE.yaml: pretraining steps, instances scored
@@ -50,7 +50,7 @@ class KeywordsLMConfig(OwnRunConfig):
 
     seed: int = 0
     task: KeywordClassification = field(default_factory=lambda: dataclasses.replace(TASK))
-    model: ModelConfig = field(default_factory=lambda: dataclasses.replace(MODEL))
+    model: TransformerConfig = field(default_factory=lambda: dataclasses.replace(MODEL))
     demos: int = field(default=TRAIN_DEMOS, metadata={"min": 1})  # demonstrations before each training query
 
 

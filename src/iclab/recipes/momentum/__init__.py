@@ -2,7 +2,7 @@
 
 Three attentions are trained in, from scratch and for equal steps: standard softmax attention, fixed-eta momentum
 (sum_{i<t} eta^(t-i) v_i, for every eta of a grid) and the learned EMA of the authors' own code (`attention: ema`,
-see iclab.model.MovingAverage). For each of them and every seed, the study trains
+see iclab.models.transformer.MovingAverage). For each of them and every seed, the study trains
 - a TokenLM on Shakespeare with a locally trained BPE, then scores validation perplexity at several context
   lengths (text/), and
 - an ICL transformer on dense linear regression, then scores its error against the number of examples k on one

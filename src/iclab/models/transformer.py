@@ -1,9 +1,8 @@
-"""The in-context learning transformer: a GPT-style causal model over interleaved (x, y) tokens.
+"""The in-context learning transformer (`model: {name: transformer}`, the default): GPT-style causal blocks.
 
-A prompt x_1, y_1, ..., x_n, y_n becomes 2n tokens in R^d: x_i as is and y_i as [y_i, 0, ..., 0]. A linear read-in
-maps d -> width, learned position embeddings are added, pre-LayerNorm blocks run with causal attention, and a
-linear read-out at every x-position predicts the y that follows it. So `forward(xs, ys)[:, k]` is the prediction
-for y_{k+1} from the k examples before x_{k+1}: one pass evaluates every prefix length at once.
+The prompt's 2n tokens (models/base.py) are read in to `width`, learned position embeddings are added (or only an
+x/y type embedding, or nothing: `positions`), pre-LayerNorm blocks run with causal attention, and the read-out at
+every x-position predicts the y that follows it.
 
 By default parameters keep PyTorch's default initialisation (position embeddings start at zero) and the MLP uses
 the exact GELU: on the demo task this init learned faster than GPT-2's N(0, 0.02) scheme (error at k = 2d 0.066
@@ -30,15 +29,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .spec import key_error
+from ..spec import key_error
+from .base import MODELS, ICLModel, ModelConfig
 
 EMA_DIMS = 8  # EMA components per channel in the authors' code
 
 
+@MODELS.register("transformer")
 @dataclass
-class ModelConfig:
-    layers: int = field(default=3, metadata={"min": 1})  # transformer blocks
-    width: int = field(default=64, metadata={"min": 1})  # embedding size
+class TransformerConfig(ModelConfig):
+    """iclab's GPT-style transformer (nanoGPT-like, pre-LayerNorm): softmax, linear, momentum or EMA attention;
+    learned, type-only or no positions (NoPE); PyTorch's or GPT-2's initialisation."""
+
+    name: str = "transformer"
     heads: int = field(default=2, metadata={"min": 1})  # attention heads; must divide width
     mlp_ratio: int = field(default=4, metadata={"min": 1})  # MLP hidden size / width
     # softmax: standard attention. linear: un-normalised attention, scores (q.k)/sqrt(head_dim) without softmax,
@@ -53,9 +56,10 @@ class ModelConfig:
     # gives sum_{i<t}, the form of the paper's formula). Left out, they take those defaults.
     ema_dims: int | None = field(default=None, metadata={"min": 1})
     ema_current: bool | None = None  # attention: ema only; whether a token's own value enters its EMA (above)
-    # learned: a learned embedding per position (GPT-2, as in Garg et al.). type: only a learned x-token / y-token
-    # embedding; order then comes from the causal mask alone, which suits prompts whose examples are exchangeable.
-    positions: str = field(default="learned", metadata={"choices": ["learned", "type"]})
+    # learned: a learned embedding per position (GPT-2, as in Garg et al.); prompts longer than `points` are
+    # refused. type: only a learned x-token / y-token embedding; order then comes from the causal mask alone, which
+    # suits prompts whose examples are exchangeable. none: no position information at all (NoPE).
+    positions: str = field(default="learned", metadata={"choices": ["learned", "type", "none"]})
     # default: PyTorch's. gpt2: Hugging Face GPT-2's, as in Garg et al.: the blocks' weights and the position
     # embeddings N(0, 0.02), the two residual projections of each block N(0, 0.02 / sqrt(2 layers)), biases 0;
     # the read-in and read-out keep PyTorch's default, as in Garg's model (they sit outside its GPT2Model)
@@ -71,6 +75,7 @@ class ModelConfig:
         self.check(_prefix or "model")  # also when built in Python, not only from a config file
 
     def check(self, prefix: str) -> None:
+        super().check(prefix)
         if self.width % self.heads:
             raise key_error(f"{prefix}.width", f"must be divisible by heads ({self.heads}), got {self.width}")
         if self.attention == "momentum" and self.momentum is None:
@@ -89,6 +94,9 @@ class ModelConfig:
     def eta(self) -> float:
         """The momentum decay; 0 (no momentum term) for the other attentions."""
         return self.momentum or 0.0
+
+    def build(self, dims: int, max_points: int) -> ICLTransformer:
+        return ICLTransformer(self, dims, max_points)
 
 
 MOMENTUM_BLOCK = 64  # block length of momentum_term: cost O(tokens x block), not O(tokens^2)
@@ -235,7 +243,7 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
         self.ln1 = nn.LayerNorm(config.width)
         ema = MovingAverage(config.width, config.ema_dims, config.ema_current) if config.attention == "ema" else None
@@ -254,7 +262,7 @@ class Block(nn.Module):
         return F.gelu(x, approximate=self.approximate)
 
 
-def init_gpt2(blocks: nn.ModuleList, pos: nn.Parameter, std: float = 0.02) -> None:
+def init_gpt2(blocks: nn.ModuleList, pos: nn.Parameter | None, std: float = 0.02) -> None:
     """GPT-2's initialisation of the blocks and position embeddings (Hugging Face GPT2PreTrainedModel): weights
     N(0, std), biases 0, LayerNorms 1 and 0, and each residual projection N(0, std / sqrt(2 layers)), since two of
     them per block add up on the residual stream."""
@@ -268,7 +276,8 @@ def init_gpt2(blocks: nn.ModuleList, pos: nn.Parameter, std: float = 0.02) -> No
                 nn.init.zeros_(module.bias)
         for proj in (block.attn.proj, block.fc_out):
             nn.init.normal_(proj.weight, std=std / math.sqrt(2 * len(blocks)))
-    nn.init.normal_(pos, std=std)
+    if pos is not None:
+        nn.init.normal_(pos, std=std)
 
 
 def init_ema(blocks: nn.ModuleList) -> None:
@@ -278,33 +287,31 @@ def init_ema(blocks: nn.ModuleList) -> None:
             block.attn.ema.reset_parameters()
 
 
-class ICLTransformer(nn.Module):
-    def __init__(self, config: ModelConfig, dims: int, max_points: int):
-        super().__init__()
-        self.config, self.dims, self.max_points = config, dims, max_points
+class ICLTransformer(ICLModel):
+    def __init__(self, config: TransformerConfig, dims: int, max_points: int):
+        super().__init__(config, dims, max_points)
+        self.max_length = config.positions == "learned"
         self.read_in = nn.Linear(dims, config.width)
-        self.pos = nn.Parameter(torch.zeros(2 * max_points if config.positions == "learned" else 2, config.width))
+        if config.positions != "none":  # a row per token position, or an x row and a y row (type)
+            self.pos = nn.Parameter(torch.zeros(2 * max_points if self.max_length else 2, config.width))
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.ln_f = nn.LayerNorm(config.width)
         self.read_out = nn.Linear(config.width, 1)
         if config.init == "gpt2":
-            init_gpt2(self.blocks, self.pos)
+            init_gpt2(self.blocks, getattr(self, "pos", None))
         init_ema(self.blocks)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def describe(self) -> str:
+        c = self.config
+        return f"transformer: {c.layers} layers, width {c.width}, {c.heads} heads, {self.num_parameters():,} parameters"
 
     def embed(self, xs: Tensor, ys: Tensor) -> Tensor:
         """Interleave (batch, n, d) inputs and (batch, n) outputs into (batch, 2n, width) input embeddings."""
-        b, n, d = xs.shape
-        if d != self.dims:
-            raise ValueError(f"the model takes {self.dims}-dimensional inputs, got {d}")
-        if n > self.max_points:
-            raise ValueError(f"the model takes at most {self.max_points} points per prompt, got {n}")
-        y_tokens = F.pad(ys.unsqueeze(-1), (0, d - 1))
-        tokens = torch.stack((xs, y_tokens), dim=2).view(b, 2 * n, d)
-        pos = self.pos[: 2 * n] if self.config.positions == "learned" else self.pos.repeat(n, 1)
-        return self.read_in(tokens) + pos
+        h = self.read_in(self.tokens(xs, ys))
+        if self.config.positions == "none":
+            return h
+        n = xs.shape[1]
+        return h + (self.pos[: 2 * n] if self.max_length else self.pos.repeat(n, 1))
 
     def hidden(self, xs: Tensor, ys: Tensor, x_only: bool = False) -> Tensor:
         """Final hidden states (batch, 2n, width), or with `x_only` those of the n x positions (batch, n, width).
@@ -320,13 +327,42 @@ class ICLTransformer(nn.Module):
         """Predictions (batch, n): entry k predicts ys[:, k] from xs[:, :k+1] and ys[:, :k]."""
         return self.read_out(self.hidden(xs, ys, x_only=True)).squeeze(-1)
 
+    def forward_flops(self, points: int) -> int:
+        return icl_forward_flops(self.config, self.dims, points)
+
+
+# FLOPs of a forward pass, by training/flops.py's convention (matrix products only, 2 per multiply-add)
+
+
+def _block_flops(config: TransformerConfig, tokens: int, queries: int) -> int:
+    """One block on `tokens` positions, whose attention output and MLP are computed at `queries` of them."""
+    w = config.width
+    qkv = 2 * 3 * w * w * tokens  # the fused projection runs at every position (keys and values need them all)
+    attention = 2 * 2 * queries * tokens * w  # q.k and weights.v, every head together
+    momentum = 2 * tokens * min(tokens, MOMENTUM_BLOCK) * w if config.attention == "momentum" else 0
+    out = 2 * w * w * queries + 2 * 2 * config.mlp_ratio * w * w * queries  # attention projection and MLP
+    return qkv + attention + momentum + out
+
+
+def icl_forward_flops(config: TransformerConfig, dims: int, points: int) -> int:
+    """One forward pass of the ICL transformer over one prompt of `points` (x, y) pairs: 2 points tokens."""
+    tokens = 2 * points
+    blocks = (config.layers - 1) * _block_flops(config, tokens, tokens) + _block_flops(config, tokens, points)
+    return 2 * dims * config.width * tokens + blocks + 2 * config.width * points  # read-in, blocks, read-out
+
+
+def lm_forward_flops(config: TransformerConfig, vocab: int, tokens: int) -> int:
+    """One forward pass of the token LM over `tokens` tokens (the embedding lookup is free, the tied output not)."""
+    return config.layers * _block_flops(config, tokens, tokens) + 2 * config.width * vocab * tokens
+
+
 
 class TokenLM(nn.Module):
     """A GPT-style causal language model over token ids, built from the same blocks: token embeddings plus learned
     position embeddings in, a LayerNorm and the tied token embedding out. It runs the synthetic classification
     prompts of the ICL-vs-finetuning study (and language modelling)."""
 
-    def __init__(self, config: ModelConfig, vocab: int, max_tokens: int):
+    def __init__(self, config: TransformerConfig, vocab: int, max_tokens: int):
         super().__init__()
         self.config, self.vocab, self.max_tokens = config, vocab, max_tokens
         self.tok = nn.Embedding(vocab, config.width)
