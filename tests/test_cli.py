@@ -208,3 +208,12 @@ def test_lm_alias_names_a_missing_package_before_announcing_the_conversion(tmp_p
     with pytest.raises(UserError, match="model alias 'tiny' needs the package no_such_package_xyz: pip install"):
         loading.load("tiny", progress=True)
     assert "converting" not in capsys.readouterr().out
+
+
+def test_a_reader_that_leaves_early_stops_the_command_quietly():
+    """`iclab list | head -1`: no BrokenPipeError traceback, and the shell's status for a closed pipe."""
+    cmd = f"set -o pipefail; {sys.executable} -m iclab.cli list | head -1"
+    result = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True)
+    assert result.stdout == "tasks:\n"
+    assert result.stderr == ""
+    assert result.returncode == 141

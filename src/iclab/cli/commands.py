@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 import shutil
 import sys
 import textwrap
@@ -397,4 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             if is_main_process():
                 print(f"iclab: {e or 'interrupted'}", file=sys.stderr)
             return exit_status(e)
+        except BrokenPipeError:  # the reader left (`iclab list | head`): stop quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes
+            return 141  # 128 + SIGPIPE, the shell's status for a command a closed pipe stopped
 
