@@ -43,6 +43,7 @@ bench: install  ## every benchmark -> benchmarks/results/*.json (the last three 
 	$(BIN)/python benchmarks/time_to_quality.py
 	$(BIN)/python benchmarks/optimizers.py
 	$(BIN)/python benchmarks/d10.py
+gpu-check: install ; bash scripts/gpu_check.sh
 
 docs: install  ## render the docs' tables from the results files, then build the site into site/
 	$(BIN)/python scripts/render_docs.py
