@@ -4,7 +4,7 @@
 Each lives in one module: its config dataclass (extending `ModelConfig`) and the `ICLModel` it builds.
 """
 
-from . import hf, hf_recurrent, hybrid, mambaformer, rnn, transformer  # noqa: F401  (each module registers its architectures)
+from . import hf, hf_recurrent, hybrid, mamba, mambaformer, rnn, transformer  # noqa: F401  (each module registers its architectures)
 from .base import MODELS, ICLModel, ModelConfig, interleave
 from .transformer import ICLTransformer, TransformerConfig
 

@@ -1,0 +1,93 @@
+"""iclab's own selective scan for Mamba, in plain PyTorch: chunked, with no Python loop over tokens.
+
+Mamba's state space layer runs, for every channel d and state n, the scalar recurrence
+
+    h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t,        y_t = C_t . h_t
+
+(dt, B, C depend on the input; A < 0 does not). Transformers' CPU path (`MambaMixer` without the CUDA kernels)
+loops over the tokens in Python, and its backward pass scatters every step's gradient into a full-size tensor.
+Here, within a chunk of L tokens, the decays are cumulative sums S_t of dt_t A (log space), so
+
+    h_t = exp(S_t) (h_start + sum_{s<=t} exp(-S_s) dt_s B_s x_s)
+
+is two cumulative sums over the chunk; a short loop carries h from chunk to chunk. exp(-S_s) grows with the decay
+inside a chunk, so the chunk is shortened until the largest possible decay in it stays below half the dtype's
+exponent range (the result is then as accurate as the step-by-step recurrence): no overflow for any input.
+
+`fast_mamba(model)` makes every transformers `MambaMixer` in a model use this scan (the same weights, the same
+function; tests/test_mamba.py proves forward and gradients equal to the library's module).
+"""
+
+from __future__ import annotations
+
+import math
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CHUNK = 64  # the longest chunk of `selective_scan` in the mixers (a prompt of up to 32 points is one chunk)
+
+
+def _decay_limit(dtype: torch.dtype) -> float:
+    """The largest total decay (-S) allowed inside a chunk: exp(limit) * a value must stay finite."""
+    return math.log(torch.finfo(dtype).max) / 2  # 44 in float32, 354 in float64
+
+
+def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int = CHUNK) -> Tensor:
+    """y_t = C_t . h_t with h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t, h_0 = 0, for every channel, every token.
+
+    x, dt: (batch, T, channels), dt > 0; A: (channels, state), A < 0; B, C: (batch, T, state). Returns y
+    (batch, T, channels). `chunk` is the longest chunk; it is shortened where the decays need it."""
+    batch, length, channels = x.shape
+    state = A.shape[-1]
+    limit = _decay_limit(x.dtype)
+    with torch.no_grad():  # the chunk length, from the largest one-step decay of this batch
+        worst = float((dt * (-A).amax(-1)).amax()) if x.numel() else 0.0
+    reset = not worst <= limit  # (or NaN)
+    size = 1 if reset else max(1, min(chunk, length, int(limit / max(worst, 1e-30))))
+    pad = -length % size
+    x, dt, B, C = (F.pad(t, (0, 0, 0, pad)) for t in (x, dt, B, C))  # padded steps: no decay, no input
+    chunks = (length + pad) // size
+    if reset:  # one step decays beyond exp(-limit): the state is reset to working precision; chunks of 1
+        S = (dt[..., None] * A).clamp(min=-limit).view(batch, chunks, 1, channels, state)
+    else:  # S_t = A * (dt_1 + ... + dt_t) within a chunk: A is the same at every step
+        S = dt.view(batch, chunks, size, channels).cumsum(2)[..., None] * A
+    inputs = ((dt * x)[..., None] * B[:, :, None, :]).view_as(S)  # dt_s B_s x_s
+    total = torch.cumsum(torch.exp(-S) * inputs, dim=2)  # sum_{s<=t} exp(-S_s) dt_s B_s x_s, per chunk
+    growth = torch.exp(S)
+    if chunks > 1:  # carry the state from each chunk's end into the next chunk
+        starts = [torch.zeros_like(total[:, 0, 0])]
+        for c in range(chunks - 1):
+            starts.append(growth[:, c, -1] * (total[:, c, -1] + starts[-1]))
+        total = total + torch.stack(starts, dim=1)[:, :, None]
+    h = (growth * total).view(batch, chunks * size, channels, state)
+    y = (h @ C[..., None]).squeeze(-1)  # (batch, T, channels): sum over the state
+    return y[:, :length]
+
+
+def mamba_mixer_forward(self: nn.Module, hidden_states: Tensor, cache=None, attention_mask=None, **kwargs) -> Tensor:
+    """transformers' MambaMixer.forward for a whole sequence with no cache or padding mask, on `selective_scan`
+    (generation with a cache, or padded batches, go to the library's own forward). A, D and dt's bias are taken in
+    float32, as the library does (so a float64 model computes the same function as the library's module)."""
+    if cache is not None or attention_mask is not None or kwargs.get("cache_params") is not None:
+        return type(self).forward(self, hidden_states, cache=cache, attention_mask=attention_mask, **kwargs)
+    length = hidden_states.shape[1]
+    x, gate = self.in_proj(hidden_states).chunk(2, dim=-1)
+    x = self.act(self.conv1d(x.transpose(1, 2))[..., :length]).transpose(1, 2)  # causal depthwise convolution
+    dt, B, C = self.x_proj(x).split([self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
+    dt = F.softplus(F.linear(dt, self.dt_proj.weight) + self.dt_proj.bias.float())
+    y = selective_scan(x, dt, -torch.exp(self.A_log.float()), B, C, chunk=CHUNK) + x * self.D.float()
+    return self.out_proj(y * F.silu(gate))
+
+
+def fast_mamba(model: nn.Module) -> int:
+    """Make every transformers MambaMixer inside `model` run `selective_scan` (in place; the weights and the
+    function stay the same). Returns how many mixers it switched."""
+    from transformers.models.mamba.modeling_mamba import MambaMixer
+
+    mixers = [m for m in model.modules() if isinstance(m, MambaMixer)]
+    for mixer in mixers:
+        mixer.forward = types.MethodType(mamba_mixer_forward, mixer)
+    return len(mixers)
