@@ -47,6 +47,8 @@ def test_qwen3_next_keys_reach_the_hf_config_and_layers():
     assert published.layer_types == ["linear_attention"] * 3 + ["full_attention"] + ["linear_attention"] * 3 + [
         "full_attention"
     ]
+    first = build("qwen3_next", layers=3, attention_offset=0).backbone.config  # attention first: A, R, A
+    assert first.layer_types == ["full_attention", "linear_attention", "full_attention"]
 
 
 def test_jamba_keys_reach_the_hf_config_and_layers():
