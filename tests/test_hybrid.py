@@ -147,3 +147,18 @@ def test_mambaformer_is_initialised_as_the_reference():
             assert dt.min() >= 0.001 - 1e-7 and dt.max() <= 0.1 + 1e-7
             assert torch.allclose(mixer.A_log, torch.log(torch.arange(1, 17.0)).expand_as(mixer.A_log))
             assert (mixer.ssm_state_size, mixer.conv_kernel_size, mixer.intermediate_size) == (16, 4, 32)
+
+
+def test_mambaformer_own_scan_is_the_library_loop():
+    """scan: own (the default) and scan: hf build the same weights and compute the same function: outputs and
+    gradients agree in float64."""
+    own, hf = (build("mambaformer", layers=3, scan=scan).double() for scan in ("own", "hf"))
+    assert all("forward" in vars(b.mixer) for b in own.blocks if isinstance(b.mixer, MambaMixer))  # switched
+    assert not any("forward" in vars(b.mixer) for b in hf.blocks)
+    xs, ys = torch.randn(2, 9, 3, dtype=torch.float64), torch.randn(2, 9, dtype=torch.float64)
+    outs = [model(xs, ys) for model in (own, hf)]
+    assert torch.allclose(outs[0], outs[1], rtol=0, atol=1e-10)
+    for out in outs:
+        (out - ys).pow(2).sum().backward()
+    for (name, p), q in zip(own.named_parameters(), hf.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, rtol=0, atol=1e-10), name

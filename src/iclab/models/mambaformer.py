@@ -18,7 +18,8 @@ mamba/mamba_ssm/models/mixer_seq_simple.py (built by `MambaMixerModel` in src/mo
 iclab builds it from the same pieces: transformers' `MambaMixer` (the Mamba mixer, initialised as Mamba does)
 and iclab's own `CausalSelfAttention` (models/transformer.py, the nanoGPT layer: fused q/k/v with biases, causal
 SDPA). `layers` is the reference's n_layer, so the model has layers + 1 blocks; `heads` is n_head (8 by default,
-the reference's). Transformers' CPU path for the Mamba mixer is a Python loop over tokens.
+the reference's). The Mamba mixers run on iclab's chunked selective scan (`scan: own`, iclab.models.scan, as the
+`mamba` family does) unless `scan: hf` asks for transformers' token-by-token loop.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 from ..spec import key_error
 from .base import MODELS, ICLModel, ModelConfig
 from .hf import NO_TOKENS, transformers_module
+from .scan import fast_mamba
 from .transformer import CausalSelfAttention
 
 
@@ -40,10 +42,12 @@ from .transformer import CausalSelfAttention
 class MambaFormerConfig(ModelConfig):
     """Park et al.'s MambaFormer: a Mamba block in place of the position embedding, then `layers` blocks
     alternating attention and Mamba (attention first), no MLPs. layers -> n_layer (layers + 1 blocks in all),
-    width -> d_model, heads -> n_head of the attention blocks."""
+    width -> d_model, heads -> n_head of the attention blocks; `scan` as in the `mamba` family."""
 
     name: str = "mambaformer"
     heads: int = field(default=8, metadata={"min": 1})  # attention heads (the reference's 8); must divide width
+    # the Mamba blocks' selective scan: own (iclab's chunked scan, iclab.models.scan) or hf (the library's loop)
+    scan: str = field(default="own", metadata={"choices": ["own", "hf"]})
 
     def check(self, prefix: str) -> None:
         super().check(prefix)
@@ -55,7 +59,10 @@ class MambaFormerConfig(ModelConfig):
         return ["mamba"] + ["attention" if i % 2 == 0 else "mamba" for i in range(self.layers)]
 
     def build(self, dims: int, max_points: int) -> MambaFormer:
-        return MambaFormer(self, dims, max_points)
+        model = MambaFormer(self, dims, max_points)
+        if self.scan == "own":
+            fast_mamba(model)
+        return model
 
 
 class Residual(nn.Module):
