@@ -9,6 +9,8 @@ A page marks a rendered block with two HTML comments; everything between them is
 Kinds:
     config                      every key of the run config (and the text-LM config) with default and meaning,
                                 read from the config dataclasses and the comments beside their fields
+    models                      one row per registered architecture (`model.name`): what it is, its own keys, its
+                                weights at the default size
     recipes DIR                 one row per recipe check stored under DIR (DIR/NAME/checks.json)
     claims DIR[,DIR] PAGES      one row per recipe: its title linked to PAGES/NAME.md, and how many checks pass
     recipe DIR NAME             the recipe's report section, rendered from DIR/NAME by the recipe itself
@@ -85,7 +87,8 @@ def config_rows(cls: type, prefix: str = "", default: object = None) -> list[tup
             continue
         key, hint = prefix + f.name, hints[f.name]
         value = getattr(instance, f.name) if instance is not None else _field_default(f)
-        nested = _dataclass_of(hint)
+        # a section whose value is a subclass (model: the default architecture's config) shows that class's keys
+        nested = type(value) if dataclasses.is_dataclass(value) else _dataclass_of(hint)
         if nested is not None and value is not None:
             rows += config_rows(nested, key + ".", value)
             continue
@@ -158,6 +161,27 @@ def render_config() -> list[str]:
             lines.append(f"| `{key}` | {kind} | {default} | {meaning.replace('|', '/')} |")
         lines.append("")
     return lines[:-1]
+
+
+def render_models() -> list[str]:
+    """One row per registered architecture: what it is, its own keys beyond name / layers / width with their
+    defaults, and its weights at the default size (d = 5, 11 points), counted on the meta device."""
+    import torch
+
+    from iclab.models import MODELS, ModelConfig
+
+    common = {f.name for f in dataclasses.fields(ModelConfig)}
+    lines = ["| `model.name` | architecture | its own keys (defaults) | weights at defaults, d = 5 |", "|---|---|---|---|"]
+    for name in MODELS.names():
+        cls = MODELS.get(name)
+        with torch.device("meta"):
+            config = cls()
+            weights = config.build(5, 11).num_parameters()
+        own = [f"`{f.name}: {json.dumps(getattr(config, f.name))}`" for f in dataclasses.fields(cls)
+               if f.init and f.name not in common and not f.name.startswith("_")]
+        about = " ".join(inspect.cleandoc(cls.__doc__ or "").split()).replace("|", "/")
+        lines.append(f"| `{name}` | {about} | {', '.join(own) or '—'} | {weights:,} |")
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------------- results
@@ -325,6 +349,7 @@ def render_provenance(file: str) -> list[str]:
 
 RENDERERS = {
     "config": render_config,
+    "models": render_models,
     "recipes": render_recipes,
     "claims": render_claims,
     "recipe": render_recipe,

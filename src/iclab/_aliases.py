@@ -29,6 +29,7 @@ OLD_TO_NEW = {
     "iclab.analysis.icl_vs_ft": "iclab.icl_vs_ft.engine",
     "iclab.analysis.metrics": "iclab.icl_vs_ft.metrics",
     "iclab.lm.tables": "iclab.icl_vs_ft.results",
+    "iclab.model": "iclab.models.transformer",  # its ModelConfig is now TransformerConfig there
 }
 # old module paths whose name the API took: old path -> new module path
 RETIRED = {"iclab.train": "iclab.training.trainer"}

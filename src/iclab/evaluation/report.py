@@ -187,10 +187,7 @@ def render_report(run_dir: Path) -> Path:
         "## Run",
         "",
         f"- task: `{config.task}`, inputs: `{config.inputs}`, d = {config.dims}, {config.points} points per prompt",
-        f"- model: {config.model.layers} layers, width {config.model.width}, {config.model.heads} heads, "
-        f"{config.model.attention} attention"
-        + (f" (eta {config.model.momentum})" if config.model.momentum is not None else "")
-        + f", {build_model(config).num_parameters():,} parameters",
+        f"- model: {build_model(config).describe()}",
         f"- training: {state['step']} of {config.train.steps} steps, batch {config.train.batch_size}, "
         f"lr {config.train.lr} ({config.train.schedule}, warm-up {config.train.warmup}), seed {config.seed}, "
         f"{config.threads or 'default'} thread(s)",

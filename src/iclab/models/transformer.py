@@ -303,7 +303,9 @@ class ICLTransformer(ICLModel):
 
     def describe(self) -> str:
         c = self.config
-        return f"transformer: {c.layers} layers, width {c.width}, {c.heads} heads, {self.num_parameters():,} parameters"
+        eta = f" (eta {c.momentum})" if c.momentum is not None else ""
+        return (f"transformer: {c.layers} layers, width {c.width}, {c.heads} heads, {c.attention} attention{eta}, "
+                f"{self.num_parameters():,} parameters")
 
     def embed(self, xs: Tensor, ys: Tensor) -> Tensor:
         """Interleave (batch, n, d) inputs and (batch, n) outputs into (batch, 2n, width) input embeddings."""
