@@ -56,10 +56,11 @@ def test_the_scan_is_the_recurrence_at_every_chunking(length, chunk):
         torch.testing.assert_close(g, r, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("dt_scale", [20.0, 2000.0])
+@pytest.mark.parametrize("dt_scale", [5.0, 20.0, 2000.0])
 def test_large_decays_stay_finite_and_exact_in_float32(dt_scale):
-    """Decays beyond float32's exponent range (exp(-S) would overflow in a long chunk): the chunk shortens, and past
-    one step's range the state resets, as the recurrence's does to working precision."""
+    """Decays beyond float32's exponent range (exp(-S) would overflow in one chunk of 40): the chunks shorten
+    (dt_scale 5: chunks of 2-3 steps), and past one step's range (20, 2000) the state resets, as the recurrence's
+    does to working precision."""
     inputs = scan_inputs(40, dt_scale=dt_scale, dtype=torch.float32)
     ours = selective_scan(*inputs)
     reference = recurrence(*(t.detach().double() for t in inputs))

@@ -46,7 +46,8 @@ def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk
     with torch.no_grad():  # the chunk length, from the largest one-step decay of this batch
         worst = float((dt * (-A).amax(-1)).amax()) if x.numel() else 0.0
     reset = not worst <= limit  # (or NaN)
-    size = 1 if reset else max(1, min(chunk, length, int(limit / max(worst, 1e-30))))
+    longest = 1 if reset else max(1, min(chunk, length, int(limit / max(worst, 1e-30))))
+    size = -(-length // -(-length // longest))  # as few chunks as `longest` allows, of equal length: little padding
     pad = -length % size
     x, dt, B, C = (F.pad(t, (0, 0, 0, pad)) for t in (x, dt, B, C))  # padded steps: no decay, no input
     chunks = (length + pad) // size
@@ -77,6 +78,8 @@ def mamba_mixer_forward(self: nn.Module, hidden_states: Tensor, cache=None, atte
     x, gate = self.in_proj(hidden_states).chunk(2, dim=-1)
     x = self.act(self.conv1d(x.transpose(1, 2))[..., :length]).transpose(1, 2)  # causal depthwise convolution
     dt, B, C = self.x_proj(x).split([self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
+    if hasattr(self, "dt_layernorm"):  # Jamba's mixer (JambaMambaMixer): RMSNorms on the time step, B and C
+        dt, B, C = self.dt_layernorm(dt), self.b_layernorm(B), self.c_layernorm(C)
     dt = F.softplus(F.linear(dt, self.dt_proj.weight) + self.dt_proj.bias.float())
     y = selective_scan(x, dt, -torch.exp(self.A_log.float()), B, C, chunk=CHUNK) + x * self.D.float()
     return self.out_proj(y * F.silu(gate))
