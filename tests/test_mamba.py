@@ -14,6 +14,7 @@ pytest.importorskip("transformers")
 from iclab.errors import UserError  # noqa: E402
 from iclab.models import ModelConfig  # noqa: E402
 from iclab.models import scan as scan_module  # noqa: E402
+from iclab.models.hf import NO_TOKENS  # noqa: E402
 from iclab.models.mamba import Mamba2Config, MambaConfig  # noqa: E402
 from iclab.models.scan import fast_mamba, mamba_mixer_forward, selective_scan  # noqa: E402
 
@@ -156,3 +157,26 @@ def test_bad_keys_are_one_line_errors(spec, key):
     with pytest.raises(UserError) as error:
         ModelConfig.from_spec(spec)
     assert key in str(error.value) and "\n" not in str(error.value)
+
+
+def test_fast_mamba_switches_jambas_mixers_too():
+    """Jamba's mixer is Mamba's with RMSNorms on dt, B and C: the same forward and gradients on iclab's scan."""
+    from transformers import JambaConfig, JambaModel
+
+    torch.manual_seed(0)
+    config = JambaConfig(
+        num_hidden_layers=2, hidden_size=16, num_attention_heads=2, num_key_value_heads=2, intermediate_size=32,
+        attn_layer_period=2, attn_layer_offset=1, num_experts=1, use_cache=False, **NO_TOKENS,
+    )
+    hf = JambaModel(config).double()
+    hf.set_input_embeddings(None)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    own = copy.deepcopy(hf)
+    assert fast_mamba(own) == 1
+    h = torch.randn(2, 9, 16, dtype=F64, requires_grad=True)
+    a, b = (m(inputs_embeds=h).last_hidden_state for m in (hf, own))
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    for p, q in zip(grads(a, [h, *hf.parameters()]), grads(b, [h, *own.parameters()]), strict=True):
+        torch.testing.assert_close(q, p, rtol=0, atol=1e-5)

@@ -14,8 +14,9 @@ is two cumulative sums over the chunk; a short loop carries h from chunk to chun
 inside a chunk, so the chunk is shortened until the largest possible decay in it stays below half the dtype's
 exponent range (the result is then as accurate as the step-by-step recurrence): no overflow for any input.
 
-`fast_mamba(model)` makes every transformers `MambaMixer` in a model use this scan (the same weights, the same
-function; tests/test_mamba.py proves forward and gradients equal to the library's module).
+`fast_mamba(model)` makes every transformers `MambaMixer` (or Jamba's `JambaMambaMixer`) in a model use this scan
+(the same weights, the same function; tests/test_mamba.py proves forward and gradients equal to the library's
+modules).
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk
 
 
 def mamba_mixer_forward(self: nn.Module, hidden_states: Tensor, cache=None, attention_mask=None, **kwargs) -> Tensor:
-    """transformers' MambaMixer.forward for a whole sequence with no cache or padding mask, on `selective_scan`
-    (generation with a cache, or padded batches, go to the library's own forward). A, D and dt's bias are taken in
-    float32, as the library does (so a float64 model computes the same function as the library's module)."""
+    """transformers' MambaMixer.forward (or JambaMambaMixer's) for a whole sequence with no cache or padding mask,
+    on `selective_scan` (generation with a cache, or padded batches, go to the library's own forward). A, D and
+    dt's bias are taken in float32, as the library does (so a float64 model computes the library's function)."""
     if cache is not None or attention_mask is not None or kwargs.get("cache_params") is not None:
         return type(self).forward(self, hidden_states, cache=cache, attention_mask=attention_mask, **kwargs)
     length = hidden_states.shape[1]
@@ -86,11 +87,12 @@ def mamba_mixer_forward(self: nn.Module, hidden_states: Tensor, cache=None, atte
 
 
 def fast_mamba(model: nn.Module) -> int:
-    """Make every transformers MambaMixer inside `model` run `selective_scan` (in place; the weights and the
-    function stay the same). Returns how many mixers it switched."""
+    """Make every transformers MambaMixer (and Jamba's JambaMambaMixer) inside `model` run `selective_scan` (in
+    place; the weights and the function stay the same). Returns how many mixers it switched."""
+    from transformers.models.jamba.modeling_jamba import JambaMambaMixer
     from transformers.models.mamba.modeling_mamba import MambaMixer
 
-    mixers = [m for m in model.modules() if isinstance(m, MambaMixer)]
+    mixers = [m for m in model.modules() if isinstance(m, (MambaMixer, JambaMambaMixer))]
     for mixer in mixers:
         mixer.forward = types.MethodType(mamba_mixer_forward, mixer)
     return len(mixers)
