@@ -65,9 +65,9 @@ def resolve_model(model: str | Path) -> Path:
     if (Path(model) / "config.json").is_file():
         return Path(model)
     shipped = pretrained_dir("")
-    names = sorted(p.name for p in shipped.iterdir() if (p / "config.json").is_file())
-    if str(model) in names:
+    if (shipped / str(model) / "config.json").is_file():
         return shipped / str(model)
+    names = sorted(p.name for p in shipped.iterdir() if (p / "config.json").is_file())
     if isinstance(model, str) and "/" not in model:
         raise unknown_key_error(model, names, "model (a run folder or a shipped model name)")
     raise UserError(f"model {str(model)!r} is not a run folder (no config.json); train one with iclab train")
@@ -107,7 +107,8 @@ class _ICLEstimator(BaseEstimator):
             raise ValueError(f"n_estimators must be an integer >= 1, got {self.n_estimators!r}")
         if self.wide not in WIDE:
             raise ValueError(f"wide must be one of {WIDE}, got {self.wide!r}")
-        net, d, points, self.loss_ = _load(str(resolve_model(self.model)), self.device, self.dtype, self._metric)
+        self.model_path_ = str(resolve_model(self.model))
+        _, d, points, self.loss_ = _load(self.model_path_, self.device, self.dtype, self._metric)
         size = points - 1 if self.context_size is None else self.context_size
         if not isinstance(size, int) or not 1 <= size <= points - 1:
             raise ValueError(f"context_size must be an integer from 1 to {points - 1} (the model's), got {size!r}")
@@ -129,7 +130,7 @@ class _ICLEstimator(BaseEstimator):
     def _outputs(self, X: np.ndarray) -> np.ndarray:
         """The model's prediction at each test row as the query, averaged over the members: (m, T). Each (member,
         output) context is run once; the test rows are its queries, in batches of at most MAX_PROMPTS."""
-        net = _load(str(resolve_model(self.model)), self.device, self.dtype, self._metric)[0]
+        net = _load(self.model_path_, self.device, self.dtype, self._metric)[0]
         (E, c, d), T = self.context_x_.shape, self.context_y_.shape[-1]
         cx = self.context_x_[:, None].expand(E, T, c, d).reshape(E * T, c, d)
         cy = self.context_y_.permute(0, 2, 1).reshape(E * T, c)
