@@ -63,6 +63,23 @@ def test_jamba_keys_reach_the_hf_config_and_layers():
     assert build("jamba", layers=2).backbone.config.layers_block_type == ["mamba", "attention"]
 
 
+def test_jamba_own_scan_is_the_library_mixer():
+    """scan: own (the default) swaps each JambaMambaMixer's forward for iclab's chunked scan: the same function as
+    the library's loop over tokens, forward and gradients, in float64 at the mixer (the model's RMSNorms round to
+    float32, which would hide a difference)."""
+    model = build("jamba", layers=2).double()
+    mixer = model.backbone.layers[0].mamba
+    assert "forward" in vars(mixer)  # switched; the library's own is type(mixer).forward
+    assert "forward" not in vars(build("jamba", layers=2, scan="hf").backbone.layers[0].mamba)
+    h = torch.randn(2, 30, 16, dtype=torch.float64, requires_grad=True)
+    ours, theirs = mixer(h), type(mixer).forward(mixer, h)
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-10)
+    inputs = [h, *mixer.parameters()]
+    grads = [torch.autograd.grad(out.square().sum(), inputs) for out in (ours, theirs)]
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+
+
 def test_mpt_is_alibi_without_positions_and_takes_longer_prompts():
     model = build("mpt", layers=2, heads=2)
     hf = model.backbone.config

@@ -5,9 +5,10 @@ The two hybrids share one vocabulary for their layer pattern: layer i (counting 
 i % attention_every == attention_offset, every other layer is the family's recurrence. The default, every 2 from 1,
 alternates recurrence and attention (R, A, R, A, ...) so that even a 2-layer model is a hybrid; the published
 models are far sparser (Qwen3-Next: every 4 from 3; Jamba: every 8 from 4), which `attention_every` and
-`attention_offset` reproduce. Both are dense: no mixture of experts. Their recurrences run HF's own PyTorch code
-on CPU (the chunked delta rule for Qwen3-Next; a Python loop over tokens for Jamba's Mamba, since transformers
-falls back to it when the `mamba-ssm` CUDA package is absent); no fla, Triton or CUDA kernel is needed.
+`attention_offset` reproduce. Both are dense: no mixture of experts. No fla, Triton or CUDA kernel is needed:
+Qwen3-Next's delta rule runs HF's chunked PyTorch code; Jamba's Mamba layers run iclab's chunked selective scan
+(`scan: own`: iclab.models.scan's `fast_mamba`, which applies Jamba's extra norms too) unless `scan: hf` asks
+for the library's fallback without the `mamba-ssm` package, a Python loop over tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 
 from ..spec import key_error
 from .base import MODELS
-from .hf import NO_TOKENS, HFConfig, transformers_module
+from .hf import NO_TOKENS, HFConfig, HFModel, transformers_module
+from .scan import fast_mamba
 
 ROTARY_FRACTION = 0.25  # Qwen3-Next turns a quarter of each attention head's channels with RoPE
 
@@ -90,10 +92,13 @@ class JambaConfig(InterleavedConfig):
     the Mamba layers), each layer followed by a SwiGLU MLP, RMSNorm. layers -> num_hidden_layers, width ->
     hidden_size, heads -> num_attention_heads = num_key_value_heads, mlp_ratio -> intermediate_size /
     hidden_size, attention_every -> attn_layer_period, attention_offset -> attn_layer_offset; num_experts 1 (every
-    MLP dense), dropout 0. Without the mamba-ssm package transformers runs Mamba's PyTorch loop over tokens (its
-    `use_mamba_kernels` switch is deprecated and ignored, so iclab does not set it)."""
+    MLP dense), dropout 0. `scan: own` runs the Mamba layers on iclab's chunked scan (iclab.models.scan),
+    `hf` on the library's loop over tokens (its `use_mamba_kernels` switch is deprecated and ignored, so iclab does
+    not set it)."""
 
     name: str = "jamba"
+    # the Mamba layers' selective scan: own (iclab's chunked scan, iclab.models.scan) or hf (the library's loop)
+    scan: str = field(default="own", metadata={"choices": ["own", "hf"]})
 
     def hf_config(self, max_points: int):
         return transformers_module().JambaConfig(
@@ -102,6 +107,12 @@ class JambaConfig(InterleavedConfig):
             attn_layer_period=self.attention_every, attn_layer_offset=self.attention_offset,
             num_experts=1, num_experts_per_tok=1, attention_dropout=0.0, **NO_TOKENS,
         )
+
+    def build(self, dims: int, max_points: int) -> HFModel:
+        model = HFModel(self, dims, max_points)
+        if self.scan == "own":
+            fast_mamba(model)
+        return model
 
 
 ALIBI_TOKENS = 8192  # MPT cuts its ALiBi bias from a table of max_seq_len positions, so the table is made this long
