@@ -14,6 +14,7 @@ from .bayes import BayesLinear, PosteriorMean, TunedLasso
 from .linear import Averaging, Lasso, LeastSquares, Ridge, lasso_prefixes, least_squares_prefixes
 from .mlp import MLP
 from .neighbors import KNearestNeighbors, Zero
+from .parity import ExactParity
 from .trees import DecisionTree, GradientBoosting
 
 ESTIMATORS = Registry("estimator")
@@ -30,6 +31,7 @@ for _cls in (
     MLP,
     DecisionTree,
     GradientBoosting,
+    ExactParity,
 ):
     ESTIMATORS.register(_cls.name)(_cls)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import park  # noqa: F401  (registers Park et al.'s tasks and the signs inputs)
 from .functions import FUNCTION_CLASSES, FunctionClass, index_params, make_task
 from .inputs import INPUT_DISTRIBUTIONS, InputDistribution, make_inputs
 from .shifts import SHIFTS, Shift, make_shift
@@ -35,5 +36,5 @@ def sample_prompts(
     """Draw `batch` prompts of `points` (x, y) pairs: xs (batch, points, d), ys (batch, points), and the
     functions' parameters (for oracles and normalisation)."""
     xs = inputs.sample(batch, points, generator, active_dims)
-    params = task.sample(batch, generator, active_dims)
+    xs, params = task.prompt_inputs(task.sample(batch, generator, active_dims), xs, generator)
     return xs, task.apply(params, xs, generator), params

@@ -79,6 +79,11 @@ class FunctionClass:
         """f(xs) for each prompt's function: (batch, points, dims) -> (batch, points)."""
         raise NotImplementedError
 
+    def prompt_inputs(self, params: Params, xs: Tensor, generator: torch.Generator) -> tuple[Tensor, Params]:
+        """The inputs the prompts show, once their length is known, and `params` with what was drawn for them: xs
+        as drawn for most classes; a class that replaces points (Park et al.'s outliers) records which in params."""
+        return xs, params
+
     def training_loss(self, preds: Tensor, ys: Tensor, params: Params, normalized: bool = False) -> Tensor:
         """(batch, points) loss of each prediction: the squared error, divided by the class's E[y^2] if
         `normalized` (train.loss: normalized). Classification classes override it."""
