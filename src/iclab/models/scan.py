@@ -12,7 +12,8 @@ Here, within a chunk of L tokens, the decays are cumulative sums S_t of dt_t A (
 
 is two cumulative sums over the chunk; a short loop carries h from chunk to chunk. exp(-S_s) grows with the decay
 inside a chunk, so the chunk is shortened until the largest possible decay in it stays below half the dtype's
-exponent range (the result is then as accurate as the step-by-step recurrence): no overflow for any input.
+exponent range (the result is then as accurate as the step-by-step recurrence): no overflow for any input. The
+backward pass is written out: the same scan run backwards in time, keeping only the states h for it.
 
 `fast_mamba(model)` makes every transformers `MambaMixer` (or Jamba's `JambaMambaMixer`) in a model use this scan
 (the same weights, the same function; tests/test_mamba.py proves forward and gradients equal to the library's
@@ -41,8 +42,7 @@ def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk
 
     x, dt: (batch, T, channels), dt > 0; A: (channels, state), A < 0; B, C: (batch, T, state). Returns y
     (batch, T, channels). `chunk` is the longest chunk; it is shortened where the decays need it."""
-    batch, length, channels = x.shape
-    state = A.shape[-1]
+    length = x.shape[1]
     limit = _decay_limit(x.dtype)
     with torch.no_grad():  # the chunk length, from the largest one-step decay of this batch
         worst = float((dt * (-A).amax(-1)).amax()) if x.numel() else 0.0
@@ -51,22 +51,56 @@ def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk
     size = -(-length // -(-length // longest))  # as few chunks as `longest` allows, of equal length: little padding
     pad = -length % size
     x, dt, B, C = (F.pad(t, (0, 0, 0, pad)) for t in (x, dt, B, C))  # padded steps: no decay, no input
-    chunks = (length + pad) // size
+    return _Scan.apply(x, dt, A, B, C, size, reset)[:, :length]
+
+
+def _states(dt: Tensor, A: Tensor, inputs: Tensor, size: int, reset: bool) -> Tensor:
+    """h_t = exp(dt_t A) h_{t-1} + inputs_t from h_0 = 0, (batch, T, channels, state), in chunks of `size` steps
+    (T a multiple of it): within a chunk h_t = exp(S_t) (h_start + sum_{s<=t} exp(-S_s) inputs_s)."""
+    batch, length, channels, state = inputs.shape
+    chunks = length // size
     if reset:  # one step decays beyond exp(-limit): the state is reset to working precision; chunks of 1
-        S = (dt[..., None] * A).clamp(min=-limit).view(batch, chunks, 1, channels, state)
+        S = (dt[..., None] * A).clamp(min=-_decay_limit(inputs.dtype)).view(batch, chunks, 1, channels, state)
     else:  # S_t = A * (dt_1 + ... + dt_t) within a chunk: A is the same at every step
-        S = dt.view(batch, chunks, size, channels).cumsum(2)[..., None] * A
-    inputs = ((dt * x)[..., None] * B[:, :, None, :]).view_as(S)  # dt_s B_s x_s
-    total = torch.cumsum(torch.exp(-S) * inputs, dim=2)  # sum_{s<=t} exp(-S_s) dt_s B_s x_s, per chunk
+        S = dt.reshape(batch, chunks, size, channels).cumsum(2)[..., None] * A
+    total = torch.cumsum(torch.exp(-S) * inputs.view_as(S), dim=2)
     growth = torch.exp(S)
     if chunks > 1:  # carry the state from each chunk's end into the next chunk
         starts = [torch.zeros_like(total[:, 0, 0])]
         for c in range(chunks - 1):
             starts.append(growth[:, c, -1] * (total[:, c, -1] + starts[-1]))
-        total = total + torch.stack(starts, dim=1)[:, :, None]
-    h = (growth * total).view(batch, chunks * size, channels, state)
-    y = (h @ C[..., None]).squeeze(-1)  # (batch, T, channels): sum over the state
-    return y[:, :length]
+        total += torch.stack(starts, dim=1)[:, :, None]
+    return (growth * total).view(batch, length, channels, state)
+
+
+class _Scan(torch.autograd.Function):
+    """The scan with its backward pass written out: the gradient of a linear recurrence is the same recurrence run
+    backwards in time, so only the states h are kept (not the half-dozen state-sized tensors autograd would)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, size: int, reset: bool) -> Tensor:
+        h = _states(dt, A, (dt * x)[..., None] * B[:, :, None, :], size, reset)
+        ctx.save_for_backward(x, dt, A, B, C, h)
+        ctx.size, ctx.reset = size, reset
+        return (h @ C[..., None]).squeeze(-1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy: Tensor):
+        x, dt, A, B, C, h = ctx.saved_tensors
+        # dL/dh_t = C_t gy_t + exp(dt_{t+1} A) dL/dh_{t+1}: the recurrence reversed, its decays one step later
+        later = F.pad(dt[:, 1:], (0, 0, 0, 1))
+        gh = _states(later.flip(1), A, (gy[..., None] * C[:, :, None, :]).flip(1), ctx.size, ctx.reset).flip(1)
+        dtx = dt * x
+        g_dtx = (gh @ B[..., None]).squeeze(-1)
+        # dL/d(dt_t A) = dL/dh_t * exp(dt_t A) h_{t-1}, and exp(dt_t A) h_{t-1} = h_t - dt_t B_t x_t (where a decay
+        # was clamped, this is exp(-limit) h_{t-1}: zero to working precision, as the clamp's own gradient)
+        g_log = gh * (h - dtx[..., None] * B[:, :, None, :])
+        gdt = (g_log * A).sum(-1) + g_dtx * x
+        gA = torch.einsum("btdn,btd->dn", g_log, dt)
+        gB = torch.einsum("btdn,btd->btn", gh, dtx)
+        gC = torch.einsum("btdn,btd->btn", h, gy)
+        return (g_dtx * dt).to(x.dtype), gdt.to(dt.dtype), gA.to(A.dtype), gB.to(B.dtype), gC.to(C.dtype), None, None
 
 
 def mamba_mixer_forward(self: nn.Module, hidden_states: Tensor, cache=None, attention_mask=None, **kwargs) -> Tensor:
