@@ -6,14 +6,19 @@ runs at a tiny size (1-2 layers of width 16) for a handful of steps."""
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 from conftest import TINY
 
 from iclab.config import load_config
+from iclab.errors import UserError
 from iclab.evaluation.curves import evaluate, icl_scores, is_model_row
+from iclab.experiments.grid import run_grid
 from iclab.models import MODELS, ICLModel
 from iclab.training.checkpoint import checkpoint_dirs, read_state
 from iclab.training.runs import build_model, load_model, read_metrics
@@ -102,3 +107,69 @@ def test_muon_trains_hidden_matrices_of_every_architecture():
         assert hidden, name
         assert not any(n.startswith(("read_in", "read_out")) for n in hidden), name
         assert all(p.dim() == 2 for n, p in model.named_parameters() if n in hidden), name
+
+
+# every architecture in one launch: a process joins the group once (distributed.join), so between runs the ranks
+# only meet at the barrier with which a run ends, and leave the group after the last
+DDP_SCRIPT = """
+import sys
+import torch.distributed as dist
+from iclab.config import load_config
+from iclab.errors import UserError
+from iclab.training import distributed
+from iclab.training.trainer import train
+distributed.leave = lambda ctx: dist.barrier()
+root, names, sets = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
+for name in names:
+    train(load_config(None, sets + [f"model.name={name}"]), f"{root}/{name}", progress=False)
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_every_architecture_trains_data_parallel_as_in_one_process(tmp_path):
+    """Two gloo processes under torchrun, one launch for the whole registry: the same losses as one process up to
+    the order of floating-point sums (tests/test_distributed.py says why 1e-5 relative)."""
+    sets = RUN + ["model.layers=2", "model.width=16", "train.steps=4"]
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONFAULTHANDLER="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    result = subprocess.run(cmd + [str(tmp_path / "two"), ",".join(ARCHITECTURES), *sets], capture_output=True,
+                            text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ARCHITECTURES:
+        train(load_config(None, sets + [f"model.name={name}"]), tmp_path / "one" / name, progress=False)
+        one, two = losses(tmp_path / "one" / name), losses(tmp_path / "two" / name)
+        assert [s for s, _ in one] == [s for s, _ in two] == [1, 2, 3, 4], name
+        assert all(abs(a - b) <= 1e-5 * abs(a) for (_, a), (_, b) in zip(one, two, strict=True)), (name, one, two)
+
+
+def test_a_grid_over_the_registry_trains_every_architecture(tmp_path):
+    base = "\n".join(f"{k}: {v}" for k, v in (s.split("=", 1) for s in RUN if "." not in s.split("=")[0]))
+    (tmp_path / "base.yaml").write_text(base + "\neval: {baselines: [least_squares]}\n")
+    fixed = {k: v for k, v in (s.split("=", 1) for s in RUN if "." in s.split("=")[0])}
+    fixed |= {"train.steps": "2", "model.layers": "2", "model.width": "16"}
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "base: base.yaml\nset: {" + ", ".join(f"{k}: {v}" for k, v in fixed.items()) + "}\n"
+        f"grid:\n  model.name: [{', '.join(ARCHITECTURES)}]\n"
+    )
+    result = run_grid(path, tmp_path / "out", "local", jobs=2, progress=False)
+    assert {name: o["status"] for name, o in result["outcomes"].items()} == {
+        f"name={name}": "done" for name in ARCHITECTURES
+    }
+    for name in ARCHITECTURES:
+        stored = json.loads((tmp_path / "out" / f"name={name}" / "config.json").read_text())
+        assert stored["model"]["name"] == name
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_one_layer_builds_or_is_refused_in_one_line(name):
+    """A size a family cannot take (RWKV's initialisation needs 2 layers) is a config error, not a traceback."""
+    try:
+        config = load_config(None, overrides(name)[:-2] + ["model.layers=1", "model.width=16"])
+    except UserError as e:
+        assert "\n" not in str(e) and "model.layers" in str(e)
+        return
+    assert build_model(config).num_parameters() > 0

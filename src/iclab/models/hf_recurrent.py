@@ -31,6 +31,12 @@ class RwkvConfig(ModelConfig):
     name: str = "rwkv"
     mlp_ratio: int = field(default=4, metadata={"min": 1})  # channel-mix hidden size / width
 
+    def check(self, prefix: str) -> None:
+        super().check(prefix)
+        if self.layers < 2:  # the library's initialisation spreads its decays over layer_id / (layers - 1)
+            raise key_error(f"{prefix}.layers", f"RWKV needs at least 2 layers (its initialisation divides by "
+                            f"layers - 1), got {self.layers}")
+
     def hf_config(self, max_points: int):
         return transformers_module().RwkvConfig(
             num_hidden_layers=self.layers, hidden_size=self.width, attention_hidden_size=self.width,
