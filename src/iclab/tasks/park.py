@@ -61,7 +61,7 @@ class SparseParity(FunctionClass):
 
     def apply(self, params, xs, generator=None):
         if not ((xs == 1) | (xs == -1) | (xs == 0)).all():  # 0: a coordinate switched off by a curriculum
-            raise UserError("sparse_parity takes inputs in {-1, +1}^d: set inputs: signs (or --inputs signs)")
+            raise UserError("sparse_parity takes inputs in {-1, +1}^d: set inputs: signs (--set inputs.name=signs)")
         return torch.where(params["support"].unsqueeze(1), xs, torch.ones_like(xs)).prod(-1)
 
     def training_loss(self, preds, ys, params, normalized=False):
@@ -196,8 +196,8 @@ class VectorMQAR(FunctionClass):
 
     def apply(self, params, xs, generator=None):
         raise UserError(
-            "vector_mqar's outputs are d-dimensional vectors and iclab's models read out one number per position; "
-            "use VectorMQAR.targets with a d-dimensional read-out"
+            "vector_mqar's outputs are d-dimensional vectors and iclab's models read out one number per position, "
+            "so it cannot be trained or evaluated with them yet (its data: VectorMQAR.prompt_inputs and targets)"
         )
 
     def expected_y2(self):
