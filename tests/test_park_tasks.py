@@ -194,6 +194,12 @@ def test_outlier_statistics():
     assert (same == 0).all()  # one outlier per prompt, at each of its outlier positions
 
 
+def test_outlier_tasks_refuse_to_be_components():
+    spec = {"name": "mixture", "components": [{"name": "many_outlier_regression", "weight": 1}]}
+    with pytest.raises(UserError, match="use it as the task, not inside another"):
+        draw(spec, 4, 2, 3)
+
+
 def test_outlier_training_loss_is_the_mean_squared_error_on_clean_points():
     task, _, ys, params = draw("many_outlier_regression", 4, 16, 12)
     preds = torch.randn(ys.shape, generator=torch.Generator().manual_seed(1))

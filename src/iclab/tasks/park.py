@@ -95,6 +95,8 @@ class _Outliers(FunctionClass):
         return torch.where(outlier.unsqueeze(-1), x_out.unsqueeze(1).to(xs), xs), params | {"outlier": outlier}
 
     def apply(self, params, xs, generator=None):
+        if "outlier" not in params:  # drawn by prompt_inputs, which mixture, finite_pool and convex do not call
+            raise UserError(f"{self.registry_name} draws outliers per prompt: use it as the task, not inside another")
         _, y_out = self.outlier_point(params)
         ys = torch.einsum("bpd,bd->bp", xs, params["w"].to(xs))
         return torch.where(params["outlier"], y_out.unsqueeze(1).to(ys), ys)
