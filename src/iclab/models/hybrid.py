@@ -9,6 +9,10 @@ models are far sparser (Qwen3-Next: every 4 from 3; Jamba: every 8 from 4), whic
 Qwen3-Next's delta rule runs HF's chunked PyTorch code (in chunks of equal length: `DeltaNetModel`); Jamba's Mamba
 layers run iclab's chunked selective scan (`scan: own`: iclab.models.scan's `fast_mamba`, which applies Jamba's
 extra norms too) unless `scan: hf` asks for the library's fallback without `mamba-ssm`, a loop over tokens.
+
+All three run in float64 (and are causal there to rounding), but the library computes some steps in float32
+whatever the model's dtype: Qwen3-Next's delta rule and RMSNorms, Jamba's RMSNorms, MPT's softmax. A float64 run
+of these families is float32-accurate in those steps.
 """
 
 from __future__ import annotations
