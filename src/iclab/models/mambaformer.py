@@ -5,8 +5,9 @@ mamba/mamba_ssm/models/mixer_seq_simple.py (built by `MambaMixerModel` in src/mo
 
 - no position embedding: a Mamba block comes first and gives the sequence its order (MambaMixerModel adds a learned
   position embedding only for `mixed_attn: standard`, the plain hybrid, never for the MambaFormer);
-- then `n_layer` blocks, attention at the even ones and Mamba at the odd ones: for n_layer = 4 (the paper's
-  configuration, src/conf/hybrid/linear_regression.yaml) the order is Mamba, attention, Mamba, attention, Mamba;
+- then `n_layer` blocks, attention at the even ones and Mamba at the odd ones: for n_layer = 4 (the repository's
+  hybrid config, src/conf/hybrid/linear_regression.yaml, whose `mixed_attn` is "standard" with "mambaformer" named
+  as the alternative) the order is Mamba, attention, Mamba, attention, Mamba;
 - every block is Mamba's residual block (mamba/mamba_ssm/modules/mamba_simple.py, `Block`: add -> LayerNorm ->
   mixer, which is x + mixer(LayerNorm(x)) written for fused kernels), with no MLP; a final LayerNorm;
 - the attention mixer is nanoGPT's `CausalSelfAttention` (same file): fused q/k/v projection and output
