@@ -74,8 +74,9 @@ def resolve_model(model: str | Path) -> Path:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(path: str, device: str, dtype: str, metric: str) -> tuple[torch.nn.Module, int, int, str]:
-    """(model in eval mode, its d, its points, its loss) for a run folder; cached, as cross-validation refits often."""
+def _load(path: str, device: str, dtype: str, metric: str) -> tuple[torch.nn.Module, int, int]:
+    """(model in eval mode, its d, its points) of a run folder trained on a task scored by `metric`; cached, as
+    cross-validation refits often."""
     from .tasks import make_task
     from .training.runs import load_model, read_config
 
@@ -83,7 +84,7 @@ def _load(path: str, device: str, dtype: str, metric: str) -> tuple[torch.nn.Mod
         config = read_config(Path(path))
         task = make_task(config.task, config.dims)
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise UserError(f"{path} holds no in-context regression model (iclab train makes one)") from None
+        raise UserError(f"{path} holds no iclab in-context model (iclab train makes one)") from None
     if task.metric != metric:
         kind = "regression" if metric == "squared" else "classification (linear_classification)"
         raise UserError(f"{path} was trained on '{config.task['name']}', not on {kind}; pick a model trained on it")
@@ -92,7 +93,7 @@ def _load(path: str, device: str, dtype: str, metric: str) -> tuple[torch.nn.Mod
         model = model.to(torch.device(device), getattr(torch, dtype))
     except (RuntimeError, AttributeError, TypeError):
         raise UserError(f"device {device!r} / dtype {dtype!r}: not a usable torch device and float dtype") from None
-    return model, config.dims, config.points, getattr(task, "loss", "squared")
+    return model, config.dims, config.points
 
 
 class _ICLEstimator(BaseEstimator):
@@ -108,7 +109,7 @@ class _ICLEstimator(BaseEstimator):
         if self.wide not in WIDE:
             raise ValueError(f"wide must be one of {WIDE}, got {self.wide!r}")
         self.model_path_ = str(resolve_model(self.model))
-        _, d, points, self.loss_ = _load(self.model_path_, self.device, self.dtype, self._metric)
+        _, d, points = _load(self.model_path_, self.device, self.dtype, self._metric)
         size = points - 1 if self.context_size is None else self.context_size
         if not isinstance(size, int) or not 1 <= size <= points - 1:
             raise ValueError(f"context_size must be an integer from 1 to {points - 1} (the model's), got {size!r}")
@@ -121,7 +122,7 @@ class _ICLEstimator(BaseEstimator):
         self.feature_maps_ = maps
         self.context_rows_ = rows
         z = self._tensor(np.einsum("np,epd->end", (X - self.x_mean_) / self.x_scale_, maps))
-        self.context_x_ = torch.stack([z[e, rows[e]] for e in range(self.n_estimators)])  # (E, c, d)
+        self.context_x_ = z[np.arange(self.n_estimators)[:, None], rows]  # (E, c, d)
         self.context_y_ = self._tensor(targets[rows])  # (E, c, T)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
