@@ -10,6 +10,7 @@ from test_figures import problems
 
 from iclab.cli import main
 from iclab.plotting import plt
+from iclab.sklearn import DEFAULT_MODEL
 from iclab.tabular import TableComparison, cross_validate_table, read_table
 
 
@@ -40,7 +41,7 @@ def test_a_small_table_is_compared_and_written(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["tabular", str(path), "--target", "y", "--folds", "2", "--repeats", "1", "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "| ICL (dense_sparse) |" in captured.out and "| RidgeCV |" in captured.out
+    assert f"| ICL ({DEFAULT_MODEL}) |" in captured.out and "| RidgeCV |" in captured.out
     assert "one-hot encoded: colour" in captured.err
     with (out / "tabular.csv").open() as f:
         summary = {r["method"]: r for r in csv.DictReader(f)}
