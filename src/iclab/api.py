@@ -17,6 +17,7 @@ whole value. `iclab.compare` puts evaluated runs side by side (`iclab compare`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,13 +89,21 @@ class Run:
         baselines: list[str] | str | None = None,
         prompting: str | dict | None = None,
         progress: bool = False,
+        points: int | None = None,
     ) -> EvalResult:
         """Error against k of the model and the baselines on the config's fixed evaluation prompts, as `iclab eval`
         computes it: `task` (default the run's, e.g. "sparse_linear:nnz=2"), a `shift` ("scaled_x:factor=2"),
-        `baselines` (a list or a comma list; default the config's eval.baselines) and a `prompting` strategy.
-        Nothing is written until `save()`."""
+        `baselines` (a list or a comma list; default the config's eval.baselines), a `prompting` strategy, and
+        `points` per prompt (default eval.points; more than the run's `points` evaluates beyond its training
+        length, which a model with a learned position table refuses). Nothing is written until `save()`."""
         names = split_specs(baselines) if isinstance(baselines, str) else baselines
-        rows = evaluate(self.model, self.config, task, shift, names, progress=progress, prompting=prompting)
+        config = self.config
+        if points is not None:
+            if points < 1:
+                raise UserError(f"points must be a positive number of (x, y) pairs per prompt, got {points}")
+            config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, points=points))
+            config.check("")  # e.g. beyond the training length with a learned position table: one line
+        rows = evaluate(self.model, config, task, shift, names, progress=progress, prompting=prompting)
         return EvalResult(self, rows)
 
     def report(self) -> Path:

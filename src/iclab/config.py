@@ -100,7 +100,8 @@ class EvalConfig:
     bootstrap: int = field(default=1000, metadata={"min": 1})  # resamples for the confidence band
     confidence: float = field(default=0.9, metadata={"gt": 0.0, "lt": 1.0})  # of the bootstrap band (lo, hi)
     # (x, y) pairs per evaluation prompt; none: the curriculum's final points, as Garg et al. evaluate, or `points`
-    # without a points curriculum (iclab evaluated at `points` before version 2)
+    # without a points curriculum (iclab evaluated at `points` before version 2). More than `points` evaluates
+    # beyond the training length (`iclab eval --points`), for models without a learned position table
     points: int | None = field(default=None, metadata={"min": 1})
     baselines: list[str] = field(
         default_factory=lambda: ["zero", "averaging", "knn", "least_squares", "ridge", "lasso"]
@@ -142,8 +143,13 @@ class Config:
         ):
             if ramp is not None and ramp.end > top:
                 raise key_error(f"curriculum.{key}.end", f"must be <= {key} ({top}), got {ramp.end}")
-        if self.eval.points is not None and self.eval.points > self.points:
-            raise key_error("eval.points", f"must be <= points ({self.points}), got {self.eval.points}")
+        if self.eval.points is not None and self.eval.points > self.points and self.model.length_limited:
+            raise key_error(
+                "eval.points",
+                f"must be <= points ({self.points}) for a model with a learned position table, got "
+                f"{self.eval.points}; models without one (positions: type or none, llama, bloom, mamba, lstm, ...) "
+                "evaluate at any length",
+            )
         if self.train.autocast != "none" and self.dtype != "float32":
             raise key_error("train.autocast", f"{self.train.autocast} autocast needs dtype float32, got {self.dtype}")
 

@@ -63,6 +63,8 @@ def make_eval_set(
     xs, ys, params = sample_prompts(function_class, inputs, count, config.eval_points, generator)
     demos, queries = strategy.split(xs, generator)
     evalset = EvalSet(label, demos, ys, function_class.y_scale(params), function_class.metric, function_class, inputs)
+    if config.eval_points > config.points:  # beyond the training length: a curve of its own in curves.csv
+        evalset.label += f"@points={config.eval_points}"
     if queries is not None:  # both sets answered by the prompt's own function, as Garg's task.evaluate(xs_comb)
         evalset.label += "@" + strategy.registry_name
         evalset.ys = function_class.apply(params, demos, generator)

@@ -42,7 +42,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ..api import load_run  # the Python API's evaluation, so that both write the same files
 
     run = load_run(args.run_dir)
-    result = run.evaluate(args.task, args.shift, args.baselines, args.prompting, progress=not args.quiet)
+    result = run.evaluate(
+        args.task, args.shift, args.baselines, args.prompting, progress=not args.quiet, points=args.points
+    )
     path, png = result.save()
     _print_summary(result.rows, run.config.dims)
     print(f"wrote {path} and {png}")
@@ -265,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift", help="a distribution shift, e.g. skewed or scaled_x:factor=3 (`iclab list shifts`)")
     p.add_argument("--prompting", help=PROMPTING_HELP)
     p.add_argument("--baselines", help="comma-separated estimators (default: the config's eval.baselines)")
+    p.add_argument(
+        "--points", type=int, help="(x, y) pairs per prompt (default: eval.points); more than the run's `points` "
+        "evaluates beyond its training length (task label NAME@points=N), for models without a learned position table",
+    )
     p.add_argument("--quiet", **QUIET)
     p.set_defaults(func=_cmd_eval)
 

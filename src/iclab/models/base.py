@@ -47,6 +47,12 @@ class ModelConfig:
         if self.name != own:  # built in Python with another architecture's name
             raise key_error(f"{prefix}.name", f"{type(self).__name__} is the '{own}' model, got name {self.name!r}")
 
+    @property
+    def length_limited(self) -> bool:
+        """Whether the model refuses prompts longer than the `points` it was built for (a learned position table);
+        such a model cannot be evaluated beyond its training length."""
+        return False
+
     def build(self, dims: int, max_points: int) -> ICLModel:
         """The model for d = `dims` inputs and prompts of up to `max_points` (x, y) pairs."""
         raise NotImplementedError
@@ -63,9 +69,8 @@ class ICLModel(nn.Module):
     """Read-in, a causal sequence model over the interleaved tokens (`sequence`), read-out at the x positions.
 
     Subclasses build `read_in`, their backbone and `read_out` (in that order, so that a seed fixes every weight)
-    and implement `sequence`; an architecture with a position table sets `max_length` and refuses longer prompts."""
-
-    max_length: bool = False  # whether prompts longer than max_points are refused (a learned position table)
+    and implement `sequence`; an architecture with a position table says so (`ModelConfig.length_limited`) and
+    refuses longer prompts."""
 
     def __init__(self, config: ModelConfig, dims: int, max_points: int):
         super().__init__()
@@ -76,7 +81,7 @@ class ICLModel(nn.Module):
         n, d = xs.shape[1:]
         if d != self.dims:
             raise ValueError(f"the model takes {self.dims}-dimensional inputs, got {d}")
-        if self.max_length and n > self.max_points:
+        if self.config.length_limited and n > self.max_points:
             raise ValueError(
                 f"the model takes at most {self.max_points} points per prompt (its learned position table), got {n}"
             )

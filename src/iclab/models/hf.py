@@ -51,10 +51,9 @@ class HFConfig(ModelConfig):
 class HFModel(ICLModel):
     """iclab's read-in -> a Hugging Face decoder (random weights, no token embedding) -> iclab's read-out."""
 
-    def __init__(self, config: HFConfig, dims: int, max_points: int, max_length: bool = False):
+    def __init__(self, config: HFConfig, dims: int, max_points: int):
         super().__init__(config, dims, max_points)
         transformers = transformers_module()
-        self.max_length = max_length
         self.read_in = nn.Linear(dims, config.width)
         hf = config.hf_config(max_points)
         self.backbone = transformers.AutoModel.from_config(hf, attn_implementation=_attention(hf))
@@ -82,14 +81,16 @@ class GPT2Config(HFConfig):
 
     name: str = "gpt2"
 
+    @property
+    def length_limited(self) -> bool:
+        return True
+
     def hf_config(self, max_points: int):
         return transformers_module().GPT2Config(
             n_layer=self.layers, n_embd=self.width, n_head=self.heads, n_inner=self.mlp_ratio * self.width,
             n_positions=2 * max_points, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **NO_TOKENS,
         )
 
-    def build(self, dims: int, max_points: int) -> HFModel:
-        return HFModel(self, dims, max_points, max_length=True)
 
 
 @MODELS.register("llama")

@@ -95,6 +95,10 @@ class TransformerConfig(ModelConfig):
         """The momentum decay; 0 (no momentum term) for the other attentions."""
         return self.momentum or 0.0
 
+    @property
+    def length_limited(self) -> bool:
+        return self.positions == "learned"
+
     def build(self, dims: int, max_points: int) -> ICLTransformer:
         return ICLTransformer(self, dims, max_points)
 
@@ -290,10 +294,9 @@ def init_ema(blocks: nn.ModuleList) -> None:
 class ICLTransformer(ICLModel):
     def __init__(self, config: TransformerConfig, dims: int, max_points: int):
         super().__init__(config, dims, max_points)
-        self.max_length = config.positions == "learned"
         self.read_in = nn.Linear(dims, config.width)
         if config.positions != "none":  # a row per token position, or an x row and a y row (type)
-            self.pos = nn.Parameter(torch.zeros(2 * max_points if self.max_length else 2, config.width))
+            self.pos = nn.Parameter(torch.zeros(2 * max_points if config.length_limited else 2, config.width))
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.ln_f = nn.LayerNorm(config.width)
         self.read_out = nn.Linear(config.width, 1)
@@ -313,7 +316,7 @@ class ICLTransformer(ICLModel):
         if self.config.positions == "none":
             return h
         n = xs.shape[1]
-        return h + (self.pos[: 2 * n] if self.max_length else self.pos.repeat(n, 1))
+        return h + (self.pos[: 2 * n] if self.config.length_limited else self.pos.repeat(n, 1))
 
     def hidden(self, xs: Tensor, ys: Tensor, x_only: bool = False) -> Tensor:
         """Final hidden states (batch, 2n, width), or with `x_only` those of the n x positions (batch, n, width).
