@@ -181,3 +181,18 @@ def test_the_recorded_outcomes_are_well_formed():
         assert name in recipes.RECIPES and recipes.RECIPES[name].shipped, name
         assert set(checks.values()) <= {"PASS", "FAIL"}, name
     assert set(data["pretrained_seconds"]) == set(data["checks"])
+
+
+def test_all_leaves_out_recipes_without_the_scale_and_a_named_one_is_refused(monkeypatch):
+    """`iclab reproduce all --scale paper` (and its --dry-run) runs the recipes that have a paper size; naming one
+    without it is a one-line error."""
+    quick_only = Recipe(
+        name="quick-only", title="t", claim="c", differences="d", modes=("quick",), run=None, check=None,
+        draw=None, section=None,
+    )
+    monkeypatch.setitem(recipes.RECIPES, "quick-only", quick_only)
+    paper = recipes.names_at("all", "paper")
+    assert "quick-only" not in paper and paper == [n for n in recipes.RECIPES if "paper" in recipes.RECIPES[n].modes]
+    assert "quick-only" in recipes.names_at("all", "quick")
+    with pytest.raises(UserError, match=r"recipe 'quick-only' has no paper size \(it has: quick\)"):
+        recipes.names_at("quick-only", "paper")
