@@ -153,11 +153,18 @@ def reproduce(
             ) from None
 
 
-def _reproduce(name: str, out: Path, mode: str, pretrained: bool, progress: bool, jobs: int, device: str) -> list[dict]:
+def names_at(name: str, mode: str) -> list[str]:
+    """The recipes `name` stands for that have a `mode` size; `all` leaves out those without one (a named recipe
+    without it is a one-line error)."""
     names = recipe_names(name)
     for n in names:
-        if mode not in RECIPES[n].modes:
+        if mode not in RECIPES[n].modes and name != "all":
             raise UserError(f"recipe '{n}' has no {mode} size (it has: {', '.join(RECIPES[n].modes)})")
+    return [n for n in names if mode in RECIPES[n].modes]
+
+
+def _reproduce(name: str, out: Path, mode: str, pretrained: bool, progress: bool, jobs: int, device: str) -> list[dict]:
+    names = names_at(name, mode)
     if pretrained:  # --pretrained trains nothing: only recipes whose trained models ship with iclab render
         unshipped = [n for n in names if not RECIPES[n].shipped]
         if unshipped and name != "all":
@@ -200,7 +207,7 @@ def dry_run(name: str, scale: str | None = None, device: str | None = None, prog
     mode = scale_of(scale, False, False)
     device = device_of(mode, device, allow_cpu_paper=True)
     with on_device(device):
-        names = recipe_names(name)
+        names = names_at(name, mode)
         rows = estimate([(n, run) for n in names for run in plan(RECIPES[n], mode)], progress)
     return plan_lines(rows, mode, device or "cpu", names)
 
