@@ -187,8 +187,9 @@ def test_model_selection_tolerance():
 def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
     from test_bayes_recipes import AS_TINY, TD_TINY
     from test_momentum_recipe import TINY as MOMENTUM_TINY
+    from test_tabular_recipe import TINY as TABULAR_TINY
 
-    from iclab.recipes import algorithm_selection, icl_vs_ft, lsa_gd, momentum, task_diversity
+    from iclab.recipes import algorithm_selection, icl_vs_ft, lsa_gd, momentum, tabular, task_diversity
 
     monkeypatch.setitem(task_diversity.SIZES, "quick", TD_TINY)
     monkeypatch.setitem(algorithm_selection.SIZES, "quick", AS_TINY)
@@ -196,6 +197,7 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
     monkeypatch.setitem(momentum.SIZES, "quick", MOMENTUM_TINY)
     monkeypatch.setitem(lsa_gd.SIZES, "quick", lsa_gd.SIZES["quick"] | {"steps": 5})
     monkeypatch.setitem(icl_vs_ft.SIZES, "quick", {"steps": 3, "instances": 2})
+    monkeypatch.setitem(tabular.SIZES, "quick", TABULAR_TINY)
     summaries = recipes.reproduce("all", tmp_path, quick=True, progress=False)
     assert [s["recipe"] for s in summaries] == list(recipes.RECIPES)
     report = (tmp_path / "report.md").read_text()
