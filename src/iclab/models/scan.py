@@ -56,21 +56,19 @@ def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk
 
 def _states(dt: Tensor, A: Tensor, inputs: Tensor, size: int, reset: bool) -> Tensor:
     """h_t = exp(dt_t A) h_{t-1} + inputs_t from h_0 = 0, (batch, T, channels, state), in chunks of `size` steps
-    (T a multiple of it): within a chunk h_t = exp(S_t) (h_start + sum_{s<=t} exp(-S_s) inputs_s)."""
+    (T a multiple of it): within a chunk h_t = exp(S_t) (h_start + sum_{s<=t} exp(-S_s) inputs_s). Works in place
+    in `inputs` (no grad: it runs inside _Scan), whose memory becomes h."""
     batch, length, channels, state = inputs.shape
     chunks = length // size
     if reset:  # one step decays beyond exp(-limit): the state is reset to working precision; chunks of 1
-        S = (dt[..., None] * A).clamp(min=-_decay_limit(inputs.dtype)).view(batch, chunks, 1, channels, state)
+        S = (dt[..., None] * A).clamp_(min=-_decay_limit(inputs.dtype)).view(batch, chunks, 1, channels, state)
     else:  # S_t = A * (dt_1 + ... + dt_t) within a chunk: A is the same at every step
         S = dt.reshape(batch, chunks, size, channels).cumsum(2)[..., None] * A
-    total = torch.cumsum(torch.exp(-S) * inputs.view_as(S), dim=2)
-    growth = torch.exp(S)
-    if chunks > 1:  # carry the state from each chunk's end into the next chunk
-        starts = [torch.zeros_like(total[:, 0, 0])]
-        for c in range(chunks - 1):
-            starts.append(growth[:, c, -1] * (total[:, c, -1] + starts[-1]))
-        total += torch.stack(starts, dim=1)[:, :, None]
-    return (growth * total).view(batch, length, channels, state)
+    growth = S.exp_()  # exp(S_t) <= 1, and >= exp(-limit)
+    h = inputs.view_as(growth).div_(growth).cumsum_(2)  # sum_{s<=t} exp(-S_s) inputs_s
+    for c in range(1, chunks):  # carry the state from each chunk's end into the next chunk
+        h[:, c] += (growth[:, c - 1, -1] * h[:, c - 1, -1])[:, None]
+    return h.mul_(growth).view(batch, length, channels, state)
 
 
 class _Scan(torch.autograd.Function):
@@ -89,17 +87,17 @@ class _Scan(torch.autograd.Function):
     def backward(ctx, gy: Tensor):
         x, dt, A, B, C, h = ctx.saved_tensors
         # dL/dh_t = C_t gy_t + exp(dt_{t+1} A) dL/dh_{t+1}: the recurrence reversed, its decays one step later
-        later = F.pad(dt[:, 1:], (0, 0, 0, 1))
-        gh = _states(later.flip(1), A, (gy[..., None] * C[:, :, None, :]).flip(1), ctx.size, ctx.reset).flip(1)
+        later = F.pad(dt[:, 1:], (0, 0, 0, 1)).flip(1)
+        gh = _states(later, A, gy.flip(1)[..., None] * C.flip(1)[:, :, None, :], ctx.size, ctx.reset).flip(1)
         dtx = dt * x
         g_dtx = (gh @ B[..., None]).squeeze(-1)
+        gB = (dtx[:, :, None, :] @ gh).squeeze(2)
+        gC = (gy[:, :, None, :] @ h).squeeze(2)
         # dL/d(dt_t A) = dL/dh_t * exp(dt_t A) h_{t-1}, and exp(dt_t A) h_{t-1} = h_t - dt_t B_t x_t (where a decay
         # was clamped, this is exp(-limit) h_{t-1}: zero to working precision, as the clamp's own gradient)
-        g_log = gh * (h - dtx[..., None] * B[:, :, None, :])
-        gdt = (g_log * A).sum(-1) + g_dtx * x
-        gA = torch.einsum("btdn,btd->dn", g_log, dt)
-        gB = torch.einsum("btdn,btd->btn", gh, dtx)
-        gC = torch.einsum("btdn,btd->btn", h, gy)
+        g_log = torch.sub(h, dtx[..., None] * B[:, :, None, :]).mul_(gh)
+        gA = (g_log * dt[..., None]).sum((0, 1))
+        gdt = g_log.mul_(A).sum(-1) + g_dtx * x
         return (g_dtx * dt).to(x.dtype), gdt.to(dt.dtype), gA.to(A.dtype), gB.to(B.dtype), gC.to(C.dtype), None, None
 
 
