@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import time
 
@@ -117,6 +118,7 @@ def compare_kernels(name: str, args, points: int, dims: int, batch: int) -> dict
         "other_mb": memory[other],
         "max_diff_f32": diff["float32"],
         "max_diff_f64": diff["float64"],
+        "seconds": seconds,
     }
 
 
@@ -155,11 +157,13 @@ def main() -> None:
             "params": model.num_parameters(),
             "gflop_per_step": flops / 1e9,
             "s_per_step": median,
+            "best_s": min(seconds[name]),
             "tokens_per_s": tokens / median,
             "gflop_per_s": flops / median / 1e9,
             "activation_mb": activation_bytes(model, *data[0]) / 2**20,
         }
     _common.print_table(list(rows.values()))
+    load = {"after_models": round(os.getloadavg()[0], 2)}
     for name, error in failed.items():
         print(f"{name}: not built ({error})")
     kernels = []
@@ -167,7 +171,8 @@ def main() -> None:
         kernels.append(compare_kernels(name, args, args.points, args.dims, args.batch))
         if args.long_points:
             kernels.append(compare_kernels(name, args, args.long_points, 20, args.long_batch))
-    _common.print_table(kernels)
+    _common.print_table([{k: v for k, v in row.items() if k != "seconds"} for row in kernels])
+    load["after_kernels"] = round(os.getloadavg()[0], 2)
     if args.quick:
         return
     _common.write_result(
@@ -176,6 +181,8 @@ def main() -> None:
             "size": {k: getattr(args, k) for k in ("layers", "width", "dims", "points", "batch", "threads")}
             | {"tokens": 2 * args.points},
             "models": list(rows.values()),
+            "seconds": seconds,
+            "load_average_during": load,
             "not_built": failed,
             "kernels": kernels,
             "rounds": args.rounds,
@@ -183,13 +190,14 @@ def main() -> None:
                 parser, args, "layers", "width", "dims", "points", "batch", "rounds", "long_points", "long_batch"
             ),
             "note": "every registered model at layers/width given, every other key at its default; seconds: median "
-            "of the rounds of one forward + backward + AdamW step, all models alternated within each round, on "
+            "of the rounds of one forward + backward + AdamW step (best_s: the least disturbed round; every round in "
+            "`seconds`), all models alternated within each round, on "
             "`threads` threads of a machine shared with other jobs (its load average is in provenance); FLOPs: "
             "each model's forward_flops (matrix products) x 3; activation_mb: tensors saved for backward. "
             "kernels: a family's `scan` choices at the same weights, speedup = other_s / default_s (> 1: the "
             "default is faster), at the common shape and at a long prompt (long_points, d = 20); _mb: activation "
-            "memory; max_diff: the largest output difference on one batch (transformers' Mamba normalises in "
-            "float32, so float64 outputs agree to float32 rounding at best)",
+            "memory; max_diff: the largest output difference on one batch (transformers rounds Mamba's norms and "
+            "scan inputs to float32, so float64 outputs agree to about float32 rounding)",
         },
         seeds={"model": 0, "batches": 1},
     )
