@@ -120,7 +120,7 @@ def test_mamba_keys_map_onto_the_library_config():
     mixer = model.backbone.layers[0].mixer
     assert len(model.backbone.layers) == 3 and mixer.A_log.shape == (72, 8) and mixer.conv1d.kernel_size == (2,)
     assert model.backbone.get_input_embeddings() is None
-    assert mixer.forward.__func__ is mamba_mixer_forward  # scan: own is the default
+    assert mixer.forward.func is mamba_mixer_forward  # scan: own is the default
     assert "forward" not in vars(MambaConfig(scan="hf").build(4, 11).backbone.layers[0].mixer)
 
 
@@ -180,3 +180,19 @@ def test_fast_mamba_switches_jambas_mixers_too():
     torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
     for p, q in zip(grads(a, [h, *hf.parameters()]), grads(b, [h, *own.parameters()]), strict=True):
         torch.testing.assert_close(q, p, rtol=0, atol=1e-5)
+
+
+def test_a_model_on_the_own_scan_copies_and_pickles_with_its_own_weights():
+    import io
+
+    _, own = mamba_pair()
+    xs, ys = torch.randn(2, 5, 3, dtype=F64), torch.randn(2, 5, dtype=F64)
+    buffer = io.BytesIO()
+    torch.save(own, buffer)
+    buffer.seek(0)
+    for twin in (copy.deepcopy(own), torch.load(buffer, weights_only=False)):
+        mixer = twin.backbone.layers[0].mixer
+        assert mixer.forward.args[0] is mixer  # bound to the copy, not to the original
+        with torch.no_grad():
+            mixer.D.add_(1.0)
+        assert not torch.allclose(twin(xs, ys), own(xs, ys))
