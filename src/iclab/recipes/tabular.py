@@ -205,8 +205,12 @@ def check_results(r: dict) -> list[dict]:
 
 def draw(r: dict, folder: Path) -> list[Path]:
     prior = r["prior"]
-    fig, axes = plt.subplots(1, len(prior), figsize=(2.6 * len(prior), 3.2), dpi=120, squeeze=False)
-    for ax, (label, v) in zip(axes[0], prior.items(), strict=True):
+    cols = min(4, len(prior))
+    rows = -(-len(prior) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.8 * rows), dpi=110, squeeze=False)
+    for ax in axes.flat[len(prior) :]:
+        ax.axis("off")
+    for ax, (label, v) in zip(axes.flat, prior.items(), strict=False):
         for i, name in enumerate(("transformer", "oracle", "zero")):
             errs = v["errors"][name]
             ax.plot(range(len(errs)), errs, label=name, **series_style(i, name == "transformer", len(errs)))
