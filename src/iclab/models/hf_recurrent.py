@@ -2,9 +2,9 @@
 a transformers backbone between iclab's read-in and read-out (models/hf.py) in plain PyTorch on the CPU.
 
 What the library computes in float32 whatever the model's dtype (so a float64 model is float64 around it, and its
-results agree with float32's to about 1e-7, not 1e-15): RWKV's CPU time-mixing loop (keys and state), RecurrentGemma's
-RMSNorm and RG-LRU scan accumulator. xLSTM is float64 throughout (below). RWKV's and RecurrentGemma's CPU scans are
-a Python loop over the tokens.
+results agree with float32's to about 1e-7, not 1e-15): RWKV's CPU time-mixing loop (keys and state; iclab's own
+WKV kernel, the default, is in the model's dtype), RecurrentGemma's RMSNorm and RG-LRU scan accumulator. xLSTM is
+float64 throughout (below). RWKV's library CPU scan and RecurrentGemma's are a Python loop over the tokens.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import Tensor
 from ..spec import key_error
 from .base import MODELS, ModelConfig
 from .hf import NO_TOKENS, HFConfig, HFModel, transformers_module
+from .wkv import fast_rwkv
 
 
 @MODELS.register("rwkv")
@@ -26,10 +27,14 @@ class RwkvConfig(ModelConfig):
     recurrence) and a squared-ReLU channel mix, no attention heads. layers -> num_hidden_layers, width ->
     hidden_size (= attention_hidden_size), mlp_ratio -> intermediate_size / hidden_size; context_length = 2 x
     max_points (it only bounds the CUDA kernel; the CPU path takes any length); rescale_every = 0 (the library's
-    inference-time halving of weights, which rewrites them in place on every train/eval switch, is off)."""
+    inference-time halving of weights, which rewrites them in place on every train/eval switch, is off).
+    `scan: own` runs the WKV recurrence on iclab's chunked kernel (iclab.models.wkv: matrix products within chunks
+    of 32 tokens, in the model's dtype; proven equal to the recurrence and to the library's module, and faster in
+    benchmarks/architectures.py), `hf` on the library's token-by-token loop (keys and state in float32)."""
 
     name: str = "rwkv"
     mlp_ratio: int = field(default=4, metadata={"min": 1})  # channel-mix hidden size / width
+    scan: str = field(default="own", metadata={"choices": ["own", "hf"]})  # the WKV kernel: iclab's or the library's
 
     def check(self, prefix: str) -> None:
         super().check(prefix)
@@ -45,7 +50,10 @@ class RwkvConfig(ModelConfig):
         )
 
     def build(self, dims: int, max_points: int) -> HFModel:
-        return HFModel(self, dims, max_points)
+        model = HFModel(self, dims, max_points)
+        if self.scan == "own":
+            fast_rwkv(model)
+        return model
 
 
 @MODELS.register("xlstm")
