@@ -197,7 +197,7 @@ def main() -> None:
             "kernels: a family's `scan` choices at the same weights, speedup = other_s / default_s (> 1: the "
             "default is faster), at the common shape and at a long prompt (long_points, d = 20); _mb: activation "
             "memory; max_diff: the largest output difference on one batch (transformers rounds Mamba's norms and "
-            "scan inputs to float32, so float64 outputs agree to about float32 rounding)",
+            "scan inputs and RWKV's keys to float32, so float64 outputs agree to about float32 rounding)",
         },
         seeds={"model": 0, "batches": 1},
     )
