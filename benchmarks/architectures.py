@@ -2,7 +2,8 @@
 FLOPs per training step, seconds per training step (forward + backward + AdamW, the median of the rounds),
 tokens/s and achieved GFLOP/s, and the activation memory a step keeps for its backward pass. Then, for every
 family with a choice of kernel (a `scan` key: iclab's own against the library's), both kernels at the same shape
-and weights: the speed ratio and the largest difference of their outputs.
+and weights: the speed ratio and the largest difference of their outputs, for the whole model's training step and
+for the module the kernel replaces alone (its first instance, on the arguments a real pass gives it).
 
 The families are timed in alternation within each round, so the load on a shared machine hits all alike; the load
 average is stored with the results. FLOPs are each model's own count (`forward_flops`: matrix products only), so a
@@ -90,6 +91,62 @@ def kernel_choices(name: str) -> list[str]:
     return [default] + [c for c in fields["scan"].metadata.get("choices", []) if c != default]
 
 
+def swapped_module(model: nn.Module) -> str | None:
+    """The first module whose forward iclab replaced by its own kernel (an instance attribute), if any."""
+    return next((n for n, m in model.named_modules() if "forward" in vars(m)), None)
+
+
+def module_inputs(model: nn.Module, name: str, xs: torch.Tensor, ys: torch.Tensor) -> tuple[tuple, dict]:
+    """The arguments module `name` receives in a forward pass of the model on (xs, ys)."""
+    seen = []
+    hook = model.get_submodule(name).register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((args, kwargs)) if not seen else None, with_kwargs=True
+    )
+    with torch.no_grad():
+        model(xs, ys)
+    hook.remove()
+    return seen[0]
+
+
+def run_module(module: nn.Module, args: tuple, kwargs: dict, backward: bool = True) -> tuple[float, torch.Tensor]:
+    """Seconds of the module's forward (+ backward of the output's sum) on these arguments, and its output."""
+    args = tuple(a.detach().requires_grad_(backward) if torch.is_tensor(a) else a for a in args)
+    start = time.perf_counter()
+    with torch.set_grad_enabled(backward):
+        out = module(*args, **kwargs)
+        out = out[0] if isinstance(out, tuple) else out
+        if backward:
+            out.sum().backward()
+    return time.perf_counter() - start, out.detach()
+
+
+def compare_modules(name: str, spec: dict, choices: list[str], data: tuple, rounds: int) -> dict:
+    """The module a kernel replaces, alone (its first instance, on the arguments a real pass gives it): seconds of
+    forward + backward per kernel, and the largest output difference in float64."""
+    models = {c: build(spec | {"scan": c}, data[0].shape[2], data[0].shape[1]) for c in choices}
+    where = next(filter(None, map(swapped_module, models.values())), None)
+    if where is None:
+        return {}
+    args, kwargs = module_inputs(models[choices[0]], where, *data)
+    seconds: dict[str, list[float]] = {c: [] for c in choices}
+    for r in range(rounds + 1):
+        for c, model in models.items():
+            t, _ = run_module(model.get_submodule(where), args, kwargs)
+            if r > 0:
+                seconds[c].append(t)
+    median = {c: statistics.median(v) for c, v in seconds.items()}
+    wide = {c: m.double() for c, m in models.items()}
+    args64, kwargs64 = module_inputs(wide[choices[0]], where, *(t.double() for t in data))
+    outs = [run_module(wide[c].get_submodule(where), args64, kwargs64, backward=False)[1] for c in choices]
+    return {
+        "module": where,
+        "module_default_s": median[choices[0]],
+        "module_other_s": median[choices[-1]],
+        "module_speedup": median[choices[-1]] / median[choices[0]],
+        "module_diff_f64": max(float((o - outs[0]).abs().max()) for o in outs),
+    }
+
+
 def compare_kernels(name: str, args, points: int, dims: int, batch: int) -> dict:
     """A family's kernels at one shape: the same weights, seconds per training step and output differences."""
     choices = kernel_choices(name)
@@ -118,8 +175,7 @@ def compare_kernels(name: str, args, points: int, dims: int, batch: int) -> dict
         "other_mb": memory[other],
         "max_diff_f32": diff["float32"],
         "max_diff_f64": diff["float64"],
-        "seconds": seconds,
-    }
+    } | compare_modules(name, spec, choices, batches(1, batch, points, dims)[0], args.rounds) | {"seconds": seconds}
 
 
 def main() -> None:
@@ -195,7 +251,8 @@ def main() -> None:
             "`threads` threads of a machine shared with other jobs (its load average is in provenance); FLOPs: "
             "each model's forward_flops (matrix products) x 3; activation_mb: tensors saved for backward. "
             "kernels: a family's `scan` choices at the same weights, speedup = other_s / default_s (> 1: the "
-            "default is faster), at the common shape and at a long prompt (long_points, d = 20); _mb: activation "
+            "default is faster), at the common shape and at a long prompt (long_points, d = 20); module_*: the "
+            "replaced module alone, forward + backward, and its float64 output difference; _mb: activation "
             "memory; max_diff: the largest output difference on one batch (transformers rounds Mamba's norms and "
             "scan inputs and RWKV's keys to float32, so float64 outputs agree to about float32 rounding)",
         },
