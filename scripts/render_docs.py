@@ -79,7 +79,9 @@ def field_comments(cls: type) -> dict[str, str]:
 def config_rows(cls: type, prefix: str = "", default: object = None) -> list[tuple[str, str, str, str]]:
     """(key, type, default, meaning) for every leaf key of a config dataclass, nested sections flattened."""
     hints = typing.get_type_hints(cls)
-    comments = field_comments(cls)
+    comments = {}  # the comments beside each field, inherited ones (a model's name, layers, width) included
+    for base in reversed([c for c in cls.__mro__ if dataclasses.is_dataclass(c)]):
+        comments |= field_comments(base)
     instance = default if default is not None else _default_instance(cls)
     rows = []
     for f in dataclasses.fields(cls):

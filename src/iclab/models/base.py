@@ -28,7 +28,7 @@ MODELS = Registry("model")
 class ModelConfig:
     """The keys every architecture takes; each architecture's dataclass adds its own."""
 
-    # the architecture (`iclab list models`); a stored config without it is a transformer, as before the zoo
+    # the architecture (`iclab list models`); left out, the transformer (all configs before the model registry)
     name: str = "transformer"
     layers: int = field(default=3, metadata={"min": 1})  # blocks (or recurrent layers) of the backbone
     width: int = field(default=64, metadata={"min": 1})  # hidden size: the read-in's output, the read-out's input
