@@ -173,3 +173,22 @@ def test_one_layer_builds_or_is_refused_in_one_line(name):
         assert "\n" not in str(e) and "model.layers" in str(e)
         return
     assert build_model(config).num_parameters() > 0
+
+
+@pytest.mark.parametrize("name", ["lstm", "mamba"])
+def test_a_sweep_recipe_runs_on_another_architecture(tmp_path, monkeypatch, name):
+    """The recipes' shared models take `model: {name: ...}` from their scale file like any other key: the
+    frequency recipe end to end (train, sweep, checks) on two-step models of another architecture."""
+    from iclab.recipes import RECIPES
+    from iclab.recipes import models as shared
+    from iclab.recipes.sizes import read_scale
+
+    size = read_scale("models", "quick", shared.SharedModels)
+    size["set"] = size["set"] | {"model": {"name": name, "layers": 2, "width": 16}}
+    size["families"]["scalar"] |= {"train.steps": 2}
+    monkeypatch.setitem(shared.SIZES, "quick", size)
+    summary = RECIPES["frequency"].run(tmp_path, "quick", False, False)
+    assert summary["checks"]
+    for model in RECIPES["frequency"].models_at("quick"):
+        stored = json.loads((tmp_path / "models" / "quick" / model / "config.json").read_text())
+        assert stored["model"] == stored["model"] | {"name": name, "layers": 2, "width": 16}
