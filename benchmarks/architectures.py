@@ -12,7 +12,7 @@ backward pass (parameters excluded), deduplicated by storage: the part of peak m
 Writes benchmarks/results/architectures.json.
 
     python benchmarks/architectures.py [--layers 2] [--width 64] [--dims 5] [--points 11] [--batch 64]
-        [--threads 2] [--rounds 3] [--long-points 41] [--long-batch 8] [--quick]
+        [--threads 2] [--rounds 3] [--kernel-rounds 5] [--long-points 41] [--long-batch 8] [--quick]
 """
 
 from __future__ import annotations
@@ -143,6 +143,7 @@ def compare_modules(name: str, spec: dict, choices: list[str], data: tuple, roun
         "module_default_s": median[choices[0]],
         "module_other_s": median[choices[-1]],
         "module_speedup": median[choices[-1]] / median[choices[0]],
+        "module_speedup_best": min(seconds[choices[-1]]) / min(seconds[choices[0]]),
         "module_diff_f64": max(float((o - outs[0]).abs().max()) for o in outs),
     }
 
@@ -152,7 +153,7 @@ def compare_kernels(name: str, args, points: int, dims: int, batch: int) -> dict
     choices = kernel_choices(name)
     spec = {"name": name, "layers": args.layers, "width": args.width}
     models = {c: build(spec | {"scan": c}, dims, points) for c in choices}
-    seconds = timed_rounds(models, batches(2, batch, points, dims), args.rounds)
+    seconds = timed_rounds(models, batches(2, batch, points, dims), args.kernel_rounds)
     median = {c: statistics.median(s) for c, s in seconds.items()}
     memory = {c: activation_bytes(m, *batches(1, batch, points, dims)[0]) / 2**20 for c, m in models.items()}
     xs, ys = batches(1, 8, points, dims)[0]
@@ -171,11 +172,14 @@ def compare_kernels(name: str, args, points: int, dims: int, batch: int) -> dict
         "default_s": median[default],
         "other_s": median[other],
         "speedup": median[other] / median[default],
+        "speedup_best": min(seconds[other]) / min(seconds[default]),
         "default_mb": memory[default],
         "other_mb": memory[other],
         "max_diff_f32": diff["float32"],
         "max_diff_f64": diff["float64"],
-    } | compare_modules(name, spec, choices, batches(1, batch, points, dims)[0], args.rounds) | {"seconds": seconds}
+    } | compare_modules(name, spec, choices, batches(1, batch, points, dims)[0], args.kernel_rounds) | {
+        "seconds": seconds
+    }
 
 
 def main() -> None:
@@ -187,12 +191,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--kernel-rounds", type=int, default=5, help="rounds of each kernel comparison")
     parser.add_argument("--long-points", type=int, default=41, help="a longer prompt for the kernel comparison")
     parser.add_argument("--long-batch", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes, one round, nothing written")
     args = parser.parse_args()
     if args.quick:
-        args.width, args.batch, args.rounds, args.long_points, args.long_batch = 16, 4, 1, 0, 0
+        args.width, args.batch, args.rounds, args.kernel_rounds, args.long_points, args.long_batch = 16, 4, 1, 1, 0, 0
     torch.set_num_threads(args.threads)
     names = MODELS.names()
     spec = {"layers": args.layers, "width": args.width}
@@ -242,16 +247,18 @@ def main() -> None:
             "not_built": failed,
             "kernels": kernels,
             "rounds": args.rounds,
+            "kernel_rounds": args.kernel_rounds,
             "scale": _common.scale(
-                parser, args, "layers", "width", "dims", "points", "batch", "rounds", "long_points", "long_batch"
+                parser, args, *"layers width dims points batch rounds kernel_rounds long_points long_batch".split()
             ),
             "note": "every registered model at layers/width given, every other key at its default; seconds: median "
             "of the rounds of one forward + backward + AdamW step (best_s: the least disturbed round; every round in "
             "`seconds`), all models alternated within each round, on "
             "`threads` threads of a machine shared with other jobs (its load average is in provenance); FLOPs: "
             "each model's forward_flops (matrix products) x 3; activation_mb: tensors saved for backward. "
-            "kernels: a family's `scan` choices at the same weights, speedup = other_s / default_s (> 1: the "
-            "default is faster), at the common shape and at a long prompt (long_points, d = 20); module_*: the "
+            "kernels: a family's `scan` choices at the same weights, kernel_rounds rounds, speedup = other_s / "
+            "default_s of the medians (> 1: the default is faster), speedup_best of the least disturbed rounds ("
+            "the steadier under load), at the common shape and at a long prompt (long_points, d = 20); module_*: the "
             "replaced module alone, forward + backward, and its float64 output difference; _mb: activation "
             "memory; max_diff: the largest output difference on one batch (transformers rounds Mamba's norms and "
             "scan inputs and RWKV's keys to float32, so float64 outputs agree to about float32 rounding)",
