@@ -173,3 +173,22 @@ def test_scan_chooses_the_kernel_and_refuses_other_values():
     with pytest.raises(UserError) as error:
         ModelConfig.from_spec({"name": "rwkv", "scan": "fast"})
     assert "model.scan" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_model_on_the_own_kernel_copies_and_pickles_with_its_own_weights():
+    """The switched forward is bound to its layer in a way that copies and pickles (torch.save of a whole module,
+    e.g. inside a pickled scikit-learn estimator), each copy on its own weights."""
+    import io
+
+    _, own = rwkv_pair(5, F64)
+    xs, ys = prompts(5, F64)
+    buffer = io.BytesIO()
+    torch.save(own, buffer)
+    buffer.seek(0)
+    for twin in (copy.deepcopy(own), torch.load(buffer, weights_only=False)):
+        attention = twin.backbone.blocks[0].attention
+        assert attention.forward.args[0] is attention  # bound to the copy, not to the original
+        with torch.no_grad():
+            assert torch.allclose(twin(xs, ys), own(xs, ys))
+            attention.time_first.add_(1.0)
+            assert not torch.allclose(twin(xs, ys), own(xs, ys))

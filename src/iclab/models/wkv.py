@@ -22,8 +22,8 @@ the same function; tests/test_wkv.py proves it equal to the recurrence and to th
 
 from __future__ import annotations
 
+import functools
 import math
-import types
 
 import torch
 import torch.nn.functional as F
@@ -118,5 +118,5 @@ def fast_rwkv(model: nn.Module) -> int:
 
     layers = [m for m in model.modules() if isinstance(m, RwkvSelfAttention)]
     for layer in layers:
-        layer.forward = types.MethodType(rwkv_attention_forward, layer)
+        layer.forward = functools.partial(rwkv_attention_forward, layer)  # unlike a bound method, pickles
     return len(layers)
