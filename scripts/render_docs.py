@@ -173,7 +173,8 @@ def render_models() -> list[str]:
     from iclab.models import MODELS, ModelConfig
 
     common = {f.name for f in dataclasses.fields(ModelConfig)}
-    lines = ["| `model.name` | architecture | its own keys (defaults) | weights at defaults, d = 5 |", "|---|---|---|---|"]
+    lines = ["| `model.name` | architecture | its own keys (defaults) | weights at defaults, d = 5 |"]
+    lines.append("|---|---|---|---|")
     for name in MODELS.names():
         cls = MODELS.get(name)
         with torch.device("meta"):
