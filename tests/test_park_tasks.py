@@ -254,10 +254,11 @@ def test_vector_mqar_statistics_and_recall_errors():
     assert torch.equal(task.recall_errors(other, params, xs).bool(), wrong)
 
 
-def test_vector_mqar_refuses_one_number_outputs_and_prompts_without_keys():
+def test_vector_mqar_outputs_are_its_targets_and_refuses_prompts_without_keys():
     task, xs, params = mqar(2, 4, 3)
-    with pytest.raises(UserError, match="d-dimensional"):
-        task.apply(params, xs)
+    assert torch.equal(task.apply(params, xs), task.targets(params, xs)) and task.outputs == 3
+    with pytest.raises(UserError, match="use it as the task"):
+        task.apply({}, xs)
     with pytest.raises(UserError, match="no keys before its 4 queries"):
         mqar(2, 4, 3, queries=4)
 

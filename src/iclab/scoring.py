@@ -29,6 +29,8 @@ class EvalSet:
     query_xs: Tensor | None = None
     query_ys: Tensor | None = None
     positions: int | None = None  # the scored positions k = 0 .. positions-1 (None: all)
+    # (prompts, points) the points scored (Park et al.'s outlier tasks: the clean ones; None: every point)
+    clean: Tensor | None = None
 
     @property
     def targets(self) -> Tensor:
@@ -70,6 +72,8 @@ def make_eval_set(
         evalset.ys = function_class.apply(params, demos, generator)
         evalset.query_xs, evalset.query_ys = queries, function_class.apply(params, queries, generator)
         evalset.positions = strategy.positions(xs.shape[1], xs.shape[2])
+    if "outlier" in params and queries is None:  # scored on the clean points only, as Park et al.'s eval.py
+        evalset.clean = ~params["outlier"]
     if shift_obj is not None:
         evalset.ys = shift_obj.outputs(evalset.ys, generator, function_class)
         if queries is not None:
@@ -78,8 +82,17 @@ def make_eval_set(
 
 
 def prompt_errors(preds: Tensor, evalset: EvalSet) -> Tensor:
-    """(prompts, scored positions) errors of predictions against the evaluation set's outputs."""
+    """(prompts, scored positions) errors of predictions against the evaluation set's outputs. With `clean` points
+    (outlier tasks) an outlier's error is 0 and a clean one's is scaled by prompts / (clean points at its k), so
+    that the mean over prompts at each k is the mean over that k's clean points."""
     preds, ys = preds.double().cpu(), evalset.targets.double()
     if evalset.metric == "sign":
-        return (torch.sign(preds) != torch.sign(ys)).double()
-    return (preds - ys).square() / evalset.scale.double().unsqueeze(1)
+        errors = (torch.sign(preds) != torch.sign(ys)).double()
+    elif evalset.metric == "recall":  # vector_mqar: (prompts, points, d) outputs
+        errors = evalset.task.point_errors(preds, ys)
+    else:
+        errors = (preds - ys).square() / evalset.scale.double().unsqueeze(1)
+    if evalset.clean is None:
+        return errors
+    clean = evalset.clean[:, : errors.shape[1]].double()
+    return errors * clean * clean.shape[0] / clean.sum(0).clamp(min=1)

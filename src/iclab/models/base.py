@@ -59,9 +59,11 @@ class ModelConfig:
 
 
 def interleave(xs: Tensor, ys: Tensor) -> Tensor:
-    """(batch, n, d) inputs and (batch, n) outputs -> (batch, 2n, d) tokens x_1, [y_1, 0, ...], x_2, ..."""
+    """(batch, n, d) inputs and (batch, n) outputs -> (batch, 2n, d) tokens x_1, [y_1, 0, ...], x_2, ...
+    Vector outputs (batch, n, e), e <= d (vector_mqar's values), fill the first e entries of their tokens."""
     b, n, d = xs.shape
-    y_tokens = F.pad(ys.unsqueeze(-1), (0, d - 1))
+    y_tokens = ys.unsqueeze(-1) if ys.dim() == 2 else ys
+    y_tokens = F.pad(y_tokens, (0, d - y_tokens.shape[-1]))
     return torch.stack((xs, y_tokens), dim=2).view(b, 2 * n, d)
 
 
@@ -92,9 +94,16 @@ class ICLModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, xs: Tensor, ys: Tensor) -> Tensor:
-        """Predictions (batch, n): entry k predicts ys[:, k] from xs[:, :k+1] and ys[:, :k]."""
+        """Predictions (batch, n), or (batch, n, outputs) (`set_outputs`): entry k predicts ys[:, k] from
+        xs[:, :k+1] and ys[:, :k]."""
         h = self.sequence(self.read_in(self.tokens(xs, ys)))
         return self.read_out(h[:, 0::2]).squeeze(-1)
+
+    def set_outputs(self, outputs: int) -> None:
+        """Read out `outputs` numbers per position, for a task whose outputs are vectors (vector_mqar): a fresh
+        linear read-out of that width, drawn after every other weight (one output, the default, changes nothing)."""
+        if outputs != 1:
+            self.read_out = nn.Linear(self.read_out.in_features, outputs)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -51,7 +51,8 @@ class FunctionClass:
     dims: int = field(default=5, metadata={"min": 1})
     # where the spec came from (e.g. "task.components[1]"), so that errors name the config key
     _prefix: InitVar[str | None] = None
-    metric: ClassVar[str] = "squared"  # "squared": squared error / y_scale; "sign": 0-1 error of sign(prediction)
+    # "squared": squared error / y_scale; "sign": 0-1 error of sign(prediction); "recall": vector_mqar's 0-1 recall
+    metric: ClassVar[str] = "squared"
     registry_name: ClassVar[str]
 
     def __post_init__(self, _prefix: str | None) -> None:
@@ -71,6 +72,11 @@ class FunctionClass:
             cls.apply = cls.__dict__["evaluate"]
         elif "apply" in cls.__dict__ and "evaluate" not in cls.__dict__:
             cls.evaluate = _deprecated_alias(cls.__dict__["apply"])
+
+    @property
+    def outputs(self) -> int:
+        """How many numbers each output y is: 1, or d for a vector-valued class (the model's read-out width)."""
+        return 1
 
     def sample(self, batch: int, generator: torch.Generator, active_dims: int | None = None) -> Params:
         raise NotImplementedError

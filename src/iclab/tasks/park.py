@@ -9,8 +9,9 @@ docs/fidelity.md lists every difference.
   probability `prob`, replaced by an outlier; trained on the clean points only. The outliers are drawn once the
   prompt length is known (`prompt_inputs`) and recorded in params["outlier"].
 - `vector_mqar`: keys and values on the sphere of radius sqrt(d), then queries that repeat a key; the output is
-  the value of the key the query matches, a d-dimensional vector. iclab's models read out one number per
-  position, so this class provides the data (`prompt_inputs`, `targets`, `recall_errors`) and refuses `apply`.
+  the value of the key the query matches, a d-dimensional vector: its y tokens carry the whole vector and the model
+  reads out d numbers per position (`outputs`, ICLModel.set_outputs). Trained with the squared error on the query
+  positions only (their Retrieval predicts at the query alone), scored by the 0-1 recall error (metric: recall).
 """
 
 from __future__ import annotations
@@ -159,9 +160,16 @@ class VectorMQAR(FunctionClass):
     each with a value (its y, a d-dimensional vector), then `queries` x's each repeat a uniformly drawn key, or with
     probability 1 / (keys + 1) are a fresh vector (their sampler's randint(0, n) includes n); every vector is
     rescaled to norm sqrt(d). A query's y is the value of the key with the largest inner product with it. Park et
-    al. use d = 20, 64 keys, one query. Needs a model with a d-dimensional read-out (not yet in iclab)."""
+    al. use d = 20, 64 keys, one query. Models read out d numbers per position (`outputs`); the loss is the squared
+    error averaged over the d coordinates at the query positions (Retrieval's mean_squared_error), the score the
+    0-1 recall error (`point_errors`)."""
 
     queries: int = field(default=1, metadata={"min": 1})
+    metric: ClassVar[str] = "recall"
+
+    @property
+    def outputs(self) -> int:
+        return self.dims
 
     def sample(self, batch, generator, active_dims=None):
         return {}
@@ -196,10 +204,29 @@ class VectorMQAR(FunctionClass):
         wanted = torch.einsum("bqd,bkd->bqk", truth, values).argmax(-1)
         return (guess != wanted).double()
 
+    def point_errors(self, preds: Tensor, ys: Tensor) -> Tensor:
+        """(batch, points) 0-1 errors at every position, from the prompts alone: whether the key value nearest the
+        prediction (by inner product) is not the point's own output, ys (batch, points, d). At a query it is
+        `recall_errors`; at a key, whose value comes after it, it measures a guess (chance: keys - 1 in keys)."""
+        values = ys[:, : ys.shape[1] - self.queries].to(preds)
+        guess = torch.einsum("bpd,bkd->bpk", preds, values).argmax(-1)
+        wanted = torch.einsum("bpd,bkd->bpk", ys.to(preds), values).argmax(-1)
+        return (guess != wanted).double()
+
     def apply(self, params, xs, generator=None):
-        raise UserError(
-            "vector_mqar's outputs are d-dimensional vectors and iclab's models read out one number per position, "
-            "so it cannot be trained or evaluated with them yet (its data: VectorMQAR.prompt_inputs and targets)"
+        """(batch, points, d): `targets`, drawn by prompt_inputs (which mixture, finite_pool and convex do not
+        call)."""
+        if "values" not in params:
+            raise UserError("vector_mqar draws its keys and values per prompt: use it as the task, not inside another")
+        return self.targets(params, xs)
+
+    def training_loss(self, preds, ys, params, normalized=False):
+        """(batch, points) squared errors averaged over the d coordinates, 0 at the keys, the queries' scaled so
+        that the mean over the batch is their mean (as `normalized`, divided by E[|y|^2] / d = 1: unchanged)."""
+        err = (preds - ys).square().mean(-1)
+        points = err.shape[1]
+        return torch.cat([torch.zeros_like(err[:, : points - self.queries]), err[:, points - self.queries :]], 1) * (
+            points / self.queries
         )
 
     def expected_y2(self):

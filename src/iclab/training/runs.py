@@ -29,6 +29,7 @@ import torch
 from ..config import Config, config_from_json
 from ..errors import UserError
 from ..models import ICLModel
+from ..tasks import make_task
 from .checkpoint import checkpoint_dirs, latest_checkpoint, load_model_weights, read_state
 
 # How a run executes, not what it trains: a run may resume, or be reused, with other values of these.
@@ -36,8 +37,11 @@ EXECUTION_KEYS = frozenset({"threads", "device"})
 
 
 def build_model(config: Config) -> ICLModel:
-    """The run's model, of the architecture `model.name`, with freshly initialised weights (the torch RNG's)."""
-    return config.model.build(config.dims, config.points)
+    """The run's model, of the architecture `model.name`, with freshly initialised weights (the torch RNG's), and
+    as many outputs per position as the task's outputs have (vector_mqar: d; every other task: 1)."""
+    model = config.model.build(config.dims, config.points)
+    model.set_outputs(make_task(config.task, config.dims).outputs)
+    return model
 
 
 def set_threads(config: Config) -> None:
