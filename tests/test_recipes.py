@@ -185,11 +185,20 @@ def test_model_selection_tolerance():
 
 
 def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
+    from test_architecture_recipe import TINY as ARCHITECTURES_TINY
     from test_bayes_recipes import AS_TINY, TD_TINY
     from test_momentum_recipe import TINY as MOMENTUM_TINY
     from test_tabular_recipe import TINY as TABULAR_TINY
 
-    from iclab.recipes import algorithm_selection, icl_vs_ft, lsa_gd, momentum, tabular, task_diversity
+    from iclab.recipes import (
+        algorithm_selection,
+        architectures,
+        icl_vs_ft,
+        lsa_gd,
+        momentum,
+        tabular,
+        task_diversity,
+    )
 
     monkeypatch.setitem(task_diversity.SIZES, "quick", TD_TINY)
     monkeypatch.setitem(algorithm_selection.SIZES, "quick", AS_TINY)
@@ -198,6 +207,7 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
     monkeypatch.setitem(lsa_gd.SIZES, "quick", lsa_gd.SIZES["quick"] | {"steps": 5})
     monkeypatch.setitem(icl_vs_ft.SIZES, "quick", {"steps": 3, "instances": 2})
     monkeypatch.setitem(tabular.SIZES, "quick", TABULAR_TINY)
+    monkeypatch.setitem(architectures.SIZES, "quick", ARCHITECTURES_TINY)
     summaries = recipes.reproduce("all", tmp_path, quick=True, progress=False)
     assert [s["recipe"] for s in summaries] == list(recipes.RECIPES)
     report = (tmp_path / "report.md").read_text()
@@ -269,7 +279,7 @@ def test_every_recipe_is_one_declared_frozen_recipe(tmp_path, monkeypatch):
         for mode in recipe.modes:
             assert set(recipe.models_at(mode)) <= set(zoo.model_names(mode)), (name, mode)
     assert recipes.RECIPES["sparsity"].models == ("dense", "sparse", "dense_sparse")
-    unshipped = ["momentum"]  # the others' full-size models ship (lsa-gd's layer too): --pretrained loads them
+    unshipped = ["momentum", "architectures"]  # the others' full-size models ship: --pretrained loads them
     assert [n for n, r in recipes.RECIPES.items() if not r.shipped] == unshipped
     with pytest.raises(dataclasses.FrozenInstanceError):
         lsa_gd.RECIPE.shipped = False

@@ -32,6 +32,7 @@ from ..spec import unknown_key_error
 from ..training.guard import no_training
 from . import (
     algorithm_selection,
+    architectures,
     convex,
     frequency,
     icl_vs_ft,
@@ -68,6 +69,7 @@ RECIPES: dict[str, Recipe] = {
         task_diversity.RECIPE,
         algorithm_selection.RECIPE,
         tabular.RECIPE,
+        architectures.RECIPE,
     )
 }
 
