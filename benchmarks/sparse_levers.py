@@ -104,6 +104,18 @@ def train_and_evaluate(job: tuple[str, str, int]) -> dict:
     return evaluate(ensure_trained(Path(root), lever, seed), lever, seed)
 
 
+def run_jobs(jobs: list[tuple[str, str, int]], workers: int) -> list[dict]:
+    """Each job's row, `workers` at a time; the first failure or stop (Ctrl-C, SIGTERM: the runs keep their
+    checkpoints) cancels the jobs not yet started instead of letting the workers go on to them."""
+    if workers == 1:
+        return [train_and_evaluate(job) for job in jobs]
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
+        return [f.result() for f in [pool.submit(train_and_evaluate, job) for job in jobs]]
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levers", default=",".join(LEVERS))
@@ -116,8 +128,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown lever(s) {', '.join(unknown)}; choose from {', '.join(LEVERS)}")
     jobs = [(args.root, lever, int(seed)) for lever in levers for seed in args.seeds.split(",")]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        rows = list(pool.map(train_and_evaluate, jobs))
+    rows = run_jobs(jobs, args.jobs)
     _common.print_table([{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows])
     _common.write_result(
         "sparse_levers",
