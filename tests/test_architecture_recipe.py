@@ -193,8 +193,14 @@ def test_widths_are_matched_from_counted_parameters():
         assert build_model(config).num_parameters() == count
         others = [arch.parameter_count(size, "linear", size["architectures"][name] | {"width": w})
                   for w in size["widths"]]  # fmt: skip
-        assert abs(count - size["parameters"]) == min(abs(n - size["parameters"]) for n in others if n)
+        assert abs(count - size["parameters"]) == min(abs(n - size["parameters"]) for n in others)
     assert set(size["tasks"]) >= set(arch.PAPER["mamba"]) and len(size["lrs"]) >= 3
+    odd = size | {"widths": [9, 10], "architectures": {"t": {"name": "transformer", "heads": 2}}}
+    assert arch.matched_width(odd, "t")[0] == 10  # 9 is refused (2 heads do not divide it), not fatal
+    wrong = odd | {"architectures": {"t": {"name": "transformer", "layer": 2}}}
+    with pytest.raises(UserError, match="none of the widths \\[9, 10\\] builds a model \\(width 9: .*layer") as info:
+        arch.matched_width(wrong, "t")
+    assert "\n" not in str(info.value)
 
 
 def test_a_scale_file_with_too_few_rates_is_one_line(tmp_path, monkeypatch):

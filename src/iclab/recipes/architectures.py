@@ -92,25 +92,24 @@ def run_config(size: dict, task: str, model: dict, lr: float) -> Config:
     return training_config(size, size["tasks"][task]["set"] | {"model": model, "train.lr": lr})
 
 
-def parameter_count(size: dict, task: str, model: dict) -> int | None:
-    """Parameters of `model` on `task` (counted on the meta device), or None where the spec is not valid (a width
-    that its heads do not divide)."""
-    try:
-        config = run_config(size, task, model, size["lrs"][0])
-    except UserError:
-        return None
+def parameter_count(size: dict, task: str, model: dict) -> int:
+    """Parameters of `model` on `task`, counted on the meta device (a UserError where the spec is not valid)."""
+    config = run_config(size, task, model, size["lrs"][0])
     with torch.device("meta"):
         return build_model(config).num_parameters()
 
 
 def matched_width(size: dict, arch: str) -> tuple[int, int]:
     """(width, parameters): the width among `widths` whose parameter count on the first task is closest to
-    `parameters`."""
-    task = next(iter(size["tasks"]))
-    counts = {w: parameter_count(size, task, size["architectures"][arch] | {"width": w}) for w in size["widths"]}
-    counts = {w: n for w, n in counts.items() if n is not None}
+    `parameters`; widths the architecture refuses (heads that do not divide them) are left out."""
+    task, counts, refused = next(iter(size["tasks"])), {}, []
+    for w in size["widths"]:
+        try:
+            counts[w] = parameter_count(size, task, size["architectures"][arch] | {"width": w})
+        except UserError as e:
+            refused.append(f"width {w}: {e}")
     if not counts:
-        raise UserError(f"architecture '{arch}': none of the widths {size['widths']} builds a valid model")
+        raise UserError(f"architecture '{arch}': none of the widths {size['widths']} builds a model ({refused[0]})")
     width = min(counts, key=lambda w: (abs(counts[w] - size["parameters"]), w))
     return width, counts[width]
 
