@@ -22,7 +22,8 @@ import _common
 import numpy as np
 import torch
 
-import iclab.sklearn
+from iclab.models import ICLModel
+from iclab.models.transformer import ICLTransformer
 from iclab.sklearn import DEFAULT_MODEL, ICLRegressor
 
 GOAL = 20.0
@@ -57,15 +58,15 @@ def main() -> None:
     train, test = slice(0, args.train), slice(args.train, None)
     single = X[test][: args.single_rows]
 
-    rows = []
+    rows, cached = [], ICLTransformer.query_predictor
     for members in (int(m) for m in args.members.split(",")):
         est = ICLRegressor(model=args.model, n_estimators=members, random_state=0).fit(X[train], y[train])
         est.predict(single[:1])  # warm-up: the model's load and the first forward pass
         batched, predictions = best_seconds(lambda est=est: est.predict(X[test]), args.repeats)
         one_by_one, singles = best_seconds(lambda est=est: [est.predict(row[None]) for row in single], args.repeats)
-        cacheable, iclab.sklearn._cacheable = iclab.sklearn._cacheable, lambda net: False
+        ICLTransformer.query_predictor = ICLModel.query_predictor  # every prompt whole
         full, _ = best_seconds(lambda est=est: est.predict(X[test][: args.full_rows]), args.repeats)
-        iclab.sklearn._cacheable = cacheable
+        ICLTransformer.query_predictor = cached
         batched_rate, single_rate = args.test / batched, len(single) / one_by_one
         row = {
             "members": members,

@@ -14,9 +14,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-import iclab.sklearn
 from iclab.config import parse_value
 from iclab.errors import UserError
+from iclab.models import ICLModel
+from iclab.models.transformer import ICLTransformer
 from iclab.sklearn import ICLClassifier, ICLRegressor, resolve_model
 from iclab.training.runs import load_model
 
@@ -100,7 +101,7 @@ def test_batched_predictions_equal_the_model_run_one_prompt_at_a_time(p, cached,
     """The reference builds each (member, row) prompt by hand from the stored draws and runs the model's forward
     on it alone, in float64: the batched path must give the same numbers."""
     if not cached:
-        monkeypatch.setattr(iclab.sklearn, "_cacheable", lambda net: False)
+        monkeypatch.setattr(ICLTransformer, "query_predictor", ICLModel.query_predictor)
     X, y = linear_table(40, p, seed=3, noise=0.1)
     est = ICLRegressor(model="dense", n_estimators=3, context_size=6, dtype="float64", random_state=0)
     est.fit(X[:30], y[:30])
@@ -129,11 +130,11 @@ def test_the_context_run_once_matches_full_prompts_for_other_positions_and_atten
     overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in TINY)} | {"train.steps": 5}
     overrides |= {f"model.{k}": v for k, v in (item.split("=") for item in model.split(","))}
     iclab.train("demo", tmp_path / "run", overrides, progress=False)
-    assert iclab.sklearn._cacheable(load_model(tmp_path / "run")[0])
+    assert load_model(tmp_path / "run")[0].caches_context
     X, y = linear_table(30, 4, seed=7, noise=0.1)
     est = ICLRegressor(model=str(tmp_path / "run"), n_estimators=3, dtype="float64", random_state=0).fit(X[:20], y[:20])
     cached = est.predict(X[20:])
-    monkeypatch.setattr(iclab.sklearn, "_cacheable", lambda net: False)
+    monkeypatch.setattr(ICLTransformer, "query_predictor", ICLModel.query_predictor)
     np.testing.assert_allclose(cached, est.predict(X[20:]), rtol=1e-12, atol=1e-12)
 
 

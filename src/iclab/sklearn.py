@@ -139,7 +139,7 @@ class _ICLEstimator(BaseEstimator):
         chunk = max(1, MAX_PROMPTS // (E * T))
         out = []
         with torch.inference_mode():
-            run = (_cached_prompts if _cacheable(net) else _full_prompts)(net, cx, cy)
+            run = net.query_predictor(cx, cy)  # each context computed once where the architecture can
             for start in range(0, len(X), chunk):
                 q = z[:, start : start + chunk]  # (E, m, d)
                 m = q.shape[1]
@@ -151,56 +151,6 @@ class _ICLEstimator(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None  # the draws come from random_state
         return tags
-
-
-def _full_prompts(net: torch.nn.Module, cx: torch.Tensor, cy: torch.Tensor):
-    """For contexts cx (B, c, d), cy (B, c): the function of queries q (B, m, d) -> (B, m) that appends each query to
-    its context as one prompt and reads the model's prediction there. Any model: it only calls forward(xs, ys)."""
-    B, c, d = cx.shape
-
-    def run(q: torch.Tensor) -> torch.Tensor:
-        m = q.shape[1]
-        xs = torch.cat([cx[:, None].expand(B, m, c, d), q[:, :, None]], 2).reshape(B * m, c + 1, d)
-        ys = torch.cat([cy[:, None].expand(B, m, c), cy.new_zeros(B, m, 1)], 2).reshape(B * m, c + 1)
-        return net(xs, ys)[:, -1].reshape(B, m)
-
-    return run
-
-
-def _cacheable(net: torch.nn.Module) -> bool:
-    """Whether `net` is iclab's transformer with plain softmax or linear attention (no momentum or EMA term), whose
-    prompts `_cached_prompts` can run with the context computed once."""
-    blocks = getattr(net, "blocks", [])
-    return type(net).__name__ == "ICLTransformer" and all(
-        b.attn.attention in ("softmax", "linear") and not b.attn.momentum and b.attn.ema is None for b in blocks
-    )
-
-
-def _cached_prompts(net: torch.nn.Module, cx: torch.Tensor, cy: torch.Tensor):
-    """`_full_prompts`'s function, computed as causal attention allows: the context's keys and values at every
-    layer once per context, then each query token alone, attending to them and to itself. The same numbers as the
-    full prompts (up to rounding), with (2c + 2) times fewer tokens per query."""
-    c = cx.shape[1]
-    h, memory = net.embed(cx, cy), []
-    for block in net.blocks:
-        memory.append(block.attn.split_heads(block.ln1(h))[1:])  # the context's keys and values
-        h = block(h)
-    position = {"learned": 2 * c, "type": 0}.get(net.config.positions)  # the query's row of the position table
-
-    def run(q: torch.Tensor) -> torch.Tensor:
-        h = net.read_in(q) + (net.pos[position] if position is not None else 0)
-        for block, (k, v) in zip(net.blocks, memory, strict=True):
-            attn = block.attn
-            qq, kq, vq = attn.split_heads(block.ln1(h))  # (B, heads, m, head_dim)
-            scores = torch.cat([qq @ k.transpose(-2, -1), (qq * kq).sum(-1, keepdim=True)], -1)
-            weights = scores / math.sqrt(qq.shape[-1])
-            weights = weights.softmax(-1) if attn.attention == "softmax" else weights
-            out = weights[..., :-1] @ v + weights[..., -1:] * vq
-            h = h + attn.proj(out.transpose(1, 2).flatten(2))
-            h = h + block.fc_out(block.act(block.fc(block.ln2(h))))
-        return net.read_out(net.ln_f(h)).squeeze(-1)
-
-    return run
 
 
 def _scale(std: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ trainer asks the model for its FLOPs, its hidden matrices (for Muon) and its one
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -104,6 +105,20 @@ class ICLModel(nn.Module):
         linear read-out of that width, drawn after every other weight (one output, the default, changes nothing)."""
         if outputs != 1:
             self.read_out = nn.Linear(self.read_out.in_features, outputs)
+
+    def query_predictor(self, cx: Tensor, cy: Tensor) -> Callable[[Tensor], Tensor]:
+        """For contexts cx (B, c, d), cy (B, c): the function of queries q (B, m, d) -> (B, m) that predicts each
+        query's y from its own context alone, as the prompt (context, query) would. This one runs every such
+        prompt whole; an architecture that can compute a shared context once overrides it (ICLTransformer)."""
+        B, c, d = cx.shape
+
+        def run(q: Tensor) -> Tensor:
+            m = q.shape[1]
+            xs = torch.cat([cx[:, None].expand(B, m, c, d), q[:, :, None]], 2).reshape(B * m, c + 1, d)
+            ys = torch.cat([cy[:, None].expand(B, m, c), cy.new_zeros(B, m, 1)], 2).reshape(B * m, c + 1)
+            return self(xs, ys)[:, -1].reshape(B, m)
+
+        return run
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

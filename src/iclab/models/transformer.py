@@ -23,6 +23,7 @@ and trained in. `MovingAverage` holds those parameters; `ema_term` computes it w
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import InitVar, dataclass, field
 
 import torch
@@ -334,6 +335,43 @@ class ICLTransformer(ICLModel):
 
     def forward_flops(self, points: int) -> int:
         return icl_forward_flops(self.config, self.dims, points)
+
+    @property
+    def caches_context(self) -> bool:
+        """Whether `query_predictor` computes a shared context once: plain softmax or linear attention. Momentum
+        and EMA terms add a sum over every earlier value, so those models run each prompt whole."""
+        return all(
+            b.attn.attention in ("softmax", "linear") and not b.attn.momentum and b.attn.ema is None
+            for b in self.blocks
+        )
+
+    def query_predictor(self, cx: Tensor, cy: Tensor) -> Callable[[Tensor], Tensor]:
+        """ICLModel.query_predictor computed as causal attention allows: the context's keys and values at every
+        layer once per context (B, c, d), then each query token alone, attending to them and to itself. The same
+        numbers as whole prompts (up to rounding), with 2c + 2 times fewer tokens per query."""
+        if not self.caches_context:
+            return super().query_predictor(cx, cy)
+        c = cx.shape[1]
+        h, memory = self.embed(cx, cy), []
+        for block in self.blocks:
+            memory.append(block.attn.split_heads(block.ln1(h))[1:])  # the context's keys and values
+            h = block(h)
+        position = {"learned": 2 * c, "type": 0}.get(self.config.positions)  # the query's row of the table
+
+        def run(q: Tensor) -> Tensor:
+            h = self.read_in(q) + (self.pos[position] if position is not None else 0)  # (B, m, width)
+            for block, (k, v) in zip(self.blocks, memory, strict=True):
+                attn = block.attn
+                qq, kq, vq = attn.split_heads(block.ln1(h))  # (B, heads, m, head_dim)
+                scores = torch.cat([qq @ k.transpose(-2, -1), (qq * kq).sum(-1, keepdim=True)], -1)
+                weights = scores / math.sqrt(qq.shape[-1])
+                weights = weights.softmax(-1) if attn.attention == "softmax" else weights
+                out = weights[..., :-1] @ v + weights[..., -1:] * vq
+                h = h + attn.proj(out.transpose(1, 2).flatten(2))
+                h = h + block.fc_out(block.act(block.fc(block.ln2(h))))
+            return self.read_out(self.ln_f(h)).squeeze(-1)
+
+        return run
 
 
 # FLOPs of a forward pass, by training/flops.py's convention (matrix products only, 2 per multiply-add)
