@@ -58,7 +58,8 @@ def test_vector_mqar_models_read_out_d_numbers_and_other_models_are_unchanged(na
         assert torch.equal(a, b), k  # set_outputs(1) draws nothing: every weight as before
     assert plain.read_out.out_features == 1
     torch.manual_seed(0)
-    vector = build_model(load_config(base=base | {"task": {"name": "vector_mqar", "queries": 2}}))
+    mqar = {"task": {"name": "vector_mqar", "queries": 2}, "eval": {"baselines": []}}
+    vector = build_model(load_config(base=base | mqar))
     assert vector.read_out.out_features == 4
     for (k, a), (_, b) in zip(plain.state_dict().items(), vector.state_dict().items(), strict=True):
         if not k.startswith("read_out"):
@@ -70,7 +71,8 @@ def test_vector_mqar_models_read_out_d_numbers_and_other_models_are_unchanged(na
 def test_vector_mqar_trains_on_its_queries_and_is_scored_by_recall():
     config = load_config(
         base={"dims": 4, "points": 7, "task": {"name": "vector_mqar", "queries": 3}, "train": {"eval_every": 0},
-              "model": {"name": "transformer", "layers": 1, "width": 16, "heads": 2}, "eval": {"prompts": 32}}
+              "model": {"name": "transformer", "layers": 1, "width": 16, "heads": 2},
+              "eval": {"prompts": 32, "baselines": []}}
     )  # fmt: skip
     task = make_task(config.task, 4)
     preds, ys = torch.randn(2, 7, 4), torch.randn(2, 7, 4)
@@ -92,6 +94,9 @@ def test_vector_mqar_trains_on_its_queries_and_is_scored_by_recall():
             assert errors[i, p].item() == float(want != got)
     trainer = make_trainer(config, "unused")
     assert torch.isfinite(torch.tensor(trainer.train_step()))
+    with pytest.raises(UserError, match="'eval.baselines': vector_mqar's outputs are vectors") as info:
+        load_config(base=config.to_dict() | {"eval": {"baselines": ["zero"]}})
+    assert "\n" not in str(info.value)
 
 
 def test_outlier_tasks_are_scored_on_their_clean_points_only():

@@ -131,7 +131,12 @@ class Config:
     def check(self, prefix: str) -> None:
         if self.version != VERSION:  # build_config rewrites old versions first; other builders do not
             raise key_error("version", f"a version-{self.version} config is only read by load_config/config_from_json")
-        make_task(self.task, self.dims)  # validates the task spec (names, parameters, nnz <= dims, ...)
+        task = make_task(self.task, self.dims)  # validates the task spec (names, parameters, nnz <= dims, ...)
+        if task.outputs > 1 and self.eval.baselines:
+            raise key_error(
+                "eval.baselines",
+                f"{self.task['name']}'s outputs are vectors, which no baseline estimator predicts; set it to []",
+            )
         make_inputs(self.inputs, self.dims)
         from .baselines import make_estimator
 
