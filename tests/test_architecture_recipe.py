@@ -114,6 +114,20 @@ def test_outlier_tasks_are_scored_on_their_clean_points_only():
     assert make_eval_set(plain).clean is None
 
 
+def test_parity_chance_is_the_majority_sign_over_supports_from_x_alone():
+    task = {"name": "sparse_parity", "k": 2}
+    base = {"dims": 4, "points": 5, "task": task, "inputs": {"name": "signs"}, "eval": {"prompts": 30}}
+    config = load_config(base=base | {"train": {"eval_every": 0}})
+    evalset = make_eval_set(config)
+    wrong = 0
+    for i in range(30):
+        for p in range(5):
+            x = evalset.xs[i, p].tolist()
+            vote = sum(x[a] * x[b] for a in range(4) for b in range(a + 1, 4))  # the 6 supports' characters
+            wrong += (1.0 if vote >= 0 else -1.0) != evalset.ys[i, p].item()
+    assert arch.chance(evalset) == pytest.approx(wrong / 150) and arch.chance(evalset) < 0.5
+
+
 def test_a_wrong_task_parameter_is_one_line():
     with pytest.raises(UserError) as info:
         make_task({"name": "sparse_parity", "k": 7}, 5)

@@ -42,7 +42,7 @@ from .trained import ensure_study_model, train_info
 NAME = "architectures"
 NEAR = 0.1  # "near least squares": at most this much above it (errors / E[y^2]: the zero predictor scores 1)
 MARGIN = 0.05  # passing a task: within 15 % or this much of the best architecture's number
-BELOW_CHANCE = 0.1  # and at least this far below chance (1 for regression, 0.5 for parity, (n-1)/n for recall)
+BELOW_CHANCE = 0.1  # and at least this far below chance: the best error without examples (`chance`)
 # Park et al.'s Table 1 on the tasks the recipe checks (True: ✓, False: ✗ or their partial mark); an architecture
 # or task not listed is not in their table (lstm) or its mark is not checked here (the outlier tasks)
 PAPER = {
@@ -156,12 +156,24 @@ def window(evalset: EvalSet) -> int:
 
 
 def chance(evalset: EvalSet) -> float:
-    """The error of a predictor that ignores the prompt: 1 (regression, errors / E[y^2]), 0.5 (sign), or
-    (keys - 1) / keys (recall: a uniform guess among the keys)."""
+    """The error of the best predictor that ignores the examples: 1 for regression (errors / E[y^2]: predicting
+    0), (keys - 1) / keys for recall (a uniform guess among the keys), and for sparse parity the majority sign of
+    the query's own characters over every support (`no_example_parity`: below 0.5)."""
     if evalset.metric == "recall":
         keys = evalset.targets.shape[1] - evalset.task.queries
         return (keys - 1) / keys
-    return 0.5 if evalset.metric == "sign" else 1.0
+    if evalset.metric == "sign":
+        return no_example_parity(evalset) if hasattr(evalset.task, "k") else 0.5
+    return 1.0
+
+
+def no_example_parity(evalset: EvalSet) -> float:
+    """The 0-1 error of the Bayes prediction from x alone under the sparse-parity prior: the sign (ties +1) of the
+    sum over all size-k supports of the product of x's coordinates on the support, at every point."""
+    xs = evalset.xs.double()
+    supports = torch.combinations(torch.arange(xs.shape[-1]), evalset.task.k).reshape(-1, evalset.task.k)
+    votes = xs[..., supports].prod(-1).sum(-1)
+    return float((torch.where(votes >= 0, 1.0, -1.0) != evalset.targets.double()).double().mean())
 
 
 def summary(errors: Tensor, start: int) -> dict:
@@ -362,7 +374,7 @@ def tables(r: dict) -> list[str]:
         rows.append(cells)
     for name in sorted({b for t in tasks for b in r["tasks"][t]["baselines"]}):
         rows.append([name] + [_baseline_cell(r, t, name) for t in tasks])
-    rows.append(["chance"] + [f"{r['tasks'][t]['chance']:.2f}" for t in tasks])
+    rows.append(["chance (no examples)"] + [f"{r['tasks'][t]['chance']:.2f}" for t in tasks])
     runs = [
         [arch, r["architectures"][arch]["model"]["width"], r["architectures"][arch]["parameters"]]
         + [f"{r['tasks'][t]['runs'][arch]['flops']:,}" for t in tasks]
