@@ -187,6 +187,7 @@ def test_model_selection_tolerance():
 def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
     from test_architecture_recipe import TINY as ARCHITECTURES_TINY
     from test_bayes_recipes import AS_TINY, TD_TINY
+    from test_length_recipe import tiny as LENGTH_TINY
     from test_momentum_recipe import TINY as MOMENTUM_TINY
     from test_tabular_recipe import TINY as TABULAR_TINY
 
@@ -194,6 +195,7 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
         algorithm_selection,
         architectures,
         icl_vs_ft,
+        length,
         lsa_gd,
         momentum,
         tabular,
@@ -208,6 +210,7 @@ def test_reproduce_end_to_end_with_two_step_models(tmp_path, monkeypatch):
     monkeypatch.setitem(icl_vs_ft.SIZES, "quick", {"steps": 3, "instances": 2})
     monkeypatch.setitem(tabular.SIZES, "quick", TABULAR_TINY)
     monkeypatch.setitem(architectures.SIZES, "quick", ARCHITECTURES_TINY)
+    monkeypatch.setitem(length.SIZES, "quick", LENGTH_TINY())
     summaries = recipes.reproduce("all", tmp_path, quick=True, progress=False)
     assert [s["recipe"] for s in summaries] == list(recipes.RECIPES)
     report = (tmp_path / "report.md").read_text()
@@ -279,7 +282,7 @@ def test_every_recipe_is_one_declared_frozen_recipe(tmp_path, monkeypatch):
         for mode in recipe.modes:
             assert set(recipe.models_at(mode)) <= set(zoo.model_names(mode)), (name, mode)
     assert recipes.RECIPES["sparsity"].models == ("dense", "sparse", "dense_sparse")
-    unshipped = ["momentum", "architectures"]  # the others' full-size models ship: --pretrained loads them
+    unshipped = ["momentum", "length", "architectures"]  # the others' full-size models ship: --pretrained loads them
     assert [n for n, r in recipes.RECIPES.items() if not r.shipped] == unshipped
     with pytest.raises(dataclasses.FrozenInstanceError):
         lsa_gd.RECIPE.shipped = False

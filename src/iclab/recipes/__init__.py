@@ -36,6 +36,7 @@ from . import (
     convex,
     frequency,
     icl_vs_ft,
+    length,
     lsa_gd,
     model_selection,
     momentum,
@@ -69,6 +70,7 @@ RECIPES: dict[str, Recipe] = {
         task_diversity.RECIPE,
         algorithm_selection.RECIPE,
         tabular.RECIPE,
+        length.RECIPE,
         architectures.RECIPE,
     )
 }

@@ -70,6 +70,9 @@ def _timing(data: dict, rows: int) -> dict:
     data = copy.deepcopy(data)
     data["train"] |= {"batch_size": rows, "eval_every": 0, "loggers": []}
     if "curriculum" in data:
+        ramp = data["curriculum"].get("points")
+        if ramp:  # its longest training prompt: a model built for longer prompts (recipes/length.py) trains at it
+            data["points"], data["eval"]["points"] = ramp["end"], None
         data["curriculum"] = {"dims": None, "points": None}
     return data
 
