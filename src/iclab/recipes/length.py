@@ -282,24 +282,21 @@ def check_results(r: dict) -> list[dict]:
 
 
 def draw(r: dict, folder: Path) -> list[Path]:
+    """Every model's error against k = 1 .. top n - 1 on one log-log plot (k = 0, no example yet, is left out),
+    least squares beside them, the training length marked; the legend gives each model's longest factor."""
     n, top = r["points"], max(r["factors"])
-    fig, ax = plt.subplots(figsize=(7.2, 4.2), dpi=120)
-    ks = range(top * n)
+    fig, ax = plt.subplots(figsize=(8.4, 4.2), dpi=120)
+    ks = range(1, top * n)
     for i, m in enumerate(r["models"]):
-        ax.plot(ks, m["errors"], label=f"{m['name']} ({times(longest(r, m))})", **series_style(i, False, len(ks)))
-    ax.plot(ks, r["least_squares"], label="least squares", color="black", lw=1.2)
-    reference_line(ax, x=n - 0.5, label=f"training length ({n} points)")
-    ax.set_xscale("symlog", linthresh=n)  # linear up to the training length, then each doubling alike
+        ax.plot(ks, m["errors"][1:], label=f"{m['name']} ({times(longest(r, m))})", **series_style(i, False, len(ks)))
+    ax.plot(ks, r["least_squares"][1:], label="least squares", color="black", lw=1.2)
+    reference_line(ax, x=n, label=f"training length ({n} points)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([f * n for f in r["factors"]] + [max(1, n // 2)])
     ax.set_yscale("log")
     fit_y(ax, floor=1e-3)  # least squares is exact (1e-14) from k = d on: the floor keeps the models in view
-    finish(
-        ax,
-        "in-context examples k",
-        "error (normalised)",
-        f"trained on {n} points, d = {r['dims']}; "
-        f"in brackets: the longest length within {r['tolerance']:g} of least squares",
-        fontsize=7,
-    )
+    title = f"trained on {n} points (d = {r['dims']}); in brackets: longest length within {r['tolerance']:g}"
+    finish(ax, "in-context examples k", "error (normalised)", title, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return [save_figure(fig, folder / "length.png")]
 
