@@ -344,7 +344,7 @@ RECIPE = Recipe(
     ),
     differences=(
         "Quick: d = 1 and 8 training points, 2 layers of width 32 (or the width with as many parameters), 1,500 "
-        "steps; full: d = 3 and 12 points, 3 layers of width 48, 6,000 steps; Lee et al.: d = 5, 10 and 20, 32 "
+        "steps; full: d = 3 and 12 points, 3 layers of width 48, 5,000 steps; Lee et al.: d = 5, 10 and 20, 32 "
         "points, width 64 for every architecture, 4 to 12 layers, 100k steps, evaluated to 32x (here 8x; the paper "
         "scale goes to 32x). One learning rate per scale, not their sweep of three, and one seed, not three. "
         "The learned-position model is iclab's transformer with GPT-2's initialisation (HF GPT-2 at the paper "
