@@ -10,6 +10,7 @@ of the sparse prior; the target is Lasso's error + 0.02 at every k <= d, and bel
 Writes benchmarks/results/sparse_levers.json.
 
     python benchmarks/sparse_levers.py [--levers base,muon,...] [--seeds 0,1] [--jobs 1] [--root runs/sparse-levers]
+    python benchmarks/sparse_levers.py --as-is    # score the runs as they stand (steps / of_steps), training nothing
 """
 
 from __future__ import annotations
@@ -83,11 +84,13 @@ def evaluate(path: Path, lever: str, seed: int) -> dict:
     model = curve.pop(next(iter(curve)))  # the model's own rows come first
     lasso = curve["lasso_cv"]
     ks = range(1, dims + 1)
-    seconds = [m["seconds"] for m in Run(path).metrics if "seconds" in m]
+    step = Run(path).step  # the latest checkpoint's, which the evaluation loaded
+    seconds = [m["seconds"] for m in Run(path).metrics if "seconds" in m and m["step"] <= step]
     return {
         "lever": lever,
         "seed": seed,
-        "steps": Run(path).step,
+        "steps": step,
+        "of_steps": Run(path).config.train.steps,
         "train_seconds": round(seconds[-1]) if seconds else None,
         "model": [round(model[k], 4) for k in ks],
         "lasso_cv": [round(lasso[k], 4) for k in ks],
@@ -99,12 +102,14 @@ def evaluate(path: Path, lever: str, seed: int) -> dict:
     }
 
 
-def train_and_evaluate(job: tuple[str, str, int]) -> dict:
-    root, lever, seed = job
-    return evaluate(ensure_trained(Path(root), lever, seed), lever, seed)
+def train_and_evaluate(job: tuple[str, str, int, bool]) -> dict:
+    """A lever's row at a seed: trained to the end first, or with `as_is` its latest checkpoint as it stands."""
+    root, lever, seed, as_is = job
+    path = run_dir(Path(root), lever, seed) if as_is else ensure_trained(Path(root), lever, seed)
+    return evaluate(path, lever, seed)
 
 
-def run_jobs(jobs: list[tuple[str, str, int]], workers: int) -> list[dict]:
+def run_jobs(jobs: list[tuple[str, str, int, bool]], workers: int) -> list[dict]:
     """Each job's row, `workers` at a time; the first failure or stop (Ctrl-C, SIGTERM: the runs keep their
     checkpoints) cancels the jobs not yet started instead of letting the workers go on to them."""
     if workers == 1:
@@ -122,12 +127,17 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at a time, one torch thread each")
     parser.add_argument("--root", default="runs/sparse-levers", help="where the runs are kept (resumable)")
+    parser.add_argument(
+        "--as-is", action="store_true", help="train nothing: score each run that exists at its latest checkpoint"
+    )
     args = parser.parse_args()
     levers = args.levers.split(",")
     unknown = sorted(set(levers) - set(LEVERS))
     if unknown:
         parser.error(f"unknown lever(s) {', '.join(unknown)}; choose from {', '.join(LEVERS)}")
-    jobs = [(args.root, lever, int(seed)) for lever in levers for seed in args.seeds.split(",")]
+    jobs = [(args.root, lever, int(seed), args.as_is) for lever in levers for seed in args.seeds.split(",")]
+    if args.as_is:  # the runs that have a checkpoint
+        jobs = [j for j in jobs if (run_dir(Path(args.root), j[1], j[2]) / "checkpoints").is_dir()]
     rows = run_jobs(jobs, args.jobs)
     _common.print_table([{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows])
     _common.write_result(
@@ -139,7 +149,7 @@ def main() -> None:
             "runs": rows,
             "note": "errors on 1,280 sparse (nnz = 2, d = 5) prompts at k = 1..d; runs trained one torch thread "
             "each on a machine shared with other jobs, so train_seconds are a busy machine's",
-            "scale": _common.scale(parser, args, "levers", "seeds"),
+            "scale": _common.scale(parser, args, "levers", "seeds", "as_is"),
         },
     )
 
