@@ -5,7 +5,7 @@ differs, the modes it has, the shared models it needs and whether they ship, and
 functions; it checks the claim's shape as PASS/FAIL lines with numbers. Two kinds:
 - a sweep recipe (model_selection, sparsity, convex, frequency) sweeps the shared models (recipes.models) and
   is built by `sweep_recipe` (sweep.py) from its `compute`, `check_rows` and `draw`;
-- a study recipe (lsa_gd, icl_vs_ft, momentum, task_diversity, algorithm_selection, tabular, length, ...)
+- a study recipe (lsa_gd, icl_vs_ft, momentum, task_diversity, algorithm_selection, tabular, length, architectures)
   trains what it needs itself in its own `run`.
 Each recipe's settings at each scale (quick, full, paper) are YAML files (sizes.py, scales/NAME/SCALE.yaml);
 `--dry-run` lists a scale's runs with their estimated time (dryrun.py). `--pretrained` renders the recipes whose
