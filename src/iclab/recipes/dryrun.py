@@ -4,13 +4,15 @@ Each recipe plans its runs (`Recipe.plan(mode)`): name, steps, points, parameter
 A run's time is its steps times the seconds of one training step, timed on the chosen device: one warm-up step,
 then the mean of TIMED_STEPS, once per model shape (runs of one shape share the timing). Runs train at their final
 prompt length here, so a curriculum's shorter early prompts make the estimate an upper bound. On a CPU a step
-above STEP_FLOPS is timed on fewer rows of its batch and scaled up (a 0.3 B LM step at batch 16 would take
-minutes and more memory than the machine has). Nothing is written: not to OUT, not to the run folders.
+above STEP_FLOPS, or slower than STEP_SECONDS on a probe of one row (a scan whose cost the matrix-product FLOPs
+miss: Mamba at 512 points), is timed on fewer rows of its batch and scaled up (a 0.3 B LM step at batch 16 would
+take minutes and more memory than the machine has). Nothing is written: not to OUT, not to the run folders.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import tempfile
 import time
@@ -33,6 +35,7 @@ from ..training.trainer import Trainer
 
 TIMED_STEPS = 3
 STEP_FLOPS = 2e12  # on a CPU, the most FLOPs a timed step may take (about 10-20 s here); above, fewer rows
+STEP_SECONDS = 5.0  # on a CPU, about the longest a timed step may take, judged from a one-row probe
 
 
 @dataclass
@@ -88,10 +91,22 @@ def make_trainer(config: Config | TextConfig, scratch: Path) -> Trainer:
     return TextTrainer(config, scratch, TokenData(SimpleNamespace(get_vocab_size=lambda: vocab), tokens, tokens))
 
 
-def _seconds(timing: Config | TextConfig, batch: int, rows: int) -> Callable[[], float]:
-    def seconds() -> float:
+def _seconds(timing: Callable[[int], Config | TextConfig], batch: int, rows: int, device: str) -> Callable[[], float]:
+    """Seconds of a step of `batch` rows, timed on `rows` of them (`timing(n)`: the config of an n-row step) and
+    scaled up; on a CPU first on one row, and on fewer rows if `rows` would take more than STEP_SECONDS."""
+
+    def on(n: int) -> float:
         with tempfile.TemporaryDirectory() as scratch:
-            return per_step(make_trainer(timing, Path(scratch)).train_step) * batch / rows
+            return per_step(make_trainer(timing(n), Path(scratch)).train_step) * batch / n
+
+    def seconds() -> float:
+        if torch.device(device).type != "cpu" or rows == 1:
+            return on(rows)
+        probe = on(1)  # a step of one row, scaled to the batch
+        if not math.isfinite(probe) or probe <= 0:  # nothing was timed (scripts/gpu_check.py's dry build)
+            return probe
+        fewer = max(1, min(rows, int(STEP_SECONDS * batch / probe)))
+        return probe if fewer == 1 else on(fewer)
 
     return seconds
 
@@ -114,14 +129,14 @@ def icl_run(name: str, config: Config) -> Planned:
             forward = build_model(config).forward_flops(config.points)
     batch = config.train.batch_size
     rows = timed_rows(batch, step_flops(forward, 1), config.device)
-    timing = load_config(base=_timing(config.to_dict(), rows))
+    data = config.to_dict()
     return Planned(
         name,
         config.train.steps,
         config.points,
         parameters,
         _shape("icl", config.model, config.dims, config.points, batch, config.device),
-        _seconds(timing, batch, rows),
+        _seconds(lambda n: load_config(base=_timing(data, n)), batch, rows, config.device),
         config,
     )
 
@@ -133,14 +148,14 @@ def text_run(name: str, config: TextConfig) -> Planned:
         parameters = TokenLM(config.model, vocab, context).num_parameters()
     batch = config.train.batch_size
     rows = timed_rows(batch, step_flops(lm_forward_flops(config.model, vocab, context), 1), config.device)
-    timing = build(TextConfig, _timing(config.to_dict(), rows))
+    data = config.to_dict()
     return Planned(
         name,
         config.train.steps,
         context,
         parameters,
         _shape("lm", config.model, vocab, context, batch, config.device),
-        _seconds(timing, batch, rows),
+        _seconds(lambda n: build(TextConfig, _timing(data, n)), batch, rows, config.device),
         config,
     )
 
