@@ -31,6 +31,7 @@ CLASSES = {"dense": "linear", "sparse": "sparse_linear:nnz=2"}
 ORACLE = "bayes:nnz=[20,2],weights=[0.5,0.5]"  # the posterior mean under the pretraining mixture
 BASELINES = ["least_squares", "lasso_cv", ORACLE]
 GAP = 0.05  # least-squares level
+CONFIG = "src/iclab/configs/d20.yaml"
 
 
 def curves(run: Run, prompts: int) -> dict[str, dict[str, list[float]]]:
@@ -89,6 +90,8 @@ def main() -> None:
     parser.add_argument("--run", default="runs/d20", help="the trained d20.yaml run")
     parser.add_argument("--prompts", type=int, default=1280, help="evaluation prompts per class")
     args = parser.parse_args()
+    if not (Path(args.run) / "config.json").is_file():
+        parser.error(f"{args.run} holds no run; train it with iclab train --config {CONFIG} --out {args.run}")
     torch.set_num_threads(2)
     run = Run(args.run)
     dims = run.config.dims
