@@ -330,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--allow-cpu-paper", action="store_true", help="train --scale paper on a CPU (weeks per model)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
-    p.add_argument("--jobs", type=int, default=1, help="train the sweep recipes' models N at a time (default 1)")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="train the recipes' iclab runs N at a time, one process each (default 1)"
+    )
     p.add_argument("--quiet", **QUIET)
     p.set_defaults(func=_cmd_reproduce)
 

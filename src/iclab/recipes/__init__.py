@@ -10,10 +10,10 @@ functions; it checks the claim's shape as PASS/FAIL lines with numbers. Two kind
 Each recipe's settings at each scale (quick, full, paper) are YAML files (sizes.py, scales/NAME/SCALE.yaml);
 `--dry-run` lists a scale's runs with their estimated time (dryrun.py). `--pretrained` renders the recipes whose
 trained models ship (shipped=True) and trains nothing: each recipe runs inside training.guard.no_training, so a
-training attempt raises. `--jobs N` trains the sweep recipes' models N at a time before any recipe runs. Results
-land in DIR/NAME/ (curves or results, checks.json with provenance, figures), DIR/summary.json (every check, with
-the outcome recorded for it: outcomes.py) and DIR/report.md, which opens with a summary table and which
-`iclab report DIR` re-renders from those files alone.
+training attempt raises. `--jobs N` trains the recipes' iclab runs (the shared models and each recipe's plan) N at
+a time before any recipe runs. Results land in DIR/NAME/ (curves or results, checks.json with provenance,
+figures), DIR/summary.json (every check, with the outcome recorded for it: outcomes.py) and DIR/report.md, which
+opens with a summary table and which `iclab report DIR` re-renders from those files alone.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from . import (
 )
 from .common import recording_models
 from .dryrun import estimate, plan_lines
-from .models import PRETRAINED, train_models
+from .models import PRETRAINED, train_models, train_runs
 from .outcomes import recorded_seconds, summary_table
 from .progress import progress_line
 from .recipe import Recipe
@@ -186,8 +186,9 @@ def _reproduce(name: str, out: Path, mode: str, pretrained: bool, progress: bool
     if jobs > 1 and not pretrained:
         import torch
 
-        needed = [m for n in names for m in RECIPES[n].models_at(mode)]
-        train_models(needed, out, mode, jobs, max(1, torch.get_num_threads() // jobs), progress)
+        threads = max(1, torch.get_num_threads() // jobs)
+        train_models([m for n in names for m in RECIPES[n].models_at(mode)], out, mode, jobs, threads, progress)
+        train_runs(planned_runs(names, mode, out), out, jobs, threads, progress)
     summaries, started = [], time.perf_counter()
     recorded = recorded_seconds(mode) if pretrained else {}
     for i, n in enumerate(names):
@@ -221,6 +222,13 @@ def dry_run(name: str, scale: str | None = None, device: str | None = None, prog
 
 def plan(recipe: Recipe, mode: str) -> list:
     return recipe.plan(mode) if recipe.plan else []
+
+
+def planned_runs(names: list[str], mode: str, out: Path) -> list[tuple[str, Path, Config]]:
+    """(name, folder, config) of the iclab runs the recipes `names` train at scale `mode` (their plans: the same
+    configs their `run` trains), which --jobs trains in parallel before the recipes run and find them finished."""
+    planned = [p for n in names for p in plan(RECIPES[n], mode)]
+    return [(p.name, out / p.name, p.config) for p in planned if isinstance(p.config, Config)]
 
 
 def recipe_folders(out: Path) -> list[Path]:

@@ -105,24 +105,30 @@ def ensure_model(name: str, root: Path, mode: str, pretrained: bool, progress: b
 
 
 def train_models(names: list[str], root: Path, mode: str, jobs: int, threads: int, progress: bool) -> None:
-    """Train (or resume) the models `names` that are not finished yet, `jobs` at a time in local worker
-    processes of `threads` torch threads each: on a 2-core machine two one-thread runs beat one two-thread run
-    (benchmarks/ddp.py). The recipes then find them finished."""
+    """Train (or resume) the shared models `names` that are not finished yet (`train_runs`)."""
+    train_runs([(name, root / "models" / mode / name, model_config(name, mode)) for name in names], root, jobs, threads,
+               progress)
+
+
+def train_runs(runs: list[tuple[str, Path, Config]], root: Path, jobs: int, threads: int, progress: bool) -> None:
+    """Train (or resume) the runs (name, run folder, config) that are not finished yet, `jobs` at a time in local
+    worker processes of `threads` torch threads each: on a 2-core machine two one-thread runs beat one two-thread
+    run (benchmarks/ddp.py). The recipes then find them finished. Each run logs to logs/NAME.log beside it."""
     from ..experiments.engines import execute, make_job
 
     todo = []
-    for name in dict.fromkeys(names):  # each model once, in the order given
-        run_dir, config = root / "models" / mode / name, model_config(name, mode)
+    for name, run_dir, config in {str(r[1]): r for r in runs}.values():  # each run once, in the order given
         if RunDir(run_dir).decide(config) != "reuse":  # refuses a folder of other settings before any work
             todo.append((name, run_dir, config))
     if not todo:
         return
     # longest first, so that the last runs to finish are short ones
     todo.sort(key=lambda t: -t[2].train.steps * t[2].points)
-    logs = root / "models" / mode / "logs"
-    print(f"training {', '.join(n for n, _, _ in todo)}: {jobs} at a time; logs in {logs}", flush=True)
+    shown = ", ".join(n for n, _, _ in todo[:8]) + (f" and {len(todo) - 8} more" if len(todo) > 8 else "")
+    print(f"training {shown}: {jobs} at a time; logs in a logs/ folder beside each run", flush=True)
     job_list = [
-        make_job(name, run_dir, config.to_dict(), logs / f"{name}.log", threads=threads)
+        make_job(name, run_dir, config.to_dict(), Path(run_dir).parent / "logs" / f"{Path(run_dir).name}.log",
+                 threads=threads)
         for name, run_dir, config in todo
     ]
     outcomes = execute(job_list, "local", root, workers=jobs, progress=progress)
