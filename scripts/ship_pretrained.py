@@ -3,12 +3,14 @@
 
     python scripts/ship_pretrained.py --out runs/reproduce-full
     python scripts/ship_pretrained.py --out runs/reproduce-full --only lsa_gd   # one model (its folder's name)
+    python scripts/ship_pretrained.py --out runs/reproduce-full --only architectures,length  # a recipe's models
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -16,7 +18,7 @@ import torch
 from iclab.evaluation.curves import evaluate, write_curves
 from iclab.files import atomic_write_json
 from iclab.provenance import provenance
-from iclab.recipes import icl_vs_ft, lsa_gd, study_models
+from iclab.recipes import architectures, icl_vs_ft, length, lsa_gd, study_models
 from iclab.recipes.models import PRETRAINED, ensure_model, export_pretrained, model_names
 from iclab.recipes.trained import ensure_study_model
 from iclab.training.runs import load_model, read_config
@@ -42,7 +44,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     only = set(filter(None, args.only.split(",")))
-    everything = [*model_names(PRETRAINED), *study_models(), icl_vs_ft.MODEL_NAME, lsa_gd.MODEL_NAME]
+    lengths = {length.run_name(name): config for name, config in length.configs(PRETRAINED).items()}
+    # one model per architecture and task ships: the rate its sweep picked
+    sweeps = list(dict.fromkeys(architectures.shipped_name(a, t) for a, t, _, _ in architectures.runs(PRETRAINED)))
+    everything = [*model_names(PRETRAINED), *study_models(), icl_vs_ft.MODEL_NAME, lsa_gd.MODEL_NAME, *lengths]
+    everything += sweeps
+    groups = {architectures.NAME: sweeps, length.NAME: list(lengths)}  # a recipe's name: every model it ships
+    only = {m for name in only for m in groups.get(name, [name])}
     if only - set(everything):
         parser.error(f"--only: no shipped model named {', '.join(sorted(only - set(everything)))}; "
                      f"choose from {', '.join(everything)}")
@@ -64,6 +72,16 @@ def main() -> None:
         folder = args.out / "models" / "full" / lsa_gd.MODEL_NAME
         lsa_gd.ensure_layer(folder, lsa_gd.model_config(lsa_gd.SIZES["full"]), progress=True)
         stamp(lsa_gd.export_layer(folder, PACKAGE))
+    for name, config in [(n, c) for n, c in lengths.items() if n in wanted]:
+        run = ensure_study_model(name, config, args.out, PRETRAINED, pretrained=False, progress=True)
+        stamp(export_pretrained(run, name, PACKAGE))
+    if wanted & set(sweeps):  # the whole sweep trains (or is reused) and scores, and its picks ship
+        architectures.run(args.out, PRETRAINED, pretrained=False, progress=True)
+        for dest in architectures.ship(args.out, PACKAGE):
+            if dest.name in wanted:
+                stamp(dest)
+            else:
+                shutil.rmtree(dest)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from iclab.config import load_config
 from iclab.errors import UserError
 from iclab.models import MODELS, interleave
 from iclab.recipes import architectures as arch
+from iclab.recipes import trained
 from iclab.recipes.dryrun import make_trainer
 from iclab.recipes.sizes import read_scale
 from iclab.scoring import make_eval_set, prompt_errors
@@ -290,3 +291,43 @@ def test_quick_recipe_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     (tmp_path / "report.md").unlink()
     result = subprocess.run([sys.executable, "-m", "iclab.cli", "report", str(tmp_path)], capture_output=True)
     assert result.returncode == 0 and (tmp_path / "report.md").read_text() == report  # from the stored files
+
+
+def test_the_shipped_picks_render_the_same_numbers_as_the_trained_sweep(tmp_path, monkeypatch):
+    """`ship` copies only each sweep's picked model, with the validation errors that picked it; --pretrained then
+    scores those models and reproduces every number of the trained run (same model, same test prompts)."""
+    monkeypatch.setitem(arch.SIZES, "quick", TINY)
+    recipes.reproduce(arch.NAME, tmp_path / "trained", quick=True, progress=False)
+    trained = json.loads((tmp_path / "trained" / arch.NAME / "results.json").read_text())
+    shipped = arch.ship(tmp_path / "trained", tmp_path / "package", mode="quick")
+    assert sorted(p.name for p in shipped) == sorted(
+        arch.shipped_name(a, t) for t in TINY["tasks"] for a in TINY["architectures"]
+    )  # one folder per architecture and task, not one per rate
+    monkeypatch.setattr(arch, "pretrained_dir", lambda name: tmp_path / "package" / name)
+    models = arch.models_of(TINY)
+    for task, entry in trained["tasks"].items():
+        for name, run in entry["runs"].items():
+            assert arch.train_and_pick(name, task, models, tmp_path, "quick", True, False) == run
+
+
+def test_jobs_train_the_sweep_in_workers_and_the_recipe_finds_it_finished(tmp_path, monkeypatch, capsys):
+    """--jobs 2 trains every run of the recipe's plan in two worker processes first (each logs beside its run);
+    the recipe then reuses them all, with the numbers of a run trained in this process."""
+    small = TINY | {"tasks": {t: TINY["tasks"][t] for t in ("linear", "sparse_parity")}}
+    monkeypatch.setitem(arch.SIZES, "quick", small)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the recipe trained a run itself")
+
+    with monkeypatch.context() as m:  # the workers are spawned processes: this reaches the recipe's own process only
+        m.setattr(trained, "train", refuse)
+        m.setattr(trained, "resume", refuse)
+        recipes.reproduce(arch.NAME, tmp_path / "jobs", quick=True, progress=False, jobs=2)
+    assert "2 at a time" in capsys.readouterr().out
+    folder = tmp_path / "jobs" / "models" / "quick" / arch.NAME
+    assert len(list((folder / "logs").glob("*.log"))) == 3 * 2 * 3
+    recipes.reproduce(arch.NAME, tmp_path / "here", quick=True, progress=False)
+    results = [json.loads((tmp_path / d / arch.NAME / "results.json").read_text()) for d in ("jobs", "here")]
+    for entry in (run for r in results for t in r["tasks"].values() for run in t["runs"].values()):
+        del entry["train_seconds"]  # the one number that is the machine's, not the model's
+    assert results[0]["tasks"] == results[1]["tasks"]
