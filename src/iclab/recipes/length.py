@@ -358,4 +358,5 @@ RECIPE = Recipe(
     check=check_results,
     draw=draw,
     section=section,
+    shipped=True,  # its full-size models ship (pretrained/length-*: scripts/ship_pretrained.py --only length)
 )
