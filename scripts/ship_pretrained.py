@@ -75,8 +75,9 @@ def main() -> None:
     for name, config in [(n, c) for n, c in lengths.items() if n in wanted]:
         run = ensure_study_model(name, config, args.out, PRETRAINED, pretrained=False, progress=True)
         stamp(export_pretrained(run, name, PACKAGE))
-    if wanted & set(sweeps):  # the whole sweep trains (or is reused) and scores, and its picks ship
-        architectures.run(args.out, PRETRAINED, pretrained=False, progress=True)
+    if wanted & set(sweeps):  # the sweep trains and scores (a finished run of the recipe is reused); its picks ship
+        if not (args.out / architectures.NAME / "results.json").is_file():
+            architectures.run(args.out, PRETRAINED, pretrained=False, progress=True)
         for dest in architectures.ship(args.out, PACKAGE):
             if dest.name in wanted:
                 stamp(dest)

@@ -164,7 +164,7 @@ PAPER_LIKE = {
 def test_the_checks_pass_on_the_papers_shapes():
     checks = arch.check_results(results(PAPER_LIKE))
     assert len(checks) == 5 and all(c["passed"] for c in checks), checks
-    assert "mamba 0.050 ± 0.010, transformer 0.480 ± 0.010" in checks[1]["detail"]
+    assert "mamba 0.050 ± 0.010, transformer 0.480 ± 0.010 (needs a gap above 0.028)" in checks[1]["detail"]
     lines = "\n".join(arch.tables(results(PAPER_LIKE)))
     assert "0.480 ✗ (paper ✗ =)" in lines and "0.600 ✗ (paper ✗ =)" in lines and "0.050 ✓ (paper ✓ =)" in lines
 
@@ -174,6 +174,7 @@ def test_the_checks_pass_on_the_papers_shapes():
     [
         ("linear", "mamba", 0.12, 0),  # 0.11 above least squares: not near it
         ("sparse_parity", "mamba", 0.49, 1),  # Mamba behind the transformer on parity
+        ("sparse_parity", "mamba", 0.47, 1),  # ahead by 0.01, within 2 standard errors (0.028): a tie
         ("vector_mqar", "transformer", 0.61, 2),  # the transformer behind Mamba on MQAR
         ("decision_tree", "mamba", 0.19, 3),  # Mamba ahead on trees
         ("vector_mqar", "mambaformer", 0.3, 4),  # MambaFormer 0.2 behind the best

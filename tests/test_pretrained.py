@@ -12,6 +12,7 @@ models measure and what an untrained model of the same config measures (error ab
 the comments give both, and test_claims_fail_for_an_untrained_model runs every claim on untrained models."""
 
 import functools
+import json
 import math
 import sys
 
@@ -346,3 +347,22 @@ def test_shipped_length_models_do_what_the_docs_claim(name, at_8x):
         assert upper(excess) < 0.05
     else:
         assert excess.mean() - 3 * excess.std(ddof=1) / math.sqrt(len(excess)) > 0.05
+
+
+def test_each_shipped_architecture_model_is_its_sweeps_pick():
+    """The architectures recipe ships one model per architecture and task: the rate with the least validation
+    error of the three it trained (sweep.json), and its config trains at that rate with the full scale's model."""
+    from iclab.recipes import architectures as arch
+
+    size = arch.SIZES["full"]
+    models = arch.models_of(size)
+    for task in size["tasks"]:
+        for name in size["architectures"]:
+            folder = pretrained_dir(arch.shipped_name(name, task))
+            sweep = json.loads((folder / "sweep.json").read_text())
+            assert set(sweep["validation"]) == {f"{lr:g}" for lr in size["lrs"]}
+            assert sweep["lr"] == min(size["lrs"], key=lambda lr: sweep["validation"][f"{lr:g}"])
+            assert read_config(folder) == arch.run_config(size, task, arch.model_spec(size, models, name, task),
+                                                          sweep["lr"])
+
+

@@ -43,6 +43,7 @@ from .trained import ensure_study_model, train_info
 NAME = "architectures"
 NEAR = 0.1  # "near least squares": at most this much above it (errors / E[y^2]: the zero predictor scores 1)
 MARGIN = 0.05  # passing a task: within 15 % or this much of the best architecture's number
+AHEAD_SE = 2.0  # "ahead": lower by more than this many standard errors of the difference (a tie is not a lead)
 BELOW_CHANCE = 0.1  # and at least this far below chance: the best error without examples (`chance`)
 # Park et al.'s Table 1 on the tasks the recipe checks (True: ✓, False: ✗ or their partial mark); an architecture
 # or task not listed is not in their table (lstm) or its mark is not checked here (the outlier tasks)
@@ -325,13 +326,17 @@ def _missing(r: dict, tasks: tuple[str, ...], archs: tuple[str, ...]) -> str | N
 
 
 def _ahead(r: dict, task: str, first: str, second: str, what: str) -> dict:
-    claim = f"{first} ahead of {second} on {what} (lower {_metric_name(r, task)} over the window)"
+    claim = (
+        f"{first} ahead of {second} on {what} (lower {_metric_name(r, task)} over the window, by more than "
+        f"{AHEAD_SE:g} standard errors of the difference)"
+    )
     missing = _missing(r, (task,), (first, second))
     if missing:
         return check(claim, False, missing)
     a, b = (r["tasks"][task]["runs"][x] for x in (first, second))
+    gap = AHEAD_SE * math.hypot(a["se"], b["se"])  # unpaired: the same prompts would only make it smaller
     detail = f"{first} {a['window']:.3f} ± {a['se']:.3f}, {second} {b['window']:.3f} ± {b['se']:.3f}"
-    return check(claim, a["window"] < b["window"], detail)
+    return check(claim, a["window"] < b["window"] - gap, detail + f" (needs a gap above {gap:.3f})")
 
 
 def _metric_name(r: dict, task: str) -> str:
@@ -449,8 +454,9 @@ def section(folder: Path, stored: dict) -> list[str]:
     trained = len(entries) * len(r["lrs"])
     footer = (
         f"{trained} runs ({len(r['architectures'])} architectures x {len(r['tasks'])} tasks x {len(r['lrs'])} "
-        f"learning rates), {entries[0]['steps']} steps each; {r['seconds']:.0f} s in all. Numbers: "
-        f"`{folder.name}/results.json`."
+        f"learning rates), {entries[0]['steps']} steps each; the {len(entries)} picked models trained "
+        f"{sum(e['train_seconds'] for e in entries):.0f} s in all; this run (training what it had to, scoring) took "
+        f"{r['seconds']:.0f} s. Numbers: `{folder.name}/results.json`."
     )
     return section_lines(RECIPE, folder, draw(r, folder), check_results(r), stored | {"tables": tables(r)}, footer)
 
@@ -478,4 +484,5 @@ RECIPE = Recipe(
     check=check_results,
     draw=draw,
     section=section,
+    shipped=True,  # each sweep's pick ships (pretrained/architectures-ARCH-TASK: scripts/ship_pretrained.py)
 )
