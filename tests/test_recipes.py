@@ -282,7 +282,7 @@ def test_every_recipe_is_one_declared_frozen_recipe(tmp_path, monkeypatch):
         for mode in recipe.modes:
             assert set(recipe.models_at(mode)) <= set(zoo.model_names(mode)), (name, mode)
     assert recipes.RECIPES["sparsity"].models == ("dense", "sparse", "dense_sparse")
-    unshipped = ["momentum", "length", "architectures"]  # the others' full-size models ship: --pretrained loads them
+    unshipped = ["momentum"]  # the others' full-size models ship: --pretrained loads them
     assert [n for n, r in recipes.RECIPES.items() if not r.shipped] == unshipped
     with pytest.raises(dataclasses.FrozenInstanceError):
         lsa_gd.RECIPE.shipped = False
