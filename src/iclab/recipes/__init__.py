@@ -144,8 +144,9 @@ def reproduce(
 ) -> list[dict]:
     """Train (or load) the models, run each recipe, check its claim's shape, write figures and the report.
     `scale` is quick, full (the default) or paper (`quick=True` is scale quick); `device` is where the recipes'
-    iclab configs train (lsa-gd's and icl-vs-ft's own loops stay on the CPU). With `jobs` > 1 the sweep recipes'
-    models train that many at a time first, each process on its share of the caller's torch threads."""
+    iclab configs train (lsa-gd's and icl-vs-ft's own loops stay on the CPU). With `jobs` > 1 the recipes' iclab
+    runs (shared models and each recipe's plan) train that many at a time first, each process on its share of the
+    caller's torch threads."""
     mode = scale_of(scale, quick, pretrained)
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
