@@ -334,7 +334,7 @@ def _ahead(r: dict, task: str, first: str, second: str, what: str) -> dict:
     if missing:
         return check(claim, False, missing)
     a, b = (r["tasks"][task]["runs"][x] for x in (first, second))
-    gap = AHEAD_SE * math.hypot(a["se"], b["se"])  # unpaired: the same prompts would only make it smaller
+    gap = AHEAD_SE * math.hypot(a["se"], b["se"])  # unpaired: conservative while errors on shared prompts correlate
     detail = f"{first} {a['window']:.3f} ± {a['se']:.3f}, {second} {b['window']:.3f} ± {b['se']:.3f}"
     return check(claim, a["window"] < b["window"] - gap, detail + f" (needs a gap above {gap:.3f})")
 
