@@ -161,6 +161,21 @@ def test_whitening_gives_the_training_rows_identity_covariance():
     np.testing.assert_array_equal(plain.x_whitening_, np.eye(4))
 
 
+def test_loading_a_model_keeps_the_callers_torch_threads():
+    """The default model was trained with threads: 1; predicting with it must not change the process's setting."""
+    from iclab.sklearn import DEFAULT_MODEL, _load
+
+    _load.cache_clear()  # the first load is the one that reads the run's config
+    before = torch.get_num_threads()
+    torch.set_num_threads(2 if before != 2 else 3)
+    try:
+        X, y = linear_table(30, 4, seed=9)
+        ICLRegressor(model=DEFAULT_MODEL, n_estimators=2, random_state=0).fit(X, y).predict(X[:3])
+        assert torch.get_num_threads() == (2 if before != 2 else 3)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_wide_subset_keeps_d_features_per_member():
     X, y = linear_table(30, 9, seed=4)
     est = ICLRegressor(model="dense", n_estimators=4, wide="subset", random_state=0).fit(X, y)

@@ -92,7 +92,11 @@ def _load(path: str, device: str, dtype: str, metric: str) -> tuple[torch.nn.Mod
     if task.metric != metric:
         kind = "regression" if metric == "squared" else "classification (linear_classification)"
         raise UserError(f"{path} was trained on '{config.task['name']}', not on {kind}; pick a model trained on it")
-    model, _ = load_model(Path(path), config)
+    threads = torch.get_num_threads()
+    try:
+        model, _ = load_model(Path(path), config)
+    finally:  # the run's `threads` is how it trained; the caller's setting stands for prediction
+        torch.set_num_threads(threads)
     try:
         model = model.to(torch.device(device), getattr(torch, dtype))
     except (RuntimeError, AttributeError, TypeError):
